@@ -1,0 +1,212 @@
+//! The command line of SPEC §2, and the exit codes each command ends with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::{Instrument, error};
+
+use crate::config::{self, Config, DEFAULT_PATH};
+use crate::credential::OnceResult;
+use crate::daemon::{self, ConfigSource, Daemon, StartError};
+use crate::state::StoreError;
+use crate::{demo, logging, status};
+
+/// Exit codes, from sysexits.h (SPEC §2).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const OTHER: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const CANTCREAT: u8 = 73;
+    pub const TEMPFAIL: u8 = 75;
+    pub const NOPERM: u8 = 77;
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Parser)]
+#[command(name = "tokend", version, about = "Keeps OAuth 2.0 access tokens fresh for the applications beside it")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Configuration file
+    #[arg(short, long, env = "TOKEND_CONFIG", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGTERM or SIGINT
+    Run(ConfigArg),
+    /// Make sure every credential has a valid access token and written outputs, then exit
+    Once(ConfigArg),
+    /// Validate the configuration and print it with every secret redacted
+    Check(ConfigArg),
+    /// Show each credential's expiry, last refresh, last error and health
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the current access token (no newline)
+    Token {
+        /// The credential; may be left out when there is only one
+        name: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run the built-in emulator and the daemon against it: the zero-setup first run
+    Demo {
+        /// Where the tokens and state go
+        #[arg(long, default_value = "./tokend-demo")]
+        dir: PathBuf,
+    },
+    /// Run the built-in Blnk-Cloud-compatible token endpoint alone
+    Emulator {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Lifetime of the access tokens it issues
+        #[arg(long, default_value = "1h")]
+        lifetime: humantime::Duration,
+        /// Seconds a rotated refresh token may be replayed for the same answer (0: strict)
+        #[arg(long, default_value = "0s")]
+        reuse_grace: humantime::Duration,
+        #[arg(long, default_value = "tokend-demo")]
+        client_id: String,
+        /// The client secret; random when not given
+        #[arg(long)]
+        client_secret: Option<String>,
+    },
+}
+
+/// Parses the command line, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokend: cannot start the runtime: {e}");
+            return ExitCode::from(exit::OTHER);
+        }
+    };
+    ExitCode::from(match cli.command {
+        Command::Run(c) => runtime.block_on(run(&c.config)),
+        Command::Once(c) => runtime.block_on(once(&c.config)),
+        Command::Check(c) => check(&c.config),
+        Command::Status { config, json } => status::status(&config.config, json),
+        Command::Token { name, config } => status::token(&config.config, name.as_deref()),
+        Command::Demo { dir } => runtime.block_on(demo::run(&dir)),
+        Command::Emulator { listen, lifetime, reuse_grace, client_id, client_secret } => {
+            runtime.block_on(demo::emulator(listen, lifetime.into(), reuse_grace.into(), client_id, client_secret))
+        }
+    })
+}
+
+/// Loads the configuration, or says why not (exit 78).
+pub fn load_config(path: &Path) -> Result<Config, u8> {
+    config::load(path).map_err(|e| {
+        eprintln!("tokend: configuration error: {e}");
+        exit::CONFIG
+    })
+}
+
+fn check(path: &Path) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for c in config.credentials.values() {
+        for (what, source) in [("client secret", &c.client_secret), ("bootstrap refresh token", &c.refresh_token)] {
+            if let Err(e) = source.read() {
+                eprintln!("tokend: warning: credentials.{}: {what}: {e}", c.name);
+            }
+        }
+    }
+    print!("{}", config.redacted_toml());
+    exit::OK
+}
+
+/// The exit code for an error that stops the daemon from starting.
+pub fn start_error_code(e: &StartError) -> u8 {
+    match e {
+        StartError::Store(StoreError::Locked { .. }) => exit::CANTCREAT,
+        StartError::Endpoint { .. } => exit::CONFIG,
+        _ => exit::OTHER,
+    }
+}
+
+async fn run(path: &Path) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(&config.log);
+    let result = match Daemon::start(ConfigSource::File(path.to_owned()), &config) {
+        Ok(d) => d.run_until_signalled().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            start_error_code(&e)
+        }
+    }
+}
+
+async fn once(path: &Path) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(&config.log);
+    let mut worst = exit::OK;
+    for cfg in config.credentials.values() {
+        let span = tracing::info_span!("credential", name = %cfg.name);
+        let code = once_one(cfg).instrument(span).await;
+        worst = worse(worst, code);
+    }
+    worst
+}
+
+async fn once_one(cfg: &crate::config::CredentialConfig) -> u8 {
+        match daemon::prepare(cfg) {
+            Err(e) => {
+                error!(error = %e, "cannot start");
+                start_error_code(&e)
+            }
+            Ok((cred, _health)) => match cred.once().await {
+                OnceResult::Fresh => exit::OK,
+                OnceResult::Temporary(m) => {
+                    error!(error = %m, "no fresh token yet; try again later");
+                    exit::TEMPFAIL
+                }
+                OnceResult::Permanent(m) => {
+                    error!(error = %m, "refused");
+                    exit::NOPERM
+                }
+                OnceResult::Other(m) => {
+                    error!(error = %m, "failed");
+                    exit::OTHER
+                }
+            },
+        }
+}
+
+/// The more serious of two exit codes: configuration, lock, permanent, temporary, other.
+fn worse(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| [exit::CONFIG, exit::CANTCREAT, exit::NOPERM, exit::TEMPFAIL, exit::OTHER].iter().position(|x| *x == c).unwrap_or(usize::MAX);
+    if rank(b) < rank(a) { b } else { a }
+}

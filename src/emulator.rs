@@ -1,0 +1,437 @@
+//! The built-in Blnk-Cloud-compatible token endpoint (SPEC §10), for `demo`, `emulator`
+//! and the project's own tests.
+//!
+//! It rotates the refresh token on every use and, like strict servers, treats the reuse
+//! of a rotated token as theft: `invalid_grant`, and the whole family revoked (an optional
+//! grace window instead returns the pair already issued). Tests queue faults to make it
+//! misbehave on purpose, in-process or through `POST /_emulator/faults`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::config::ClientAuth;
+
+/// The token path, as on Blnk Cloud.
+pub const TOKEN_PATH: &str = "/oauth/token";
+/// A protected resource that answers 200 to a valid access token, 401 otherwise.
+pub const RESOURCE_PATH: &str = "/resource";
+
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub auth: ClientAuth,
+    pub access_lifetime: Duration,
+    /// A rotated refresh token presented again within this time returns the same new pair.
+    pub reuse_grace: Duration,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            client_id: "tokend-demo".into(),
+            client_secret: format!("demo-secret-{}", random_text(16)),
+            auth: ClientAuth::Basic,
+            access_lifetime: Duration::from_secs(3600),
+            reuse_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// A way to misbehave, consumed by the next token request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer with this status, body and optional `Retry-After`; nothing rotates.
+    Status {
+        status: u16,
+        #[serde(default)]
+        body: String,
+        #[serde(default)]
+        retry_after: Option<String>,
+    },
+    /// Wait, then answer normally.
+    Delay { ms: u64 },
+    /// Close the connection without answering, before processing anything.
+    Reset,
+    /// Rotate, then close the connection without answering.
+    RotateThenReset,
+    /// `200` with a body that is not JSON; nothing rotates.
+    Garbage,
+    /// `200` with a body of this many bytes; nothing rotates.
+    HugeBody { bytes: usize },
+    /// Succeed without `refresh_token`; the presented one stays valid.
+    OmitRefreshToken,
+    /// Succeed without `expires_in` (the token still lives `access_lifetime`).
+    OmitExpiresIn,
+}
+
+/// Counters a test reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub token_requests: u64,
+    pub refreshes: u64,
+    /// Rotated refresh tokens presented again outside any grace window.
+    pub reuses: u64,
+    /// Reuses answered from the grace window.
+    pub grace_replays: u64,
+    pub faults_served: u64,
+    pub auth_failures: u64,
+}
+
+/// One successful rotation, for checking when the client refreshed.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub at: SystemTime,
+    /// When the presented refresh token (and its access token) was issued.
+    pub previous_issued_at: SystemTime,
+    pub previous_lifetime: Duration,
+}
+
+struct RefreshRecord {
+    family: u64,
+    issued_at: SystemTime,
+    lifetime: Duration,
+    /// Set once rotated: when, and the answer given, for the grace window.
+    rotated: Option<(Instant, serde_json::Value)>,
+}
+
+struct AccessRecord {
+    family: u64,
+    expires_at: SystemTime,
+}
+
+#[derive(Default)]
+struct Inner {
+    refresh: HashMap<String, RefreshRecord>,
+    access: HashMap<String, AccessRecord>,
+    revoked: std::collections::HashSet<u64>,
+    next_family: u64,
+    faults: VecDeque<Fault>,
+    stats: Stats,
+    rotations: Vec<Rotation>,
+}
+
+struct Shared {
+    cfg: Mutex<EmulatorConfig>,
+    inner: Mutex<Inner>,
+}
+
+/// A running emulator; dropping it stops the listener.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain counters behind: still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Emulator {
+    /// Binds `addr` (use port 0 for any) and serves until dropped.
+    pub async fn start(cfg: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Emulator> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared { cfg: Mutex::new(cfg), inner: Mutex::new(Inner::default()) });
+        let task = tokio::spawn(serve(listener, shared.clone()));
+        Ok(Emulator { addr, shared, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("http://{}{TOKEN_PATH}", self.addr)
+    }
+
+    pub fn resource_url(&self) -> String {
+        format!("http://{}{RESOURCE_PATH}", self.addr)
+    }
+
+    pub fn config(&self) -> EmulatorConfig {
+        lock(&self.shared.cfg).clone()
+    }
+
+    /// Changes the lifetime of access tokens issued from now on.
+    pub fn set_access_lifetime(&self, lifetime: Duration) {
+        lock(&self.shared.cfg).access_lifetime = lifetime;
+    }
+
+    /// A refresh token starting a new family, as an authorization would give.
+    pub fn issue_refresh_token(&self) -> String {
+        self.shared.issue_bootstrap()
+    }
+
+    /// Queues a fault for the next token request.
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.shared.inner).faults.push_back(fault);
+    }
+
+    /// Revokes every family, as "Revoke Key" in the dashboard would.
+    pub fn revoke_all(&self) {
+        let mut inner = lock(&self.shared.inner);
+        let families: Vec<u64> = inner.refresh.values().map(|r| r.family).collect();
+        inner.revoked.extend(families);
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.inner).stats.clone()
+    }
+
+    pub fn rotations(&self) -> Vec<Rotation> {
+        lock(&self.shared.inner).rotations.clone()
+    }
+
+    /// Whether `access_token` is currently accepted.
+    pub fn accepts(&self, access_token: &str) -> bool {
+        self.shared.accepts(access_token)
+    }
+}
+
+impl Shared {
+    fn issue_bootstrap(&self) -> String {
+        let lifetime = lock(&self.cfg).access_lifetime;
+        let mut inner = lock(&self.inner);
+        inner.next_family += 1;
+        let family = inner.next_family;
+        let token = format!("blnk_rt_{}", random_text(32));
+        inner.refresh.insert(token.clone(), RefreshRecord { family, issued_at: SystemTime::now(), lifetime, rotated: None });
+        token
+    }
+
+    fn accepts(&self, access_token: &str) -> bool {
+        let inner = lock(&self.inner);
+        inner
+            .access
+            .get(access_token)
+            .is_some_and(|a| a.expires_at > SystemTime::now() && !inner.revoked.contains(&a.family))
+    }
+}
+
+fn random_text(n: usize) -> String {
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(n).map(char::from).collect()
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(_) => {
+                // Out of descriptors or similar: pause rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+/// An error makes hyper drop the connection without an answer: the "reset" faults.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose")]
+struct Dropped;
+
+fn json(status: StatusCode, body: serde_json::Value) -> Answer {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+    r.headers_mut().insert("cache-control", "no-store".parse().expect("static header"));
+    r
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Answer {
+    json(status, serde_json::json!({"error": code, "error_description": description}))
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
+    let path = req.uri().path().to_owned();
+    Ok(match (req.method(), path.as_str()) {
+        (&Method::POST, TOKEN_PATH) => return token(shared, req).await,
+        (&Method::GET, RESOURCE_PATH) => resource(&shared, &req),
+        (&Method::GET, "/_emulator/stats") => json(StatusCode::OK, serde_json::json!(lock(&shared.inner).stats)),
+        (&Method::POST, "/_emulator/bootstrap") => {
+            json(StatusCode::OK, serde_json::json!({"refresh_token": shared.issue_bootstrap()}))
+        }
+        (&Method::POST, "/_emulator/faults") => match read_body(req).await.and_then(|b| serde_json::from_slice::<Vec<Fault>>(&b).ok()) {
+            Some(faults) => {
+                lock(&shared.inner).faults.extend(faults);
+                json(StatusCode::OK, serde_json::json!({"queued": true}))
+            }
+            None => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "expected a JSON list of faults"})),
+        },
+        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not_found"})),
+    })
+}
+
+async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
+    Limited::new(req.into_body(), 64 * 1024).collect().await.ok().map(|c| c.to_bytes())
+}
+
+fn resource(shared: &Shared, req: &Request<Incoming>) -> Answer {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if shared.accepts(token) {
+        json(StatusCode::OK, serde_json::json!({"ok": true}))
+    } else {
+        let mut r = json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "invalid_token"}));
+        r.headers_mut().insert("www-authenticate", "Bearer error=\"invalid_token\"".parse().expect("static header"));
+        r
+    }
+}
+
+/// Client credentials as the configured authentication mode carries them.
+fn client_credentials(auth: ClientAuth, req_auth: Option<&str>, form: &HashMap<String, String>) -> Option<(String, String)> {
+    match auth {
+        ClientAuth::Post => Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())),
+        ClientAuth::Basic | ClientAuth::BasicUnencoded => {
+            let encoded = req_auth?.strip_prefix("Basic ")?;
+            let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
+            let (id, secret) = decoded.split_once(':')?;
+            if auth == ClientAuth::BasicUnencoded {
+                return Some((id.to_owned(), secret.to_owned()));
+            }
+            // RFC 6749 §2.3.1: each part is application/x-www-form-urlencoded.
+            let decode = |s: &str| form_urlencoded::parse(s.as_bytes()).next().map(|(k, _)| k.into_owned()).unwrap_or_default();
+            Some((decode(id), decode(secret)))
+        }
+    }
+}
+
+async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
+    let auth_header = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(body) = read_body(req).await else {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "body too large or unreadable"));
+    };
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let fault = {
+        let mut inner = lock(&shared.inner);
+        inner.stats.token_requests += 1;
+        let fault = inner.faults.pop_front();
+        if fault.is_some() {
+            inner.stats.faults_served += 1;
+        }
+        fault
+    };
+    match &fault {
+        Some(Fault::Status { status, body, retry_after }) => {
+            let mut r = Response::new(Full::new(Bytes::from(body.clone())));
+            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if body.starts_with('{') {
+                r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+            }
+            if let Some(v) = retry_after.as_ref().and_then(|v| v.parse().ok()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+            return Ok(r);
+        }
+        Some(Fault::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        Some(Fault::Reset) => return Err(Dropped),
+        Some(Fault::Garbage) => {
+            return Ok(Response::new(Full::new(Bytes::from_static(b"<html>502 Bad Gateway</html>"))));
+        }
+        Some(Fault::HugeBody { bytes }) => {
+            let mut r = Response::new(Full::new(Bytes::from(vec![b' '; *bytes])));
+            r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+            return Ok(r);
+        }
+        _ => {}
+    }
+    let cfg = lock(&shared.cfg).clone();
+    let creds = client_credentials(cfg.auth, auth_header.as_deref(), &form);
+    if creds.as_ref() != Some(&(cfg.client_id.clone(), cfg.client_secret.clone())) {
+        lock(&shared.inner).stats.auth_failures += 1;
+        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        r.headers_mut().insert("www-authenticate", "Basic realm=\"oauth\"".parse().expect("static header"));
+        return Ok(r);
+    }
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only refresh_token is supported"));
+    }
+    let presented = form.get("refresh_token").cloned().unwrap_or_default();
+    let answer = rotate(&shared, &cfg, &presented, &fault);
+    if fault == Some(Fault::RotateThenReset) {
+        return Err(Dropped);
+    }
+    Ok(answer)
+}
+
+fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option<Fault>) -> Answer {
+    let mut inner = lock(&shared.inner);
+    let now = SystemTime::now();
+    let Some(record) = inner.refresh.get(presented) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+    };
+    let family = record.family;
+    if inner.revoked.contains(&family) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token revoked");
+    }
+    if let Some((when, answer)) = &record.rotated {
+        if when.elapsed() <= cfg.reuse_grace {
+            let answer = answer.clone();
+            inner.stats.grace_replays += 1;
+            return json(StatusCode::OK, answer);
+        }
+        inner.stats.reuses += 1;
+        inner.revoked.insert(family);
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token reused; family revoked");
+    }
+    let previous = Rotation { at: now, previous_issued_at: record.issued_at, previous_lifetime: record.lifetime };
+    let access = format!("blnk_at_{}", random_text(32));
+    inner.access.insert(access.clone(), AccessRecord { family, expires_at: now + cfg.access_lifetime });
+    let mut body = serde_json::json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "scope": "data:read data:write",
+    });
+    if fault != &Some(Fault::OmitExpiresIn) {
+        body["expires_in"] = serde_json::json!(cfg.access_lifetime.as_secs().max(1));
+    }
+    if fault == &Some(Fault::OmitRefreshToken) {
+        if let Some(r) = inner.refresh.get_mut(presented) {
+            r.issued_at = now;
+            r.lifetime = cfg.access_lifetime;
+        }
+    } else {
+        let next = format!("blnk_rt_{}", random_text(32));
+        body["refresh_token"] = serde_json::json!(next);
+        inner.refresh.insert(next, RefreshRecord { family, issued_at: now, lifetime: cfg.access_lifetime, rotated: None });
+        if let Some(r) = inner.refresh.get_mut(presented) {
+            r.rotated = Some((Instant::now(), body.clone()));
+        }
+    }
+    inner.stats.refreshes += 1;
+    inner.rotations.push(previous);
+    json(StatusCode::OK, body)
+}
+

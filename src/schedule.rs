@@ -1,0 +1,133 @@
+//! When to refresh and how long to back off: pure functions of time, policy and chance.
+//!
+//! Nothing here reads a clock or a random source; callers pass `now` and a random
+//! number, so tests are exact and instant.
+
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{RefreshPolicy, RetryPolicy};
+
+/// Never refresh sooner than this after a token was obtained, whatever the server says,
+/// so that a zero or tiny `expires_in` cannot turn the daemon into a request loop.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// How soon the first retry after an ambiguous failure goes out (SPEC §5).
+pub const AMBIGUOUS_RETRY: Duration = Duration::from_millis(800);
+/// The longest `Retry-After` we honour; beyond it the answer is taken as hostile.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// The moment to refresh a token obtained at `obtained` and expiring at `expires`.
+///
+/// `at` of the lifetime has passed, shifted by `jitter_unit * jitter` of the lifetime
+/// (`jitter_unit` in [-1, 1]), and never later than `expires - min_remaining`. When the
+/// lifetime is shorter than `min_remaining` that bound cannot be kept, and the fraction
+/// alone decides.
+pub fn refresh_deadline(policy: &RefreshPolicy, obtained: SystemTime, expires: SystemTime, jitter_unit: f64) -> SystemTime {
+    let lifetime = expires.duration_since(obtained).unwrap_or(Duration::ZERO);
+    let fraction = (policy.at + policy.jitter * jitter_unit.clamp(-1.0, 1.0)).clamp(0.0, 1.0);
+    let mut offset = lifetime.mul_f64(fraction);
+    if let Some(latest) = lifetime.checked_sub(policy.min_remaining) {
+        if !latest.is_zero() {
+            offset = offset.min(latest);
+        }
+    }
+    obtained + offset.max(MIN_REFRESH_INTERVAL.min(lifetime))
+}
+
+/// A per-cycle jitter in [-1, 1], derived from the credential and the moment its token was
+/// obtained: random-looking across credentials and cycles, yet the same after a restart,
+/// so a restarted daemon keeps the schedule it had.
+pub fn jitter_unit(credential: &str, obtained: SystemTime) -> f64 {
+    let nanos = obtained.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let digest = Sha256::new().chain_update(credential.as_bytes()).chain_update(nanos.to_le_bytes()).finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+    unit * 2.0 - 1.0
+}
+
+/// Exponential backoff with full jitter: uniform between `initial` and
+/// `min(max, initial * 2^attempt)`; `random` is uniform in [0, 1).
+pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {
+    let ceiling = policy.initial.saturating_mul(1u32 << attempt.min(30)).min(policy.max);
+    let span = ceiling.saturating_sub(policy.initial);
+    policy.initial + span.mul_f64(random.clamp(0.0, 1.0))
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), relative to `now`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(RETRY_AFTER_CAP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn policy(at: f64, jitter: f64, min_remaining: u64) -> RefreshPolicy {
+        RefreshPolicy { at, jitter, min_remaining: Duration::from_secs(min_remaining), ..RefreshPolicy::default() }
+    }
+
+    #[test]
+    fn refreshes_at_the_fraction_with_jitter() {
+        let p = policy(0.75, 0.05, 60);
+        assert_eq!(refresh_deadline(&p, t(0), t(3600), 0.0), t(2700));
+        assert_eq!(refresh_deadline(&p, t(0), t(3600), 1.0), t(2880));
+        assert_eq!(refresh_deadline(&p, t(0), t(3600), -1.0), t(2520));
+    }
+
+    #[test]
+    fn never_later_than_min_remaining_before_expiry() {
+        let p = policy(0.9, 0.05, 600);
+        assert_eq!(refresh_deadline(&p, t(0), t(3600), 1.0), t(3000));
+    }
+
+    #[test]
+    fn short_lifetimes_fall_back_to_the_fraction_and_a_floor() {
+        let p = policy(0.75, 0.0, 60);
+        assert_eq!(refresh_deadline(&p, t(0), t(8), 0.0), t(6));
+        assert_eq!(refresh_deadline(&p, t(0), t(0), 0.0), t(0));
+        let d = refresh_deadline(&p, t(0), t(1) + Duration::from_millis(100), 0.0);
+        assert_eq!(d, t(1), "floor of one second");
+    }
+
+    #[test]
+    fn jitter_is_stable_per_cycle_and_spreads() {
+        assert_eq!(jitter_unit("a", t(5)), jitter_unit("a", t(5)));
+        let values: Vec<f64> = (0..1000).map(|i| jitter_unit(&format!("c{i}"), t(0))).collect();
+        assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
+        let below = values.iter().filter(|v| **v < 0.0).count();
+        assert!((400..600).contains(&below), "{below}");
+    }
+
+    #[test]
+    fn backoff_grows_within_bounds() {
+        let p = RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(300) };
+        assert_eq!(backoff(&p, 0, 0.99), Duration::from_secs(1));
+        assert_eq!(backoff(&p, 3, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(&p, 3, 0.5), Duration::from_millis(4500));
+        assert_eq!(backoff(&p, 40, 1.0), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(RETRY_AFTER_CAP));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+}
