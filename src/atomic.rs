@@ -20,7 +20,8 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
         .preserve_mode(false)
         .preserve_owner(false)
         .open(path)?;
-    file.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.write_all(contents)?;
     file.commit()
 }

@@ -25,7 +25,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "tokend", version, about = "Keeps OAuth 2.0 access tokens fresh for the applications beside it")]
+#[command(
+    name = "tokend",
+    version,
+    about = "Keeps OAuth 2.0 access tokens fresh for the applications beside it"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,10 +95,17 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tokend: cannot start the runtime: {e}");
@@ -108,9 +119,19 @@ pub fn main() -> ExitCode {
         Command::Status { config, json } => status::status(&config.config, json),
         Command::Token { name, config } => status::token(&config.config, name.as_deref()),
         Command::Demo { dir } => runtime.block_on(demo::run(&dir)),
-        Command::Emulator { listen, lifetime, reuse_grace, client_id, client_secret } => {
-            runtime.block_on(demo::emulator(listen, lifetime.into(), reuse_grace.into(), client_id, client_secret))
-        }
+        Command::Emulator {
+            listen,
+            lifetime,
+            reuse_grace,
+            client_id,
+            client_secret,
+        } => runtime.block_on(demo::emulator(
+            listen,
+            lifetime.into(),
+            reuse_grace.into(),
+            client_id,
+            client_secret,
+        )),
     })
 }
 
@@ -128,7 +149,10 @@ fn check(path: &Path) -> u8 {
         Err(code) => return code,
     };
     for c in config.credentials.values() {
-        for (what, source) in [("client secret", &c.client_secret), ("bootstrap refresh token", &c.refresh_token)] {
+        for (what, source) in [
+            ("client secret", &c.client_secret),
+            ("bootstrap refresh token", &c.refresh_token),
+        ] {
             if let Err(e) = source.read() {
                 eprintln!("tokend: warning: credentials.{}: {what}: {e}", c.name);
             }
@@ -153,8 +177,11 @@ async fn run(path: &Path) -> u8 {
         Err(code) => return code,
     };
     logging::init(&config.log);
-    let result = match Daemon::start(ConfigSource::File(path.to_owned()), &config) {
-        Ok(d) => d.run_until_signalled().await,
+    let result = match daemon::signals() {
+        Ok(signals) => match Daemon::start(ConfigSource::File(path.to_owned()), &config) {
+            Ok(d) => d.run_until_signalled(signals).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match result {
@@ -182,31 +209,42 @@ async fn once(path: &Path) -> u8 {
 }
 
 async fn once_one(cfg: &crate::config::CredentialConfig) -> u8 {
-        match daemon::prepare(cfg) {
-            Err(e) => {
-                error!(error = %e, "cannot start");
-                start_error_code(&e)
-            }
-            Ok((cred, _health)) => match cred.once().await {
-                OnceResult::Fresh => exit::OK,
-                OnceResult::Temporary(m) => {
-                    error!(error = %m, "no fresh token yet; try again later");
-                    exit::TEMPFAIL
-                }
-                OnceResult::Permanent(m) => {
-                    error!(error = %m, "refused");
-                    exit::NOPERM
-                }
-                OnceResult::Other(m) => {
-                    error!(error = %m, "failed");
-                    exit::OTHER
-                }
-            },
+    match daemon::prepare(cfg) {
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            start_error_code(&e)
         }
+        Ok((cred, _health)) => match cred.once().await {
+            OnceResult::Fresh => exit::OK,
+            OnceResult::Temporary(m) => {
+                error!(error = %m, "no fresh token yet; try again later");
+                exit::TEMPFAIL
+            }
+            OnceResult::Permanent(m) => {
+                error!(error = %m, "refused");
+                exit::NOPERM
+            }
+            OnceResult::Other(m) => {
+                error!(error = %m, "failed");
+                exit::OTHER
+            }
+        },
+    }
 }
 
 /// The more serious of two exit codes: configuration, lock, permanent, temporary, other.
 fn worse(a: u8, b: u8) -> u8 {
-    let rank = |c: u8| [exit::CONFIG, exit::CANTCREAT, exit::NOPERM, exit::TEMPFAIL, exit::OTHER].iter().position(|x| *x == c).unwrap_or(usize::MAX);
+    let rank = |c: u8| {
+        [
+            exit::CONFIG,
+            exit::CANTCREAT,
+            exit::NOPERM,
+            exit::TEMPFAIL,
+            exit::OTHER,
+        ]
+        .iter()
+        .position(|x| *x == c)
+        .unwrap_or(usize::MAX)
+    };
     if rank(b) < rank(a) { b } else { a }
 }

@@ -32,8 +32,16 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(source_name: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { source_name: source_name.into(), key: key.into(), message: message.into() }
+    fn new(
+        source_name: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            source_name: source_name.into(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -56,7 +64,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -96,7 +107,9 @@ pub enum SecretSource {
 impl PartialEq for SecretSource {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (SecretSource::Inline(a), SecretSource::Inline(b)) => a.expose_secret() == b.expose_secret(),
+            (SecretSource::Inline(a), SecretSource::Inline(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
             (SecretSource::File(a), SecretSource::File(b)) => a == b,
             _ => false,
         }
@@ -129,8 +142,12 @@ impl SecretSource {
         match self {
             SecretSource::Inline(s) => Ok(s.clone()),
             SecretSource::File(path) => {
-                let raw = std::fs::read(path).map_err(|err| SecretReadError::Io { path: path.clone(), err })?;
-                let text = String::from_utf8(raw).map_err(|_| SecretReadError::Invalid { path: path.clone() })?;
+                let raw = std::fs::read(path).map_err(|err| SecretReadError::Io {
+                    path: path.clone(),
+                    err,
+                })?;
+                let text = String::from_utf8(raw)
+                    .map_err(|_| SecretReadError::Invalid { path: path.clone() })?;
                 let trimmed = text.trim();
                 if trimmed.is_empty() {
                     return Err(SecretReadError::Empty { path: path.clone() });
@@ -205,7 +222,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(300) }
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
     }
 }
 
@@ -313,7 +333,11 @@ impl Sources {
     /// The variable that set `key`, or else the file.
     fn origin_of(&self, key: &str) -> String {
         let var = env_var_for(key);
-        if self.env.contains_key(&var) { var } else { self.file.clone() }
+        if self.env.contains_key(&var) {
+            var
+        } else {
+            self.file.clone()
+        }
     }
 
     fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -331,7 +355,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// As [`load`], with the environment given explicitly (tests).
-pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+pub fn load_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
     let file_name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(&file_name, "(file)", format!("cannot read: {e}")))?;
@@ -358,7 +385,10 @@ pub fn load_from_str(
         )
         .build()
         .map_err(|e| ConfigError::new(file_name, "(file)", one_line(&e.to_string())))?;
-    let sources = Sources { env: env_map, file: file_name.to_owned() };
+    let sources = Sources {
+        env: env_map,
+        file: file_name.to_owned(),
+    };
     let raw: RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
         let key = e.path().to_string();
         let message = one_line(&strip_config_suffix(&e.inner().to_string()));
@@ -380,7 +410,9 @@ fn one_line(s: &str) -> String {
 }
 
 fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
-    let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/tokend"));
+    let state_dir = raw
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tokend"));
     if raw.log.level.trim().is_empty() {
         return Err(src.error("log.level", "must not be empty"));
     }
@@ -396,11 +428,19 @@ fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         if let Some(other) = seen.insert(c.state_file.clone(), c.name.clone()) {
             return Err(src.error(
                 &format!("credentials.{}.state_file", c.name),
-                format!("{} is also the state file of credential {other}", c.state_file.display()),
+                format!(
+                    "{} is also the state file of credential {other}",
+                    c.state_file.display()
+                ),
             ));
         }
     }
-    Ok(Config { state_dir, log: raw.log, health: raw.health, credentials })
+    Ok(Config {
+        state_dir,
+        log: raw.log,
+        health: raw.health,
+        credentials,
+    })
 }
 
 fn validate_credential(
@@ -410,26 +450,50 @@ fn validate_credential(
     src: &Sources,
 ) -> Result<CredentialConfig, ConfigError> {
     let key = |k: &str| format!("credentials.{name}.{k}");
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(src.error(&format!("credentials.{name}"), "credential names may hold only a-z, 0-9 and _"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(src.error(
+            &format!("credentials.{name}"),
+            "credential names may hold only a-z, 0-9 and _",
+        ));
     }
     let client_id = match rc.client_id {
         Some(id) if !id.is_empty() => id,
         Some(_) => return Err(src.error(&key("client_id"), "must not be empty")),
         None => return Err(src.error(&key("client_id"), "is required")),
     };
-    let client_secret = exactly_one(rc.client_secret, rc.client_secret_file, &key("client_secret"), src)?;
-    let refresh_token = exactly_one(rc.refresh_token, rc.refresh_token_file, &key("refresh_token"), src)?;
+    let client_secret = exactly_one(
+        rc.client_secret,
+        rc.client_secret_file,
+        &key("client_secret"),
+        src,
+    )?;
+    let refresh_token = exactly_one(
+        rc.refresh_token,
+        rc.refresh_token_file,
+        &key("refresh_token"),
+        src,
+    )?;
 
     let url_text = rc.token_url.unwrap_or_else(|| BLNK_TOKEN_URL.to_owned());
-    let token_url =
-        Url::parse(&url_text).map_err(|e| src.error(&key("token_url"), format!("not a URL: {e}")))?;
-    check_token_url(&token_url, rc.http.allow_insecure_http).map_err(|m| src.error(&key("token_url"), m))?;
+    let token_url = Url::parse(&url_text)
+        .map_err(|e| src.error(&key("token_url"), format!("not a URL: {e}")))?;
+    check_token_url(&token_url, rc.http.allow_insecure_http)
+        .map_err(|m| src.error(&key("token_url"), m))?;
 
-    if let Some(scope) = &rc.scope {
-        if scope.trim().is_empty() || !scope.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-            return Err(src.error(&key("scope"), "must be space-separated printable scope tokens"));
-        }
+    if let Some(scope) = &rc.scope
+        && (scope.trim().is_empty()
+            || !scope
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'))
+    {
+        return Err(src.error(
+            &key("scope"),
+            "must be space-separated printable scope tokens",
+        ));
     }
 
     let p = &rc.refresh;
@@ -437,7 +501,10 @@ fn validate_credential(
         return Err(src.error(&key("refresh.at"), "must be between 0 and 1 (exclusive)"));
     }
     if !(p.jitter >= 0.0 && p.jitter < p.at && p.at + p.jitter < 1.0) {
-        return Err(src.error(&key("refresh.jitter"), "must be at least 0 and keep at ± jitter inside (0, 1)"));
+        return Err(src.error(
+            &key("refresh.jitter"),
+            "must be at least 0 and keep at ± jitter inside (0, 1)",
+        ));
     }
     if p.default_lifetime.is_zero() {
         return Err(src.error(&key("refresh.default_lifetime"), "must be more than 0s"));
@@ -455,7 +522,8 @@ fn validate_credential(
         return Err(src.error(&key("http.connect_timeout"), "must be more than 0s"));
     }
     if let Some(ca) = &rc.http.ca_file {
-        std::fs::metadata(ca).map_err(|e| src.error(&key("http.ca_file"), format!("{}: {e}", ca.display())))?;
+        std::fs::metadata(ca)
+            .map_err(|e| src.error(&key("http.ca_file"), format!("{}: {e}", ca.display())))?;
     }
 
     let mut outputs = Vec::new();
@@ -466,12 +534,21 @@ fn validate_credential(
             return Err(src.error(&okey("path"), "must name a file"));
         }
         if outputs.iter().any(|x: &OutputConfig| x.path == o.path) {
-            return Err(src.error(&okey("path"), format!("{} is already an output", o.path.display())));
+            return Err(src.error(
+                &okey("path"),
+                format!("{} is already an output", o.path.display()),
+            ));
         }
-        outputs.push(OutputConfig { path: o.path, format: o.format, mode });
+        outputs.push(OutputConfig {
+            path: o.path,
+            format: o.format,
+            mode,
+        });
     }
 
-    let state_file = rc.state_file.unwrap_or_else(|| state_dir.join(format!("{name}.json")));
+    let state_file = rc
+        .state_file
+        .unwrap_or_else(|| state_dir.join(format!("{name}.json")));
     if outputs.iter().any(|o| o.path == state_file) {
         return Err(src.error(&key("outputs"), "an output may not be the state file"));
     }
@@ -498,9 +575,14 @@ fn exactly_one(
     src: &Sources,
 ) -> Result<SecretSource, ConfigError> {
     match (inline, file) {
-        (Some(_), Some(_)) => Err(src.error(key, format!("set exactly one of {key} and {key}_file, not both"))),
+        (Some(_), Some(_)) => Err(src.error(
+            key,
+            format!("set exactly one of {key} and {key}_file, not both"),
+        )),
         (None, None) => Err(src.error(key, format!("one of {key} or {key}_file is required"))),
-        (Some(s), None) if s.expose_secret().trim().is_empty() => Err(src.error(key, "must not be empty")),
+        (Some(s), None) if s.expose_secret().trim().is_empty() => {
+            Err(src.error(key, "must not be empty"))
+        }
         (Some(s), None) => Ok(SecretSource::Inline(s)),
         (None, Some(p)) => Ok(SecretSource::File(p)),
     }
@@ -536,7 +618,9 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if !digits.is_empty() && m <= 0o777 => Ok(m),
-        _ => Err(format!("{text:?} is not an octal file mode such as \"0640\"")),
+        _ => Err(format!(
+            "{text:?} is not an octal file mode such as \"0640\""
+        )),
     }
 }
 
@@ -562,8 +646,11 @@ mod duration_text {
                 f.write_str("a duration such as \"90s\", \"5m\" or \"1h 30m\"")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
-                humantime::parse_duration(v)
-                    .map_err(|e| E::custom(format!("{v:?} is not a duration such as \"90s\" or \"5m\" ({e})")))
+                humantime::parse_duration(v).map_err(|e| {
+                    E::custom(format!(
+                        "{v:?} is not a duration such as \"90s\" or \"5m\" ({e})"
+                    ))
+                })
             }
         }
         d.deserialize_str(V)
@@ -573,7 +660,8 @@ mod duration_text {
 impl Config {
     /// The effective configuration as TOML, every secret redacted (for `tokend check`).
     pub fn redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
 
@@ -590,7 +678,11 @@ mod tests {
     "#;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        load_from_str(text, "t.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        load_from_str(
+            text,
+            "t.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
@@ -605,7 +697,14 @@ mod tests {
 
     #[test]
     fn environment_overrides_file_and_is_named_in_errors() {
-        let c = load(MINIMAL, &[("TOKEND_CREDENTIALS__BLNK__CLIENT_ID", "other"), ("TOKEND_CONFIG", "/x")]).unwrap();
+        let c = load(
+            MINIMAL,
+            &[
+                ("TOKEND_CREDENTIALS__BLNK__CLIENT_ID", "other"),
+                ("TOKEND_CONFIG", "/x"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.credentials["blnk"].client_id, "other");
         let e = load(MINIMAL, &[("TOKEND_CREDENTIALS__BLNK__REFRESH__AT", "2")]).unwrap_err();
         assert_eq!(e.source_name, "TOKEND_CREDENTIALS__BLNK__REFRESH__AT");
@@ -617,8 +716,16 @@ mod tests {
 
     #[test]
     fn errors_name_key_and_file() {
-        let e = load(&MINIMAL.replace("client_id = \"id\"", "client_idd = \"id\""), &[]).unwrap_err();
-        assert_eq!((e.source_name.as_str(), e.key.as_str()), ("t.toml", "credentials.blnk.client_idd"), "{e}");
+        let e = load(
+            &MINIMAL.replace("client_id = \"id\"", "client_idd = \"id\""),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.source_name.as_str(), e.key.as_str()),
+            ("t.toml", "credentials.blnk.client_idd"),
+            "{e}"
+        );
         let e = load(&MINIMAL.replace("client_id = \"id\"", ""), &[]).unwrap_err();
         assert_eq!(e.key, "credentials.blnk.client_id");
         assert!(e.to_string().contains("is required"), "{e}");
@@ -628,7 +735,10 @@ mod tests {
     fn secrets_are_not_in_check_output() {
         let c = load(MINIMAL, &[]).unwrap();
         let out = c.redacted_toml();
-        assert!(!out.contains("s3cret") && !out.contains("blnk_rt_1"), "{out}");
+        assert!(
+            !out.contains("s3cret") && !out.contains("blnk_rt_1"),
+            "{out}"
+        );
         assert!(out.contains("[redacted]"));
     }
 

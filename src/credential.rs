@@ -65,7 +65,11 @@ enum Phase {
     /// Waiting to try again after a failure (or to refresh at once).
     RetryAt(SystemTime),
     /// Waiting for a person: a new bootstrap token, a new client secret, or SIGHUP.
-    Blocked { why: Block, bootstrap_mark: Option<String>, secret_mark: Option<String> },
+    Blocked {
+        why: Block,
+        bootstrap_mark: Option<String>,
+        secret_mark: Option<String>,
+    },
 }
 
 /// How a single pass of `once` ended.
@@ -95,12 +99,18 @@ pub struct Credential<S: StateStore> {
     /// The quick retry after an ambiguous failure has been used.
     quick_retry_used: bool,
     last_failure: Option<FailureKind>,
+    /// The last refresh failure, for `once`, health and `status`.
+    last_error: Option<String>,
     write_error: Option<String>,
     health: watch::Sender<Health>,
 }
 
 impl<S: StateStore> Credential<S> {
-    pub fn new(cfg: CredentialConfig, store: S, endpoint: Endpoint) -> (Self, watch::Receiver<Health>) {
+    pub fn new(
+        cfg: CredentialConfig,
+        store: S,
+        endpoint: Endpoint,
+    ) -> (Self, watch::Receiver<Health>) {
         let (health, rx) = watch::channel(Health::default());
         let cred = Credential {
             cfg,
@@ -114,6 +124,7 @@ impl<S: StateStore> Credential<S> {
             failures: 0,
             quick_retry_used: false,
             last_failure: None,
+            last_error: None,
             write_error: None,
             health,
         };
@@ -127,7 +138,11 @@ impl<S: StateStore> Credential<S> {
             self.catch_up_writes();
             self.report();
             let now = SystemTime::now();
-            let sleep = self.next_wake(now).duration_since(now).unwrap_or(Duration::ZERO).min(MAX_SLEEP);
+            let sleep = self
+                .next_wake(now)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_SLEEP);
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Stop) | None => break,
@@ -163,15 +178,23 @@ impl<S: StateStore> Credential<S> {
             match self.last_failure {
                 None => break,
                 // The one quick retry after an ambiguous answer; then leave the rest to the caller.
-                Some(FailureKind::Ambiguous) if tries == 1 => tokio::time::sleep(schedule::AMBIGUOUS_RETRY).await,
-                Some(FailureKind::Permanent(p)) => return OnceResult::Permanent(p.remedy().to_owned()),
+                Some(FailureKind::Ambiguous) if tries == 1 => {
+                    tokio::time::sleep(schedule::AMBIGUOUS_RETRY).await
+                }
+                Some(FailureKind::Permanent(p)) => {
+                    return OnceResult::Permanent(p.remedy().to_owned());
+                }
                 Some(FailureKind::Unexpected) => return OnceResult::Other(self.last_error_text()),
                 Some(_) => return OnceResult::Temporary(self.last_error_text()),
             }
         }
         self.catch_up_writes();
         if self.unsaved || !self.published {
-            return OnceResult::Temporary(self.write_error.clone().unwrap_or_else(|| "outputs not written".into()));
+            return OnceResult::Temporary(
+                self.write_error
+                    .clone()
+                    .unwrap_or_else(|| "outputs not written".into()),
+            );
         }
         OnceResult::Fresh
     }
@@ -188,7 +211,9 @@ impl<S: StateStore> Credential<S> {
                 if let Ok(token) = bootstrap {
                     let digest = bootstrap_digest(&token);
                     if digest != state.bootstrap_sha256 {
-                        info!("the bootstrap refresh token changed since the state was made; adopting it");
+                        info!(
+                            "the bootstrap refresh token changed since the state was made; adopting it"
+                        );
                         self.bootstrap = Some((token, digest));
                         self.phase = Phase::RetryAt(SystemTime::now());
                     }
@@ -221,7 +246,12 @@ impl<S: StateStore> Credential<S> {
             wake = wake.min(now + WRITE_RETRY);
         }
         // Wake at expiry too, so readiness drops when it should.
-        if let Some(exp) = self.state.as_ref().and_then(|s| s.expires_at).filter(|e| *e > now) {
+        if let Some(exp) = self
+            .state
+            .as_ref()
+            .and_then(|s| s.expires_at)
+            .filter(|e| *e > now)
+        {
             wake = wake.min(exp);
         }
         wake
@@ -233,7 +263,12 @@ impl<S: StateStore> Credential<S> {
         s.access_token.as_ref()?;
         let (obtained, expires) = (s.obtained_at?, s.expires_at?);
         let jitter = schedule::jitter_unit(&self.cfg.name, obtained);
-        Some(schedule::refresh_deadline(&self.cfg.refresh, obtained, expires, jitter))
+        Some(schedule::refresh_deadline(
+            &self.cfg.refresh,
+            obtained,
+            expires,
+            jitter,
+        ))
     }
 
     fn is_due(&self, now: SystemTime) -> bool {
@@ -259,7 +294,9 @@ impl<S: StateStore> Credential<S> {
         let started = Instant::now();
         debug!(from_bootstrap, "refreshing");
         match self.endpoint.refresh(&token).await {
-            Ok(answer) => self.on_success(answer, token, sent_at, from_bootstrap, started.elapsed()),
+            Ok(answer) => {
+                self.on_success(answer, token, sent_at, from_bootstrap, started.elapsed())
+            }
             Err(failure) => self.on_failure(failure, sent_at, from_bootstrap),
         }
     }
@@ -272,8 +309,17 @@ impl<S: StateStore> Credential<S> {
         }
     }
 
-    fn on_success(&mut self, answer: TokenAnswer, sent: SecretString, sent_at: SystemTime, from_bootstrap: bool, took: Duration) {
-        let lifetime = answer.expires_in.unwrap_or(self.cfg.refresh.default_lifetime);
+    fn on_success(
+        &mut self,
+        answer: TokenAnswer,
+        sent: SecretString,
+        sent_at: SystemTime,
+        from_bootstrap: bool,
+        took: Duration,
+    ) {
+        let lifetime = answer
+            .expires_in
+            .unwrap_or(self.cfg.refresh.default_lifetime);
         let (chain_started_at, bootstrap_sha256) = self.chain_origin(sent_at, from_bootstrap);
         let previous_scope = self.state.as_ref().and_then(|s| s.scope.clone());
         let expires_at = sent_at + lifetime;
@@ -283,7 +329,10 @@ impl<S: StateStore> Credential<S> {
             refresh_token: answer.refresh_token.unwrap_or(sent),
             access_token: Some(answer.access_token),
             token_type: answer.token_type,
-            scope: answer.scope.or_else(|| self.cfg.scope.clone()).or(previous_scope),
+            scope: answer
+                .scope
+                .or_else(|| self.cfg.scope.clone())
+                .or(previous_scope),
             obtained_at: Some(sent_at),
             expires_at: Some(expires_at),
             chain_started_at,
@@ -297,6 +346,7 @@ impl<S: StateStore> Credential<S> {
         self.failures = 0;
         self.quick_retry_used = false;
         self.last_failure = None;
+        self.last_error = None;
         // Durable first; outputs and the success log line only after.
         self.save();
         self.publish();
@@ -379,37 +429,65 @@ impl<S: StateStore> Credential<S> {
     }
 
     fn record_error(&mut self, at: SystemTime, message: &str, blocked: bool) {
+        self.last_error = Some(message.to_owned());
         if let Some(s) = &mut self.state {
-            s.last_error = Some(LastError { at, message: message.to_owned(), blocked });
+            s.last_error = Some(LastError {
+                at,
+                message: message.to_owned(),
+                blocked,
+            });
             self.unsaved = true;
             self.save();
         }
     }
 
     fn block(&mut self, why: Block) {
-        let bootstrap_mark = self.cfg.refresh_token.read().ok().map(|t| bootstrap_digest(&t));
-        let secret_mark = self.cfg.client_secret.read().ok().map(|t| bootstrap_digest(&t));
+        let bootstrap_mark = self
+            .cfg
+            .refresh_token
+            .read()
+            .ok()
+            .map(|t| bootstrap_digest(&t));
+        let secret_mark = self
+            .cfg
+            .client_secret
+            .read()
+            .ok()
+            .map(|t| bootstrap_digest(&t));
         if self.last_failure.is_none() {
             self.last_failure = Some(FailureKind::Permanent(match why {
                 Block::Server(p) => p,
                 Block::UnreadableState | Block::NoBootstrap => Permanent::Configuration,
             }));
         }
-        self.phase = Phase::Blocked { why, bootstrap_mark, secret_mark };
+        self.phase = Phase::Blocked {
+            why,
+            bootstrap_mark,
+            secret_mark,
+        };
         self.report();
     }
 
     fn block_message(&self, why: Block) -> String {
         match why {
             Block::Server(p) => p.remedy().to_owned(),
-            Block::UnreadableState => format!("the state file {} cannot be read", self.store.describe()),
+            Block::UnreadableState => {
+                format!("the state file {} cannot be read", self.store.describe())
+            }
             Block::NoBootstrap => "no state and no readable bootstrap refresh token".to_owned(),
         }
     }
 
     /// While blocked: a new bootstrap token or client secret on disk resumes refreshing.
     fn check_unblock_files(&mut self) {
-        let Phase::Blocked { bootstrap_mark, secret_mark, .. } = &self.phase else { return };
+        let Phase::Blocked {
+            bootstrap_mark,
+            secret_mark,
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
         if let Ok(token) = self.cfg.refresh_token.read() {
             let digest = bootstrap_digest(&token);
             if Some(&digest) != bootstrap_mark.as_ref() {
@@ -417,8 +495,16 @@ impl<S: StateStore> Credential<S> {
                 return self.adopt_bootstrap(token, digest);
             }
         }
-        let secret_now = self.cfg.client_secret.read().ok().map(|t| bootstrap_digest(&t));
-        if self.cfg.client_secret.path().is_some() && secret_now.is_some() && &secret_now != secret_mark {
+        let secret_now = self
+            .cfg
+            .client_secret
+            .read()
+            .ok()
+            .map(|t| bootstrap_digest(&t));
+        if self.cfg.client_secret.path().is_some()
+            && secret_now.is_some()
+            && &secret_now != secret_mark
+        {
             info!("the client secret changed; resuming");
             self.unblock();
         }
@@ -438,7 +524,13 @@ impl<S: StateStore> Credential<S> {
 
     /// SIGHUP: adopt a changed bootstrap token; give a blocked credential another try.
     fn resume(&mut self) {
-        if matches!(self.phase, Phase::Blocked { why: Block::UnreadableState | Block::NoBootstrap, .. }) {
+        if matches!(
+            self.phase,
+            Phase::Blocked {
+                why: Block::UnreadableState | Block::NoBootstrap,
+                ..
+            }
+        ) {
             self.state = None;
             self.bootstrap = None;
             self.phase = Phase::Scheduled;
@@ -446,7 +538,11 @@ impl<S: StateStore> Credential<S> {
         }
         if let Ok(token) = self.cfg.refresh_token.read() {
             let digest = bootstrap_digest(&token);
-            let chain = self.bootstrap.as_ref().map(|(_, d)| d).or(self.state.as_ref().map(|s| &s.bootstrap_sha256));
+            let chain = self
+                .bootstrap
+                .as_ref()
+                .map(|(_, d)| d)
+                .or(self.state.as_ref().map(|s| &s.bootstrap_sha256));
             if chain != Some(&digest) {
                 info!("the bootstrap refresh token changed; adopting it");
                 return self.adopt_bootstrap(token, digest);
@@ -482,9 +578,18 @@ impl<S: StateStore> Credential<S> {
 
     fn publish(&mut self) {
         let Some(state) = &self.state else { return };
-        let Some(token) = state.valid_access_token(SystemTime::now()) else { return };
-        let (Some(expires_at), token_type) = (state.expires_at, &state.token_type) else { return };
-        let published = Published { access_token: token, token_type, expires_at, scope: state.scope.as_deref() };
+        let Some(token) = state.valid_access_token(SystemTime::now()) else {
+            return;
+        };
+        let (Some(expires_at), token_type) = (state.expires_at, &state.token_type) else {
+            return;
+        };
+        let published = Published {
+            access_token: token,
+            token_type,
+            expires_at,
+            scope: state.scope.as_deref(),
+        };
         match outputs::publish(&self.cfg.outputs, &published) {
             Ok(()) => {
                 self.published = true;
@@ -510,10 +615,8 @@ impl<S: StateStore> Credential<S> {
     }
 
     fn last_error_text(&self) -> String {
-        self.state
-            .as_ref()
-            .and_then(|s| s.last_error.as_ref())
-            .map(|e| e.message.clone())
+        self.last_error
+            .clone()
             .or_else(|| self.write_error.clone())
             .unwrap_or_else(|| "refresh failed".into())
     }
@@ -526,7 +629,7 @@ impl<S: StateStore> Credential<S> {
             ready: !blocked && !self.unsaved && self.published && self.current_token(now).is_some(),
             expires_at: state.and_then(|s| s.expires_at),
             last_refresh: state.and_then(|s| s.obtained_at),
-            last_error: self.write_error.clone().or_else(|| state.and_then(|s| s.last_error.as_ref()).map(|e| e.message.clone())),
+            last_error: self.write_error.clone().or_else(|| self.last_error.clone()),
             blocked,
         };
         self.health.send_if_modified(|h| {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_tokio::Signals;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -37,6 +38,12 @@ pub enum StartError {
     Signals(std::io::Error),
 }
 
+/// The signals the daemon handles. Install them before anything else, so that a signal
+/// sent during start-up is handled rather than killing the process.
+pub fn signals() -> Result<Signals, StartError> {
+    Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).map_err(StartError::Signals)
+}
+
 /// A running credential.
 struct Running {
     config: CredentialConfig,
@@ -46,17 +53,31 @@ struct Running {
 }
 
 /// Takes the credential's lock and builds its client, without starting it.
-pub fn prepare(cfg: &CredentialConfig) -> Result<(Credential<FileStore>, watch::Receiver<Health>), StartError> {
+pub fn prepare(
+    cfg: &CredentialConfig,
+) -> Result<(Credential<FileStore>, watch::Receiver<Health>), StartError> {
     let store = FileStore::open(&cfg.state_file)?;
-    let endpoint = Endpoint::new(cfg).map_err(|err| StartError::Endpoint { name: cfg.name.clone(), err })?;
+    let endpoint = Endpoint::new(cfg).map_err(|err| StartError::Endpoint {
+        name: cfg.name.clone(),
+        err,
+    })?;
     Ok(Credential::new(cfg.clone(), store, endpoint))
 }
 
-fn spawn(cfg: &CredentialConfig, credential: Credential<FileStore>, health: watch::Receiver<Health>) -> Running {
+fn spawn(
+    cfg: &CredentialConfig,
+    credential: Credential<FileStore>,
+    health: watch::Receiver<Health>,
+) -> Running {
     let (tx, rx) = mpsc::unbounded_channel();
     let span = info_span!("credential", name = %cfg.name);
     let task = tokio::spawn(credential.run(rx).instrument(span));
-    Running { config: cfg.clone(), commands: tx, task, health }
+    Running {
+        config: cfg.clone(),
+        commands: tx,
+        task,
+        health,
+    }
 }
 
 /// The set of running credentials.
@@ -77,18 +98,24 @@ impl Daemon {
             .into_iter()
             .map(|(cfg, (cred, health))| (cfg.name.clone(), spawn(cfg, cred, health)))
             .collect();
-        info!(credentials = config.credentials.len(), "started");
-        Ok(Daemon { source, log: config.log.clone(), running })
+        Ok(Daemon {
+            source,
+            log: config.log.clone(),
+            running,
+        })
     }
 
     /// Each credential's health, by name.
     pub fn health(&self) -> BTreeMap<String, watch::Receiver<Health>> {
-        self.running.iter().map(|(n, r)| (n.clone(), r.health.clone())).collect()
+        self.running
+            .iter()
+            .map(|(n, r)| (n.clone(), r.health.clone()))
+            .collect()
     }
 
     /// Runs until SIGTERM or SIGINT, then stops every credential cleanly.
-    pub async fn run_until_signalled(mut self) -> Result<(), StartError> {
-        let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).map_err(StartError::Signals)?;
+    pub async fn run_until_signalled(mut self, mut signals: Signals) -> Result<(), StartError> {
+        info!(credentials = self.running.len(), "started");
         while let Some(signal) = signals.next().await {
             match signal {
                 SIGHUP => self.reload().await,
@@ -134,7 +161,9 @@ impl Daemon {
         let path = match &self.source {
             ConfigSource::File(p) => p.clone(),
             ConfigSource::Fixed => {
-                info!("SIGHUP: built-in configuration, nothing to reload; retrying blocked credentials");
+                info!(
+                    "SIGHUP: built-in configuration, nothing to reload; retrying blocked credentials"
+                );
                 return self.broadcast(Command::Resume);
             }
         };
@@ -179,7 +208,8 @@ impl Daemon {
     fn add(&mut self, cfg: &CredentialConfig) {
         match prepare(cfg) {
             Ok((cred, health)) => {
-                self.running.insert(cfg.name.clone(), spawn(cfg, cred, health));
+                self.running
+                    .insert(cfg.name.clone(), spawn(cfg, cred, health));
             }
             Err(e) => error!(credential = %cfg.name, error = %e, "cannot start this credential"),
         }

@@ -12,8 +12,8 @@ use tracing::error;
 
 use crate::cli::{exit, start_error_code};
 use crate::config::{
-    ClientAuth, Config, CredentialConfig, HttpConfig, LogConfig, OutputConfig, OutputFormat, RefreshPolicy,
-    RetryPolicy, SecretSource,
+    ClientAuth, Config, CredentialConfig, HttpConfig, LogConfig, OutputConfig, OutputFormat,
+    RefreshPolicy, RetryPolicy, SecretSource,
 };
 use crate::daemon::{ConfigSource, Daemon};
 use crate::emulator::{Emulator, EmulatorConfig};
@@ -23,7 +23,11 @@ use crate::logging;
 const DEMO_LIFETIME: Duration = Duration::from_secs(8);
 
 /// The demo's configuration: one credential against the emulator, outputs in `dir`.
-pub fn demo_config(dir: &Path, emulator: &Emulator, bootstrap: String) -> Result<Config, url::ParseError> {
+pub fn demo_config(
+    dir: &Path,
+    emulator: &Emulator,
+    bootstrap: String,
+) -> Result<Config, url::ParseError> {
     let emu = emulator.config();
     let credential = CredentialConfig {
         name: "demo".into(),
@@ -40,7 +44,10 @@ pub fn demo_config(dir: &Path, emulator: &Emulator, bootstrap: String) -> Result
             min_remaining: Duration::from_secs(1),
             default_lifetime: DEMO_LIFETIME,
         },
-        retry: RetryPolicy { initial: Duration::from_millis(500), max: Duration::from_secs(4) },
+        retry: RetryPolicy {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(4),
+        },
         http: HttpConfig {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -48,8 +55,16 @@ pub fn demo_config(dir: &Path, emulator: &Emulator, bootstrap: String) -> Result
             allow_insecure_http: true,
         },
         outputs: vec![
-            OutputConfig { path: dir.join("access_token"), format: OutputFormat::Raw, mode: 0o600 },
-            OutputConfig { path: dir.join("token.json"), format: OutputFormat::Json, mode: 0o600 },
+            OutputConfig {
+                path: dir.join("access_token"),
+                format: OutputFormat::Raw,
+                mode: 0o600,
+            },
+            OutputConfig {
+                path: dir.join("token.json"),
+                format: OutputFormat::Json,
+                mode: 0o600,
+            },
         ],
     };
     Ok(Config {
@@ -62,7 +77,10 @@ pub fn demo_config(dir: &Path, emulator: &Emulator, bootstrap: String) -> Result
 
 pub async fn run(dir: &Path) -> u8 {
     logging::init(&LogConfig::default());
-    let emu_cfg = EmulatorConfig { access_lifetime: DEMO_LIFETIME, ..EmulatorConfig::default() };
+    let emu_cfg = EmulatorConfig {
+        access_lifetime: DEMO_LIFETIME,
+        ..EmulatorConfig::default()
+    };
     let emulator = match Emulator::start(emu_cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await {
         Ok(e) => e,
         Err(e) => {
@@ -78,14 +96,22 @@ pub async fn run(dir: &Path) -> u8 {
         }
     };
     let shown = dir.display();
-    eprintln!("tokend demo: emulator at {} (access tokens live {}s)", emulator.token_url(), DEMO_LIFETIME.as_secs());
-    eprintln!("tokend demo: keeping {shown}/access_token and {shown}/token.json fresh; Ctrl-C stops");
+    eprintln!(
+        "tokend demo: emulator at {} (access tokens live {}s)",
+        emulator.token_url(),
+        DEMO_LIFETIME.as_secs()
+    );
+    eprintln!(
+        "tokend demo: keeping {shown}/access_token and {shown}/token.json fresh; Ctrl-C stops"
+    );
     eprintln!(
         "tokend demo: try  curl -H \"Authorization: Bearer $(cat {shown}/access_token)\" {}",
         emulator.resource_url()
     );
-    match Daemon::start(ConfigSource::Fixed, &config) {
-        Ok(d) => match d.run_until_signalled().await {
+    let started = crate::daemon::signals()
+        .and_then(|signals| Ok((signals, Daemon::start(ConfigSource::Fixed, &config)?)));
+    match started {
+        Ok((signals, d)) => match d.run_until_signalled(signals).await {
             Ok(()) => exit::OK,
             Err(e) => {
                 error!(error = %e, "demo failed");
@@ -107,7 +133,12 @@ pub async fn emulator(
     client_secret: Option<String>,
 ) -> u8 {
     logging::init(&LogConfig::default());
-    let mut cfg = EmulatorConfig { client_id, access_lifetime: lifetime, reuse_grace, ..EmulatorConfig::default() };
+    let mut cfg = EmulatorConfig {
+        client_id,
+        access_lifetime: lifetime,
+        reuse_grace,
+        ..EmulatorConfig::default()
+    };
     if let Some(s) = client_secret {
         cfg.client_secret = s;
     }

@@ -96,10 +96,20 @@ pub struct Rotation {
     /// When the presented refresh token (and its access token) was issued.
     pub previous_issued_at: SystemTime,
     pub previous_lifetime: Duration,
+    /// The presented token was a bootstrap token, not one issued with an access token.
+    pub from_bootstrap: bool,
+}
+
+/// One token request as received, for checking retries.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub at: Instant,
+    pub refresh_token: String,
 }
 
 struct RefreshRecord {
     family: u64,
+    bootstrap: bool,
     issued_at: SystemTime,
     lifetime: Duration,
     /// Set once rotated: when, and the answer given, for the grace window.
@@ -120,6 +130,7 @@ struct Inner {
     faults: VecDeque<Fault>,
     stats: Stats,
     rotations: Vec<Rotation>,
+    requests: Vec<TokenRequest>,
 }
 
 struct Shared {
@@ -150,7 +161,10 @@ impl Emulator {
     pub async fn start(cfg: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Emulator> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared { cfg: Mutex::new(cfg), inner: Mutex::new(Inner::default()) });
+        let shared = Arc::new(Shared {
+            cfg: Mutex::new(cfg),
+            inner: Mutex::new(Inner::default()),
+        });
         let task = tokio::spawn(serve(listener, shared.clone()));
         Ok(Emulator { addr, shared, task })
     }
@@ -174,6 +188,11 @@ impl Emulator {
     /// Changes the lifetime of access tokens issued from now on.
     pub fn set_access_lifetime(&self, lifetime: Duration) {
         lock(&self.shared.cfg).access_lifetime = lifetime;
+    }
+
+    /// Replaces the client secret (a rotated secret in the dashboard).
+    pub fn set_client_secret(&self, secret: &str) {
+        lock(&self.shared.cfg).client_secret = secret.to_owned();
     }
 
     /// A refresh token starting a new family, as an authorization would give.
@@ -201,6 +220,22 @@ impl Emulator {
         lock(&self.shared.inner).rotations.clone()
     }
 
+    /// Every token request received, in order.
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        lock(&self.shared.inner).requests.clone()
+    }
+
+    /// Every access and refresh token it ever issued (for secret scans).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let inner = lock(&self.shared.inner);
+        inner
+            .refresh
+            .keys()
+            .chain(inner.access.keys())
+            .cloned()
+            .collect()
+    }
+
     /// Whether `access_token` is currently accepted.
     pub fn accepts(&self, access_token: &str) -> bool {
         self.shared.accepts(access_token)
@@ -214,7 +249,16 @@ impl Shared {
         inner.next_family += 1;
         let family = inner.next_family;
         let token = format!("blnk_rt_{}", random_text(32));
-        inner.refresh.insert(token.clone(), RefreshRecord { family, issued_at: SystemTime::now(), lifetime, rotated: None });
+        inner.refresh.insert(
+            token.clone(),
+            RefreshRecord {
+                family,
+                bootstrap: true,
+                issued_at: SystemTime::now(),
+                lifetime,
+                rotated: None,
+            },
+        );
         token
     }
 
@@ -228,21 +272,28 @@ impl Shared {
 }
 
 fn random_text(n: usize) -> String {
-    rand::rng().sample_iter(rand::distr::Alphanumeric).take(n).map(char::from).collect()
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    // Connections live in this set, so stopping the server also closes kept-alive ones.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(_) => {
-                // Out of descriptors or similar: pause rather than spin.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors or similar: pause rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         };
         let shared = shared.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -261,13 +312,20 @@ struct Dropped;
 fn json(status: StatusCode, body: serde_json::Value) -> Answer {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
-    r.headers_mut().insert("cache-control", "no-store".parse().expect("static header"));
+    r.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
+    r.headers_mut()
+        .insert("cache-control", "no-store".parse().expect("static header"));
     r
 }
 
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Answer {
-    json(status, serde_json::json!({"error": code, "error_description": description}))
+    json(
+        status,
+        serde_json::json!({"error": code, "error_description": description}),
+    )
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
@@ -275,23 +333,39 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
     Ok(match (req.method(), path.as_str()) {
         (&Method::POST, TOKEN_PATH) => return token(shared, req).await,
         (&Method::GET, RESOURCE_PATH) => resource(&shared, &req),
-        (&Method::GET, "/_emulator/stats") => json(StatusCode::OK, serde_json::json!(lock(&shared.inner).stats)),
-        (&Method::POST, "/_emulator/bootstrap") => {
-            json(StatusCode::OK, serde_json::json!({"refresh_token": shared.issue_bootstrap()}))
+        (&Method::GET, "/_emulator/stats") => {
+            json(StatusCode::OK, serde_json::json!(lock(&shared.inner).stats))
         }
-        (&Method::POST, "/_emulator/faults") => match read_body(req).await.and_then(|b| serde_json::from_slice::<Vec<Fault>>(&b).ok()) {
+        (&Method::POST, "/_emulator/bootstrap") => json(
+            StatusCode::OK,
+            serde_json::json!({"refresh_token": shared.issue_bootstrap()}),
+        ),
+        (&Method::POST, "/_emulator/faults") => match read_body(req)
+            .await
+            .and_then(|b| serde_json::from_slice::<Vec<Fault>>(&b).ok())
+        {
             Some(faults) => {
                 lock(&shared.inner).faults.extend(faults);
                 json(StatusCode::OK, serde_json::json!({"queued": true}))
             }
-            None => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "expected a JSON list of faults"})),
+            None => json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "expected a JSON list of faults"}),
+            ),
         },
-        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not_found"})),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not_found"}),
+        ),
     })
 }
 
 async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
-    Limited::new(req.into_body(), 64 * 1024).collect().await.ok().map(|c| c.to_bytes())
+    Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()
+        .map(|c| c.to_bytes())
 }
 
 fn resource(shared: &Shared, req: &Request<Incoming>) -> Answer {
@@ -304,39 +378,77 @@ fn resource(shared: &Shared, req: &Request<Incoming>) -> Answer {
     if shared.accepts(token) {
         json(StatusCode::OK, serde_json::json!({"ok": true}))
     } else {
-        let mut r = json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "invalid_token"}));
-        r.headers_mut().insert("www-authenticate", "Bearer error=\"invalid_token\"".parse().expect("static header"));
+        let mut r = json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "invalid_token"}),
+        );
+        r.headers_mut().insert(
+            "www-authenticate",
+            "Bearer error=\"invalid_token\""
+                .parse()
+                .expect("static header"),
+        );
         r
     }
 }
 
 /// Client credentials as the configured authentication mode carries them.
-fn client_credentials(auth: ClientAuth, req_auth: Option<&str>, form: &HashMap<String, String>) -> Option<(String, String)> {
+fn client_credentials(
+    auth: ClientAuth,
+    req_auth: Option<&str>,
+    form: &HashMap<String, String>,
+) -> Option<(String, String)> {
     match auth {
-        ClientAuth::Post => Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())),
+        ClientAuth::Post => Some((
+            form.get("client_id")?.clone(),
+            form.get("client_secret")?.clone(),
+        )),
         ClientAuth::Basic | ClientAuth::BasicUnencoded => {
             let encoded = req_auth?.strip_prefix("Basic ")?;
-            let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
+            let decoded = String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()?,
+            )
+            .ok()?;
             let (id, secret) = decoded.split_once(':')?;
             if auth == ClientAuth::BasicUnencoded {
                 return Some((id.to_owned(), secret.to_owned()));
             }
             // RFC 6749 §2.3.1: each part is application/x-www-form-urlencoded.
-            let decode = |s: &str| form_urlencoded::parse(s.as_bytes()).next().map(|(k, _)| k.into_owned()).unwrap_or_default();
+            let decode = |s: &str| {
+                form_urlencoded::parse(s.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.into_owned())
+                    .unwrap_or_default()
+            };
             Some((decode(id), decode(secret)))
         }
     }
 }
 
 async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
-    let auth_header = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let auth_header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let Some(body) = read_body(req).await else {
-        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "body too large or unreadable"));
+        return Ok(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "body too large or unreadable",
+        ));
     };
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let fault = {
         let mut inner = lock(&shared.inner);
         inner.stats.token_requests += 1;
+        let refresh_token = form.get("refresh_token").cloned().unwrap_or_default();
+        inner.requests.push(TokenRequest {
+            at: Instant::now(),
+            refresh_token,
+        });
         let fault = inner.faults.pop_front();
         if fault.is_some() {
             inner.stats.faults_served += 1;
@@ -344,11 +456,19 @@ async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dr
         fault
     };
     match &fault {
-        Some(Fault::Status { status, body, retry_after }) => {
+        Some(Fault::Status {
+            status,
+            body,
+            retry_after,
+        }) => {
             let mut r = Response::new(Full::new(Bytes::from(body.clone())));
-            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *r.status_mut() =
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if body.starts_with('{') {
-                r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+                r.headers_mut().insert(
+                    "content-type",
+                    "application/json".parse().expect("static header"),
+                );
             }
             if let Some(v) = retry_after.as_ref().and_then(|v| v.parse().ok()) {
                 r.headers_mut().insert("retry-after", v);
@@ -358,11 +478,16 @@ async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dr
         Some(Fault::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
         Some(Fault::Reset) => return Err(Dropped),
         Some(Fault::Garbage) => {
-            return Ok(Response::new(Full::new(Bytes::from_static(b"<html>502 Bad Gateway</html>"))));
+            return Ok(Response::new(Full::new(Bytes::from_static(
+                b"<html>502 Bad Gateway</html>",
+            ))));
         }
         Some(Fault::HugeBody { bytes }) => {
             let mut r = Response::new(Full::new(Bytes::from(vec![b' '; *bytes])));
-            r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+            r.headers_mut().insert(
+                "content-type",
+                "application/json".parse().expect("static header"),
+            );
             return Ok(r);
         }
         _ => {}
@@ -371,12 +496,23 @@ async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dr
     let creds = client_credentials(cfg.auth, auth_header.as_deref(), &form);
     if creds.as_ref() != Some(&(cfg.client_id.clone(), cfg.client_secret.clone())) {
         lock(&shared.inner).stats.auth_failures += 1;
-        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
-        r.headers_mut().insert("www-authenticate", "Basic realm=\"oauth\"".parse().expect("static header"));
+        let mut r = oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+        r.headers_mut().insert(
+            "www-authenticate",
+            "Basic realm=\"oauth\"".parse().expect("static header"),
+        );
         return Ok(r);
     }
     if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
-        return Ok(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only refresh_token is supported"));
+        return Ok(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only refresh_token is supported",
+        ));
     }
     let presented = form.get("refresh_token").cloned().unwrap_or_default();
     let answer = rotate(&shared, &cfg, &presented, &fault);
@@ -390,11 +526,19 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
     let mut inner = lock(&shared.inner);
     let now = SystemTime::now();
     let Some(record) = inner.refresh.get(presented) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "unknown refresh token",
+        );
     };
     let family = record.family;
     if inner.revoked.contains(&family) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token revoked");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "refresh token revoked",
+        );
     }
     if let Some((when, answer)) = &record.rotated {
         if when.elapsed() <= cfg.reuse_grace {
@@ -404,11 +548,26 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
         }
         inner.stats.reuses += 1;
         inner.revoked.insert(family);
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token reused; family revoked");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "refresh token reused; family revoked",
+        );
     }
-    let previous = Rotation { at: now, previous_issued_at: record.issued_at, previous_lifetime: record.lifetime };
+    let previous = Rotation {
+        at: now,
+        previous_issued_at: record.issued_at,
+        previous_lifetime: record.lifetime,
+        from_bootstrap: record.bootstrap,
+    };
     let access = format!("blnk_at_{}", random_text(32));
-    inner.access.insert(access.clone(), AccessRecord { family, expires_at: now + cfg.access_lifetime });
+    inner.access.insert(
+        access.clone(),
+        AccessRecord {
+            family,
+            expires_at: now + cfg.access_lifetime,
+        },
+    );
     let mut body = serde_json::json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -421,11 +580,21 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
         if let Some(r) = inner.refresh.get_mut(presented) {
             r.issued_at = now;
             r.lifetime = cfg.access_lifetime;
+            r.bootstrap = false;
         }
     } else {
         let next = format!("blnk_rt_{}", random_text(32));
         body["refresh_token"] = serde_json::json!(next);
-        inner.refresh.insert(next, RefreshRecord { family, issued_at: now, lifetime: cfg.access_lifetime, rotated: None });
+        inner.refresh.insert(
+            next,
+            RefreshRecord {
+                family,
+                bootstrap: false,
+                issued_at: now,
+                lifetime: cfg.access_lifetime,
+                rotated: None,
+            },
+        );
         if let Some(r) = inner.refresh.get_mut(presented) {
             r.rotated = Some((Instant::now(), body.clone()));
         }
@@ -434,4 +603,3 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
     inner.rotations.push(previous);
     json(StatusCode::OK, body)
 }
-

@@ -62,7 +62,9 @@ impl Permanent {
                 "the client credentials were refused: check client_id, the client secret and client_auth, \
                  then update the secret file or send SIGHUP"
             }
-            Permanent::Configuration => "the server refused the request as configured (grant type or scope): fix the configuration and send SIGHUP",
+            Permanent::Configuration => {
+                "the server refused the request as configured (grant type or scope): fix the configuration and send SIGHUP"
+            }
         }
     }
 }
@@ -82,7 +84,12 @@ pub struct Failure {
 
 impl Failure {
     fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
-        Failure { kind, retry_after: None, detail: detail.into(), rotated: None }
+        Failure {
+            kind,
+            retry_after: None,
+            detail: detail.into(),
+            rotated: None,
+        }
     }
 }
 
@@ -118,9 +125,13 @@ impl Endpoint {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(1);
         if let Some(path) = &cfg.http.ca_file {
-            let ca_err = |message: String| EndpointError::CaFile { path: path.display().to_string(), message };
+            let ca_err = |message: String| EndpointError::CaFile {
+                path: path.display().to_string(),
+                message,
+            };
             let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
             if certs.is_empty() {
                 return Err(ca_err("holds no PEM certificate".into()));
             }
@@ -128,7 +139,9 @@ impl Endpoint {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| EndpointError::Client(e.to_string()))?;
+        let http = builder
+            .build()
+            .map_err(|e| EndpointError::Client(e.to_string()))?;
         Ok(Endpoint {
             http,
             url: cfg.token_url.clone(),
@@ -142,20 +155,34 @@ impl Endpoint {
     /// Sends one `grant_type=refresh_token` request and classifies the answer.
     pub async fn refresh(&self, refresh_token: &SecretString) -> Outcome {
         let secret = self.client_secret.read().map_err(|e| {
-            Failure::new(FailureKind::Permanent(Permanent::Client), format!("client secret: {e}"))
+            Failure::new(
+                FailureKind::Permanent(Permanent::Client),
+                format!("client secret: {e}"),
+            )
         })?;
-        let mut form: Vec<(&str, &str)> =
-            vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose_secret())];
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+        ];
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
         }
-        let mut request = self.http.post(self.url.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
         match self.auth {
             ClientAuth::Basic => {
-                request = request.header(reqwest::header::AUTHORIZATION, basic_header(&self.client_id, secret.expose_secret(), true))
+                request = request.header(
+                    reqwest::header::AUTHORIZATION,
+                    basic_header(&self.client_id, secret.expose_secret(), true),
+                )
             }
             ClientAuth::BasicUnencoded => {
-                request = request.header(reqwest::header::AUTHORIZATION, basic_header(&self.client_id, secret.expose_secret(), false))
+                request = request.header(
+                    reqwest::header::AUTHORIZATION,
+                    basic_header(&self.client_id, secret.expose_secret(), false),
+                )
             }
             ClientAuth::Post => {
                 form.push(("client_id", &self.client_id));
@@ -179,8 +206,11 @@ impl Endpoint {
 
 /// RFC 6749 Appendix B form-encoding, leaving RFC 3986's unreserved characters as they
 /// are, so that ordinary ids and secrets produce exactly what `curl -u` sends.
-const FORM_COMPONENT: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const FORM_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// An `Authorization: Basic` value; `encode` applies RFC 6749 §2.3.1's form-urlencoding.
 pub fn basic_header(id: &str, secret: &str, encode: bool) -> reqwest::header::HeaderValue {
@@ -207,7 +237,10 @@ pub enum BodyError {
 }
 
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
         return Err(BodyError::TooLarge);
     }
     let mut body = Vec::new();
@@ -230,11 +263,20 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
     let detail = error_chain(e);
     if e.is_connect() {
         // DNS, refused, unreachable, TLS handshake: the request never left.
-        Failure::new(FailureKind::Transient, format!("could not connect: {detail}"))
+        Failure::new(
+            FailureKind::Transient,
+            format!("could not connect: {detail}"),
+        )
     } else if e.is_timeout() {
-        Failure::new(FailureKind::Ambiguous, format!("timed out after sending: {detail}"))
+        Failure::new(
+            FailureKind::Ambiguous,
+            format!("timed out after sending: {detail}"),
+        )
     } else {
-        Failure::new(FailureKind::Ambiguous, format!("connection failed after sending: {detail}"))
+        Failure::new(
+            FailureKind::Ambiguous,
+            format!("connection failed after sending: {detail}"),
+        )
     }
 }
 
@@ -270,7 +312,11 @@ struct RawError {
 }
 
 /// SPEC §5's table: what an HTTP answer means.
-pub fn classify(status: u16, retry_after: Option<Duration>, body: Result<Vec<u8>, BodyError>) -> Outcome {
+pub fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Result<Vec<u8>, BodyError>,
+) -> Outcome {
     use FailureKind::*;
     let with_retry = |mut f: Failure| {
         f.retry_after = retry_after;
@@ -279,22 +325,44 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: Result<Vec<u8>
     match status {
         200..=299 => match body {
             Ok(bytes) => parse_answer(&bytes),
-            Err(BodyError::TooLarge) => Err(Failure::new(Ambiguous, format!("HTTP {status} with a body over {MAX_BODY} bytes"))),
-            Err(BodyError::Interrupted(e)) => Err(Failure::new(Ambiguous, format!("HTTP {status} body cut short: {e}"))),
+            Err(BodyError::TooLarge) => Err(Failure::new(
+                Ambiguous,
+                format!("HTTP {status} with a body over {MAX_BODY} bytes"),
+            )),
+            Err(BodyError::Interrupted(e)) => Err(Failure::new(
+                Ambiguous,
+                format!("HTTP {status} body cut short: {e}"),
+            )),
         },
-        408 | 500..=599 => Err(with_retry(Failure::new(Transient, format!("HTTP {status}{}", error_suffix(&body))))),
-        429 => Err(with_retry(Failure::new(Transient, format!("HTTP 429 rate limited{}", error_suffix(&body))))),
+        408 | 500..=599 => Err(with_retry(Failure::new(
+            Transient,
+            format!("HTTP {status}{}", error_suffix(&body)),
+        ))),
+        429 => Err(with_retry(Failure::new(
+            Transient,
+            format!("HTTP 429 rate limited{}", error_suffix(&body)),
+        ))),
         400..=499 => {
             let code = error_code(&body);
             let kind = match code.as_deref() {
                 Some("invalid_grant") => Permanent(self::Permanent::Grant),
-                Some("invalid_client" | "unauthorized_client") => Permanent(self::Permanent::Client),
-                Some("unsupported_grant_type" | "invalid_scope") => Permanent(self::Permanent::Configuration),
+                Some("invalid_client" | "unauthorized_client") => {
+                    Permanent(self::Permanent::Client)
+                }
+                Some("unsupported_grant_type" | "invalid_scope") => {
+                    Permanent(self::Permanent::Configuration)
+                }
                 _ => Unexpected,
             };
-            Err(with_retry(Failure::new(kind, format!("HTTP {status}{}", error_suffix(&body)))))
+            Err(with_retry(Failure::new(
+                kind,
+                format!("HTTP {status}{}", error_suffix(&body)),
+            )))
         }
-        _ => Err(Failure::new(Unexpected, format!("HTTP {status}{}", error_suffix(&body)))),
+        _ => Err(Failure::new(
+            Unexpected,
+            format!("HTTP {status}{}", error_suffix(&body)),
+        )),
     }
 }
 
@@ -302,7 +370,12 @@ fn parse_answer(bytes: &[u8]) -> Outcome {
     use FailureKind::*;
     let raw: RawAnswer = match serde_json::from_slice(bytes) {
         Ok(r) => r,
-        Err(_) => return Err(Failure::new(Ambiguous, "2xx answer is not a JSON token response")),
+        Err(_) => {
+            return Err(Failure::new(
+                Ambiguous,
+                "2xx answer is not a JSON token response",
+            ));
+        }
     };
     // The refresh token first: if it is there and well-formed, it must survive whatever
     // else is wrong with the answer.
@@ -310,11 +383,20 @@ fn parse_answer(bytes: &[u8]) -> Outcome {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => match token_text(v) {
             Some(t) => Some(SecretString::from(t)),
-            None => return Err(Failure::new(Ambiguous, "2xx answer has an unusable refresh_token")),
+            None => {
+                return Err(Failure::new(
+                    Ambiguous,
+                    "2xx answer has an unusable refresh_token",
+                ));
+            }
         },
     };
     let unusable = |detail: &str| Failure {
-        kind: if rotated.is_some() { Transient } else { Ambiguous },
+        kind: if rotated.is_some() {
+            Transient
+        } else {
+            Ambiguous
+        },
         retry_after: None,
         detail: format!("2xx answer {detail}"),
         rotated: rotated.clone(),
@@ -326,7 +408,9 @@ fn parse_answer(bytes: &[u8]) -> Outcome {
     };
     let token_type = match raw.token_type {
         Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => t,
-        Some(serde_json::Value::String(t)) if t.len() <= 40 && t.bytes().all(|b| b.is_ascii_graphic()) => {
+        Some(serde_json::Value::String(t))
+            if t.len() <= 40 && t.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             return Err(unusable(&format!("has token_type {t:?}, not Bearer")));
         }
         Some(_) => return Err(unusable("has an unusable token_type")),
@@ -342,10 +426,18 @@ fn parse_answer(bytes: &[u8]) -> Outcome {
     };
     let scope = match raw.scope {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if s.bytes().all(|b| (0x20..0x7f).contains(&b)) => Some(s),
+        Some(serde_json::Value::String(s)) if s.bytes().all(|b| (0x20..0x7f).contains(&b)) => {
+            Some(s)
+        }
         Some(_) => return Err(unusable("has an unusable scope")),
     };
-    Ok(TokenAnswer { access_token, token_type, expires_in, refresh_token: rotated, scope })
+    Ok(TokenAnswer {
+        access_token,
+        token_type,
+        expires_in,
+        refresh_token: rotated,
+        scope,
+    })
 }
 
 /// A token as RFC 6749 allows it (visible ASCII), refusing anything that could break an
@@ -353,7 +445,10 @@ fn parse_answer(bytes: &[u8]) -> Outcome {
 fn token_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s)
-            if !s.is_empty() && s.len() <= 16 * 1024 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+            if !s.is_empty()
+                && s.len() <= 16 * 1024
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
         {
             Some(s.clone())
         }
@@ -364,7 +459,11 @@ fn token_text(v: &serde_json::Value) -> Option<String> {
 /// `expires_in` as seconds: a non-negative integer, or a numeric string (seen in the wild).
 fn expires_in_seconds(v: &serde_json::Value) -> Option<u64> {
     match v {
-        serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 1.0).map(|f| f.min(u64::MAX as f64) as u64)),
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 1.0)
+                .map(|f| f.min(u64::MAX as f64) as u64)
+        }),
         serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -381,8 +480,12 @@ fn error_code(body: &Result<Vec<u8>, BodyError>) -> Option<String> {
 
 /// `: invalid_grant (the description)` for messages, sanitised and bounded.
 fn error_suffix(body: &Result<Vec<u8>, BodyError>) -> String {
-    let Ok(bytes) = body else { return String::new() };
-    let Ok(raw) = serde_json::from_slice::<RawError>(bytes) else { return String::new() };
+    let Ok(bytes) = body else {
+        return String::new();
+    };
+    let Ok(raw) = serde_json::from_slice::<RawError>(bytes) else {
+        return String::new();
+    };
     let text = |v: Option<serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) => Some(sanitize(&s)),
         _ => None,
@@ -395,7 +498,10 @@ fn error_suffix(body: &Result<Vec<u8>, BodyError>) -> String {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_DETAIL).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_DETAIL)
+        .collect()
 }
 
 #[cfg(test)]
@@ -420,16 +526,31 @@ mod tests {
 
     #[test]
     fn optional_fields_may_be_absent() {
-        let a = classify(200, None, ok(r#"{"access_token":"at","token_type":"Bearer"}"#)).unwrap();
+        let a = classify(
+            200,
+            None,
+            ok(r#"{"access_token":"at","token_type":"Bearer"}"#),
+        )
+        .unwrap();
         assert!(a.expires_in.is_none() && a.refresh_token.is_none() && a.scope.is_none());
     }
 
     #[test]
     fn unusable_2xx_keeps_the_rotated_token() {
-        let f = classify(200, None, ok(r#"{"refresh_token":"rt2","token_type":"Bearer"}"#)).unwrap_err();
+        let f = classify(
+            200,
+            None,
+            ok(r#"{"refresh_token":"rt2","token_type":"Bearer"}"#),
+        )
+        .unwrap_err();
         assert_eq!(f.kind, FailureKind::Transient);
         assert_eq!(f.rotated.unwrap().expose_secret(), "rt2");
-        let f = classify(200, None, ok(r#"{"access_token":"a\nb","token_type":"Bearer","refresh_token":"rt2"}"#)).unwrap_err();
+        let f = classify(
+            200,
+            None,
+            ok(r#"{"access_token":"a\nb","token_type":"Bearer","refresh_token":"rt2"}"#),
+        )
+        .unwrap_err();
         assert!(f.rotated.is_some());
         let f = classify(200, None, ok(r#"{"access_token":"a","token_type":"Bearer","refresh_token":"rt2","expires_in":-5}"#)).unwrap_err();
         assert!(f.rotated.is_some());
@@ -437,27 +558,68 @@ mod tests {
 
     #[test]
     fn garbage_2xx_is_ambiguous() {
-        assert_eq!(kind(classify(200, None, ok("<html>"))), FailureKind::Ambiguous);
-        assert_eq!(kind(classify(200, None, Err(BodyError::TooLarge))), FailureKind::Ambiguous);
-        assert_eq!(kind(classify(200, None, ok(r#"{"access_token":"a","token_type":"Bearer","refresh_token":"bad token"}"#))), FailureKind::Ambiguous);
+        assert_eq!(
+            kind(classify(200, None, ok("<html>"))),
+            FailureKind::Ambiguous
+        );
+        assert_eq!(
+            kind(classify(200, None, Err(BodyError::TooLarge))),
+            FailureKind::Ambiguous
+        );
+        assert_eq!(
+            kind(classify(
+                200,
+                None,
+                ok(r#"{"access_token":"a","token_type":"Bearer","refresh_token":"bad token"}"#)
+            )),
+            FailureKind::Ambiguous
+        );
     }
 
     #[test]
     fn the_table() {
         use FailureKind::*;
-        let e = |code: &str| ok(&format!(r#"{{"error":"{code}","error_description":"why"}}"#));
+        let e = |code: &str| {
+            ok(&format!(
+                r#"{{"error":"{code}","error_description":"why"}}"#
+            ))
+        };
         assert_eq!(kind(classify(500, None, ok(""))), Transient);
         assert_eq!(kind(classify(408, None, ok(""))), Transient);
         let f = classify(503, Some(Duration::from_secs(7)), ok("")).unwrap_err();
-        assert_eq!((f.kind, f.retry_after), (Transient, Some(Duration::from_secs(7))));
+        assert_eq!(
+            (f.kind, f.retry_after),
+            (Transient, Some(Duration::from_secs(7)))
+        );
         assert_eq!(kind(classify(429, None, ok(""))), Transient);
-        assert_eq!(kind(classify(400, None, e("invalid_grant"))), Permanent(self::Permanent::Grant));
-        assert_eq!(kind(classify(401, None, e("invalid_grant"))), Permanent(self::Permanent::Grant));
-        assert_eq!(kind(classify(401, None, e("invalid_client"))), Permanent(self::Permanent::Client));
-        assert_eq!(kind(classify(400, None, e("invalid_client"))), Permanent(self::Permanent::Client));
-        assert_eq!(kind(classify(400, None, e("unauthorized_client"))), Permanent(self::Permanent::Client));
-        assert_eq!(kind(classify(400, None, e("invalid_scope"))), Permanent(self::Permanent::Configuration));
-        assert_eq!(kind(classify(400, None, e("unsupported_grant_type"))), Permanent(self::Permanent::Configuration));
+        assert_eq!(
+            kind(classify(400, None, e("invalid_grant"))),
+            Permanent(self::Permanent::Grant)
+        );
+        assert_eq!(
+            kind(classify(401, None, e("invalid_grant"))),
+            Permanent(self::Permanent::Grant)
+        );
+        assert_eq!(
+            kind(classify(401, None, e("invalid_client"))),
+            Permanent(self::Permanent::Client)
+        );
+        assert_eq!(
+            kind(classify(400, None, e("invalid_client"))),
+            Permanent(self::Permanent::Client)
+        );
+        assert_eq!(
+            kind(classify(400, None, e("unauthorized_client"))),
+            Permanent(self::Permanent::Client)
+        );
+        assert_eq!(
+            kind(classify(400, None, e("invalid_scope"))),
+            Permanent(self::Permanent::Configuration)
+        );
+        assert_eq!(
+            kind(classify(400, None, e("unsupported_grant_type"))),
+            Permanent(self::Permanent::Configuration)
+        );
         assert_eq!(kind(classify(400, None, e("invalid_request"))), Unexpected);
         assert_eq!(kind(classify(403, None, ok("forbidden"))), Unexpected);
         assert_eq!(kind(classify(302, None, ok(""))), Unexpected);
@@ -465,9 +627,17 @@ mod tests {
 
     #[test]
     fn rfc_basic_encoding_differs_from_curl_only_for_special_characters() {
-        assert_eq!(basic_header("id", "a-b._~1", true), basic_header("id", "a-b._~1", false));
+        assert_eq!(
+            basic_header("id", "a-b._~1", true),
+            basic_header("id", "a-b._~1", false)
+        );
         let v = basic_header("id", "a+b/c:d=e%f", true);
-        let decoded = base64::engine::general_purpose::STANDARD.decode(&v.to_str().unwrap()[6..]).unwrap();
-        assert_eq!(String::from_utf8(decoded).unwrap(), "id:a%2Bb%2Fc%3Ad%3De%25f");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&v.to_str().unwrap()[6..])
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "id:a%2Bb%2Fc%3Ad%3De%25f"
+        );
     }
 }

@@ -23,14 +23,19 @@ pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 /// (`jitter_unit` in [-1, 1]), and never later than `expires - min_remaining`. When the
 /// lifetime is shorter than `min_remaining` that bound cannot be kept, and the fraction
 /// alone decides.
-pub fn refresh_deadline(policy: &RefreshPolicy, obtained: SystemTime, expires: SystemTime, jitter_unit: f64) -> SystemTime {
+pub fn refresh_deadline(
+    policy: &RefreshPolicy,
+    obtained: SystemTime,
+    expires: SystemTime,
+    jitter_unit: f64,
+) -> SystemTime {
     let lifetime = expires.duration_since(obtained).unwrap_or(Duration::ZERO);
     let fraction = (policy.at + policy.jitter * jitter_unit.clamp(-1.0, 1.0)).clamp(0.0, 1.0);
     let mut offset = lifetime.mul_f64(fraction);
-    if let Some(latest) = lifetime.checked_sub(policy.min_remaining) {
-        if !latest.is_zero() {
-            offset = offset.min(latest);
-        }
+    if let Some(latest) = lifetime.checked_sub(policy.min_remaining)
+        && !latest.is_zero()
+    {
+        offset = offset.min(latest);
     }
     obtained + offset.max(MIN_REFRESH_INTERVAL.min(lifetime))
 }
@@ -39,8 +44,14 @@ pub fn refresh_deadline(policy: &RefreshPolicy, obtained: SystemTime, expires: S
 /// obtained: random-looking across credentials and cycles, yet the same after a restart,
 /// so a restarted daemon keeps the schedule it had.
 pub fn jitter_unit(credential: &str, obtained: SystemTime) -> f64 {
-    let nanos = obtained.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let digest = Sha256::new().chain_update(credential.as_bytes()).chain_update(nanos.to_le_bytes()).finalize();
+    let nanos = obtained
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let digest = Sha256::new()
+        .chain_update(credential.as_bytes())
+        .chain_update(nanos.to_le_bytes())
+        .finalize();
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
@@ -50,7 +61,10 @@ pub fn jitter_unit(credential: &str, obtained: SystemTime) -> f64 {
 /// Exponential backoff with full jitter: uniform between `initial` and
 /// `min(max, initial * 2^attempt)`; `random` is uniform in [0, 1).
 pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {
-    let ceiling = policy.initial.saturating_mul(1u32 << attempt.min(30)).min(policy.max);
+    let ceiling = policy
+        .initial
+        .saturating_mul(1u32 << attempt.min(30))
+        .min(policy.max);
     let span = ceiling.saturating_sub(policy.initial);
     policy.initial + span.mul_f64(random.clamp(0.0, 1.0))
 }
@@ -76,7 +90,12 @@ mod tests {
     }
 
     fn policy(at: f64, jitter: f64, min_remaining: u64) -> RefreshPolicy {
-        RefreshPolicy { at, jitter, min_remaining: Duration::from_secs(min_remaining), ..RefreshPolicy::default() }
+        RefreshPolicy {
+            at,
+            jitter,
+            min_remaining: Duration::from_secs(min_remaining),
+            ..RefreshPolicy::default()
+        }
     }
 
     #[test]
@@ -105,7 +124,9 @@ mod tests {
     #[test]
     fn jitter_is_stable_per_cycle_and_spreads() {
         assert_eq!(jitter_unit("a", t(5)), jitter_unit("a", t(5)));
-        let values: Vec<f64> = (0..1000).map(|i| jitter_unit(&format!("c{i}"), t(0))).collect();
+        let values: Vec<f64> = (0..1000)
+            .map(|i| jitter_unit(&format!("c{i}"), t(0)))
+            .collect();
         assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
         let below = values.iter().filter(|v| **v < 0.0).count();
         assert!((400..600).contains(&below), "{below}");
@@ -113,7 +134,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_within_bounds() {
-        let p = RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(300) };
+        let p = RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        };
         assert_eq!(backoff(&p, 0, 0.99), Duration::from_secs(1));
         assert_eq!(backoff(&p, 3, 0.0), Duration::from_secs(1));
         assert_eq!(backoff(&p, 3, 0.5), Duration::from_millis(4500));
@@ -123,10 +147,22 @@ mod tests {
     #[test]
     fn retry_after_in_both_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now), Some(Duration::from_secs(10)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(RETRY_AFTER_CAP));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(RETRY_AFTER_CAP)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }

@@ -97,11 +97,18 @@ pub struct FileStore {
 impl FileStore {
     /// Takes the lock on `path`, creating its directory (0700) when missing.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let io = |err| StoreError::Io { path: path.to_owned(), err };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
-            }
+        let io = |err| StoreError::Io {
+            path: path.to_owned(),
+            err,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         let lock_path = lock_path(path);
         let mut lock = std::fs::OpenOptions::new()
@@ -111,21 +118,42 @@ impl FileStore {
             .truncate(false)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|err| StoreError::Io { path: lock_path.clone(), err })?;
+            .map_err(|err| StoreError::Io {
+                path: lock_path.clone(),
+                err,
+            })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = lock.read_to_string(&mut holder);
                 let holder = holder.trim();
-                let holder = if holder.is_empty() { "holder unknown".to_owned() } else { holder.to_owned() };
-                return Err(StoreError::Locked { path: path.to_owned(), holder });
+                let holder = if holder.is_empty() {
+                    "holder unknown".to_owned()
+                } else {
+                    holder.to_owned()
+                };
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                    holder,
+                });
             }
-            Err(std::fs::TryLockError::Error(err)) => return Err(StoreError::Io { path: lock_path, err }),
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(StoreError::Io {
+                    path: lock_path,
+                    err,
+                });
+            }
         }
         let me = format!("pid {} on {}\n", std::process::id(), hostname());
-        let _ = lock.set_len(0).and_then(|_| lock.rewind()).and_then(|_| lock.write_all(me.as_bytes()));
-        Ok(FileStore { path: path.to_owned(), _lock: lock })
+        let _ = lock
+            .set_len(0)
+            .and_then(|_| lock.rewind())
+            .and_then(|_| lock.write_all(me.as_bytes()));
+        Ok(FileStore {
+            path: path.to_owned(),
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -136,13 +164,18 @@ impl FileStore {
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".lock");
     path.with_file_name(name)
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "this host".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "this host".into())
 }
 
 /// Reads a state file without locking it (for `status` and `token`): the file is only
@@ -151,12 +184,22 @@ pub fn read_state_file(path: &Path) -> Result<Option<State>, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(StoreError::Io { path: path.to_owned(), err }),
+        Err(err) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                err,
+            });
+        }
     };
-    let state: State = serde_json::from_slice(&bytes)
-        .map_err(|e| StoreError::Corrupt { path: path.to_owned(), message: e.to_string() })?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     if state.version != VERSION {
-        return Err(StoreError::Corrupt { path: path.to_owned(), message: format!("unknown version {}", state.version) });
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            message: format!("unknown version {}", state.version),
+        });
     }
     Ok(Some(state))
 }
@@ -167,9 +210,14 @@ impl StateStore for FileStore {
     }
 
     fn save(&mut self, state: &State) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(state)
-            .map_err(|e| StoreError::Corrupt { path: self.path.clone(), message: e.to_string() })?;
-        crate::atomic::write(&self.path, &json, 0o600).map_err(|err| StoreError::Io { path: self.path.clone(), err })
+        let json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        crate::atomic::write(&self.path, &json, 0o600).map_err(|err| StoreError::Io {
+            path: self.path.clone(),
+            err,
+        })
     }
 
     fn describe(&self) -> String {
@@ -189,13 +237,18 @@ mod secret_text {
 
 mod option_secret_text {
     use super::*;
-    pub fn serialize<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        v: &Option<SecretString>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => s.serialize_some(v.expose_secret()),
             None => s.serialize_none(),
         }
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SecretString>, D::Error> {
         Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
     }
 }
@@ -217,15 +270,22 @@ pub mod rfc3339 {
 
 mod option_rfc3339 {
     use super::*;
-    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_some(&rfc3339::format(*t)),
             None => s.serialize_none(),
         }
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(text) => humantime::parse_rfc3339_weak(&text).map(Some).map_err(serde::de::Error::custom),
+            Some(text) => humantime::parse_rfc3339_weak(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
             None => Ok(None),
         }
     }
@@ -262,9 +322,15 @@ mod tests {
         assert_eq!(back.refresh_token.expose_secret(), "rt");
         assert_eq!(back.expires_at, sample().expires_at);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("\"expires_at\": \"2027-01-15T09:00:00.000Z\""), "{text}");
+        assert!(
+            text.contains("\"expires_at\": \"2027-01-15T09:00:00.000Z\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -273,7 +339,10 @@ mod tests {
         let path = dir.path().join("c.json");
         let _first = FileStore::open(&path).unwrap();
         match FileStore::open(&path) {
-            Err(StoreError::Locked { holder, .. }) => assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}"),
+            Err(StoreError::Locked { holder, .. }) => assert!(
+                holder.contains(&format!("pid {}", std::process::id())),
+                "{holder}"
+            ),
             other => panic!("expected Locked, got {:?}", other.err()),
         }
     }
@@ -283,12 +352,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
         std::fs::write(&path, "{not json").unwrap();
-        assert!(matches!(read_state_file(&path), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            read_state_file(&path),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn debug_output_is_redacted() {
         let text = format!("{:?}", sample());
-        assert!(!text.contains("\"rt\"") && !text.contains("\"at\""), "{text}");
+        assert!(
+            !text.contains("\"rt\"") && !text.contains("\"at\""),
+            "{text}"
+        );
     }
 }

@@ -39,7 +39,9 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
                     seconds_left: left.map(|d| d.as_secs()),
                     last_refresh: s.obtained_at.map(rfc3339::format),
                     chain_started_at: Some(rfc3339::format(s.chain_started_at)),
-                    last_error: s.last_error.map(|e| format!("{}: {}", rfc3339::format(e.at), e.message)),
+                    last_error: s
+                        .last_error
+                        .map(|e| format!("{}: {}", rfc3339::format(e.at), e.message)),
                     blocked,
                 }
             }
@@ -71,19 +73,44 @@ pub fn status(path: &Path, json: bool) -> u8 {
     };
     let reports = reports(&config, SystemTime::now());
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into()));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into())
+        );
     } else {
         for r in &reports {
-            let health = if r.healthy { "healthy" } else if r.blocked { "BLOCKED" } else { "UNHEALTHY" };
-            let left = r.seconds_left.map(|s| humantime::format_duration(Duration::from_secs(s)).to_string());
+            let health = if r.healthy {
+                "healthy"
+            } else if r.blocked {
+                "BLOCKED"
+            } else {
+                "UNHEALTHY"
+            };
+            let left = r
+                .seconds_left
+                .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string());
             println!("{}: {health}", r.name);
-            println!("  expires at:   {} ({} left)", r.expires_at.as_deref().unwrap_or("-"), left.as_deref().unwrap_or("none"));
-            println!("  last refresh: {}", r.last_refresh.as_deref().unwrap_or("-"));
-            println!("  chain start:  {}", r.chain_started_at.as_deref().unwrap_or("-"));
+            println!(
+                "  expires at:   {} ({} left)",
+                r.expires_at.as_deref().unwrap_or("-"),
+                left.as_deref().unwrap_or("none")
+            );
+            println!(
+                "  last refresh: {}",
+                r.last_refresh.as_deref().unwrap_or("-")
+            );
+            println!(
+                "  chain start:  {}",
+                r.chain_started_at.as_deref().unwrap_or("-")
+            );
             println!("  last error:   {}", r.last_error.as_deref().unwrap_or("-"));
         }
     }
-    if reports.iter().all(|r| r.healthy) { exit::OK } else { exit::OTHER }
+    if reports.iter().all(|r| r.healthy) {
+        exit::OK
+    } else {
+        exit::OTHER
+    }
 }
 
 pub fn token(path: &Path, name: Option<&str>) -> u8 {
@@ -95,7 +122,15 @@ pub fn token(path: &Path, name: Option<&str>) -> u8 {
         Some(n) => config.credentials.get(n),
         None if config.credentials.len() == 1 => config.credentials.values().next(),
         None => {
-            eprintln!("tokend: name the credential: {}", config.credentials.keys().cloned().collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "tokend: name the credential: {}",
+                config
+                    .credentials
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             return exit::USAGE;
         }
     };
@@ -108,7 +143,11 @@ pub fn token(path: &Path, name: Option<&str>) -> u8 {
             Some(t) => {
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
-                if out.write_all(t.expose_secret().as_bytes()).and_then(|_| out.flush()).is_err() {
+                if out
+                    .write_all(t.expose_secret().as_bytes())
+                    .and_then(|_| out.flush())
+                    .is_err()
+                {
                     return exit::OTHER;
                 }
                 exit::OK

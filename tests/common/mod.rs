@@ -1,0 +1,232 @@
+//! Shared test harness: the emulator in-process on 127.0.0.1, the real `tokend` binary
+//! as a child process, real signals.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokend::config::ClientAuth;
+use tokend::emulator::{Emulator, EmulatorConfig};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub emu: Emulator,
+}
+
+impl Env {
+    pub async fn new(lifetime: Duration) -> Env {
+        Env::with(EmulatorConfig {
+            client_id: "test-client".into(),
+            client_secret: "test-secret-Xy7".into(),
+            auth: ClientAuth::Basic,
+            access_lifetime: lifetime,
+            reuse_grace: Duration::ZERO,
+        })
+        .await
+    }
+
+    pub async fn with(cfg: EmulatorConfig) -> Env {
+        let emu = Emulator::start(cfg, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            emu,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a fresh bootstrap token for credential `name` and returns it.
+    pub fn bootstrap(&self, name: &str) -> String {
+        let token = self.emu.issue_refresh_token();
+        std::fs::write(
+            self.path(&format!("{name}.bootstrap")),
+            format!("{token}\n"),
+        )
+        .unwrap();
+        token
+    }
+
+    /// The TOML of one credential against the emulator; `extra` goes into its table.
+    pub fn credential_toml(&self, name: &str, extra: &str) -> String {
+        let c = self.emu.config();
+        std::fs::write(self.path("client_secret"), &c.client_secret).unwrap();
+        format!(
+            r#"
+[credentials.{name}]
+token_url = "{url}"
+client_id = "{id}"
+client_secret_file = "{dir}/client_secret"
+refresh_token_file = "{dir}/{name}.bootstrap"
+{extra}
+[credentials.{name}.refresh]
+min_remaining = "1s"
+[credentials.{name}.retry]
+initial = "200ms"
+max = "2s"
+[credentials.{name}.http]
+allow_insecure_http = true
+timeout = "3s"
+connect_timeout = "1s"
+[[credentials.{name}.outputs]]
+path = "{dir}/out/{name}/access_token"
+format = "raw"
+mode = "0640"
+[[credentials.{name}.outputs]]
+path = "{dir}/out/{name}/token.json"
+format = "json"
+mode = "0600"
+"#,
+            url = self.emu.token_url(),
+            id = c.client_id,
+            dir = self.dir.path().display(),
+        )
+    }
+
+    /// Writes `tokend.toml` with the given credentials (bootstrapping any without a file).
+    pub fn write_config(&self, names: &[&str]) -> PathBuf {
+        let mut text = format!("state_dir = \"{}/state\"\n", self.dir.path().display());
+        for n in names {
+            if !self.path(&format!("{n}.bootstrap")).exists() {
+                self.bootstrap(n);
+            }
+            text.push_str(&self.credential_toml(n, ""));
+        }
+        self.write_config_text(&text)
+    }
+
+    pub fn write_config_text(&self, text: &str) -> PathBuf {
+        let p = self.path("tokend.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn raw_output(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(&format!("out/{name}/access_token"))).ok()
+    }
+
+    pub fn state(&self, name: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.path(&format!("state/{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Starts `tokend <args>` with stderr going to `log_name` in the test directory.
+    pub fn spawn(&self, args: &[&str], log_name: &str, envs: &[(&str, &str)]) -> Daemon {
+        let log = self.path(log_name);
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .kill_on_drop(true);
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    /// Runs a shell script (for umask and the like) with stderr to `log_name`.
+    pub fn spawn_shell(&self, script: &str, log_name: &str) -> Daemon {
+        let log = self.path(log_name);
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    /// Runs the daemon on these credentials and waits until its signal handlers are in.
+    pub async fn run_started(&self, names: &[&str]) -> Daemon {
+        let d = self.run(names);
+        d.wait_started().await;
+        d
+    }
+
+    pub fn run(&self, names: &[&str]) -> Daemon {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cfg = self.write_config(names);
+        self.spawn(
+            &["run", "-c", cfg.to_str().unwrap()],
+            &format!("tokend-{n}.log"),
+            &[],
+        )
+    }
+}
+
+pub struct Daemon {
+    pub child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("running") as i32;
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("tokend did not exit in time")
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
+
+    pub async fn stop(&mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(10)).await
+    }
+
+    pub async fn wait_started(&self) {
+        wait_for("tokend to start", Duration::from_secs(10), || {
+            self.log_text().contains("started")
+        })
+        .await;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
