@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""tokend against a real third-party OAuth server: django-oauth-toolkit (pinned).
+
+Installs the server in a venv (tests/interop/.venv), runs it on 127.0.0.1 with
+refresh-token rotation, reuse protection on (no grace) and 5-second access tokens,
+obtains the first refresh token through the server's own password grant, then runs
+`tokend run` until it has rotated at least ROTATIONS times. Every access token tokend
+publishes is presented to a protected view of the server and must be accepted.
+
+The client secret holds `+ / : = %`, so `client_auth = "basic"` must form-encode it
+the way RFC 6749 §2.3.1 says (the server decodes with unquote_plus).
+
+Usage: run_dot.py [--tokend PATH] [--rotations N]
+"""
+import argparse
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+VENV = os.environ.get("DOT_VENV", os.path.join(HERE, ".venv"))
+PY = os.path.join(VENV, "bin", "python")
+CLIENT_ID = "tokend-interop"
+
+
+def log(msg):
+    print(f"[interop] {msg}", flush=True)
+
+
+def ensure_venv():
+    stamp = os.path.join(VENV, "requirements.txt")
+    wanted = open(os.path.join(HERE, "requirements.txt")).read()
+    if os.path.exists(stamp) and open(stamp).read() == wanted:
+        return
+    log(f"installing the pinned server into {VENV}")
+    subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+    subprocess.run([PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
+                    os.path.join(HERE, "requirements.txt")], check=True)
+    with open(stamp, "w") as f:
+        f.write(wanted)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def basic(client_id, secret):
+    q = urllib.parse.quote_plus
+    return "Basic " + base64.b64encode(f"{q(client_id)}:{q(secret)}".encode()).decode()
+
+
+def post_token(port, form, secret):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/o/token/",
+        data=urllib.parse.urlencode(form).encode(),
+        headers={"Authorization": basic(CLIENT_ID, secret),
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def accepted(port, token):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/hello",
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokend", default=os.path.join(REPO, "target", "debug", "tokend"))
+    ap.add_argument("--rotations", type=int, default=6)
+    args = ap.parse_args()
+    ensure_venv()
+    import json
+
+    work = tempfile.mkdtemp(prefix="tokend-dot-")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="dot_settings", PYTHONPATH=os.path.join(HERE, "dot"),
+               DOT_DB=os.path.join(work, "db.sqlite3"))
+    env.pop("RUST_LOG", None)
+    django = [PY, "-m", "django"]
+    subprocess.run(django + ["migrate", "-v", "0"], env=env, check=True)
+    secret = secrets.token_urlsafe(18) + "+/:=%"
+    password = secrets.token_urlsafe(12)
+    subprocess.run(django + ["shell", "-c", f"""
+from django.contrib.auth.models import User
+from oauth2_provider.models import Application
+u = User.objects.create_user("alice", password={password!r})
+Application.objects.create(name="tokend", client_id={CLIENT_ID!r}, client_secret={secret!r},
+    client_type="confidential", authorization_grant_type="password", user=u)
+"""], env=env, check=True)
+
+    port = free_port()
+    server = subprocess.Popen(django + ["runserver", f"127.0.0.1:{port}", "--noreload"], env=env,
+                              stdout=open(os.path.join(work, "server.log"), "w"), stderr=subprocess.STDOUT)
+    tokend = None
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise SystemExit("the django-oauth-toolkit server did not start; see " + work)
+                time.sleep(0.2)
+
+        status, body = post_token(port, {"grant_type": "password", "username": "alice",
+                                         "password": password, "scope": "read write"}, secret)
+        if status != 200:
+            raise SystemExit(f"password grant failed: HTTP {status}")
+        bootstrap = json.loads(body)["refresh_token"]
+        log(f"django-oauth-toolkit on 127.0.0.1:{port}; first refresh token from the password grant")
+
+        with open(os.path.join(work, "bootstrap"), "w") as f:
+            f.write(bootstrap + "\n")
+        with open(os.path.join(work, "client_secret"), "w") as f:
+            f.write(secret)
+        out = os.path.join(work, "out", "access_token")
+        with open(os.path.join(work, "tokend.toml"), "w") as f:
+            f.write(f"""
+state_dir = "{work}/state"
+[credentials.dot]
+token_url = "http://127.0.0.1:{port}/o/token/"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{work}/client_secret"
+client_auth = "basic"
+refresh_token_file = "{work}/bootstrap"
+[credentials.dot.refresh]
+min_remaining = "1s"
+[credentials.dot.retry]
+initial = "500ms"
+max = "5s"
+[credentials.dot.http]
+allow_insecure_http = true
+[[credentials.dot.outputs]]
+path = "{out}"
+""")
+        tokend_log = os.path.join(work, "tokend.log")
+        tokend = subprocess.Popen([args.tokend, "run", "-c", os.path.join(work, "tokend.toml")],
+                                  stderr=open(tokend_log, "w"), env=env)
+        seen, rejected, checks = [], 0, 0
+        deadline = time.time() + 30 + 6 * args.rotations
+        while len(seen) < args.rotations + 1 and time.time() < deadline:
+            try:
+                token = open(out).read()
+            except FileNotFoundError:
+                token = None
+            if token:
+                checks += 1
+                if not accepted(port, token):
+                    rejected += 1
+                    log(f"published token #{len(seen)} rejected by the server")
+                if not seen or seen[-1] != token:
+                    seen.append(token)
+            time.sleep(0.25)
+        tokend.send_signal(signal.SIGTERM)
+        code = tokend.wait(timeout=20)
+        text = open(tokend_log).read()
+        rotations = len(seen) - 1
+        invalid_grant = text.count("invalid_grant")
+
+        # Sanity of the setup: the server really enforces reuse protection.
+        status, body = post_token(port, {"grant_type": "refresh_token", "refresh_token": bootstrap}, secret)
+        reuse_refused = status in (400, 401) and "invalid_grant" in body
+
+        log(f"rotations={rotations} token_checks={checks} rejected={rejected} "
+            f"invalid_grant={invalid_grant} tokend_exit={code} replay_of_bootstrap_refused={reuse_refused}")
+        failures = []
+        if rotations < args.rotations:
+            failures.append(f"only {rotations} rotations")
+        if rejected:
+            failures.append(f"{rejected} published tokens rejected")
+        if invalid_grant:
+            failures.append("tokend saw invalid_grant")
+        if code != 0:
+            failures.append(f"tokend exited {code}")
+        if not reuse_refused:
+            failures.append("the server did not refuse a replayed refresh token (setup wrong)")
+        for f in failures:
+            log("FAIL: " + f)
+        if failures:
+            log("tokend log:\n" + text[-4000:])
+        print(f"interop: {0 if failures else 1} passed, {1 if failures else 0} failed")
+        return 1 if failures else 0
+    finally:
+        if tokend and tokend.poll() is None:
+            tokend.kill()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
