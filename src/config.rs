@@ -116,15 +116,6 @@ impl PartialEq for SecretSource {
     }
 }
 
-impl Serialize for SecretSource {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            SecretSource::Inline(_) => s.serialize_str("[redacted]"),
-            SecretSource::File(p) => s.serialize_str(&format!("file:{}", p.display())),
-        }
-    }
-}
-
 /// Errors reading a secret from its source.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretReadError {
@@ -170,7 +161,7 @@ impl SecretSource {
 }
 
 /// One credential: a client, a refresh-token chain, and where its access token goes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CredentialConfig {
     pub name: String,
     pub token_url: Url,
@@ -178,13 +169,58 @@ pub struct CredentialConfig {
     pub client_secret: SecretSource,
     pub client_auth: ClientAuth,
     pub refresh_token: SecretSource,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     pub state_file: PathBuf,
     pub refresh: RefreshPolicy,
     pub retry: RetryPolicy,
     pub http: HttpConfig,
     pub outputs: Vec<OutputConfig>,
+}
+
+/// A credential as `check` prints it: the keys of the file, inline secrets redacted.
+#[derive(Serialize)]
+struct CredentialView<'a> {
+    token_url: &'a str,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret_file: Option<&'a Path>,
+    client_auth: ClientAuth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    state_file: &'a Path,
+    refresh: &'a RefreshPolicy,
+    retry: &'a RetryPolicy,
+    http: &'a HttpConfig,
+    outputs: &'a [OutputConfig],
+}
+
+impl Serialize for CredentialConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let inline =
+            |src: &SecretSource| matches!(src, SecretSource::Inline(_)).then_some("[redacted]");
+        CredentialView {
+            token_url: self.token_url.as_str(),
+            client_id: &self.client_id,
+            client_secret: inline(&self.client_secret),
+            client_secret_file: self.client_secret.path(),
+            client_auth: self.client_auth,
+            refresh_token: inline(&self.refresh_token),
+            refresh_token_file: self.refresh_token.path(),
+            scope: self.scope.as_deref(),
+            state_file: &self.state_file,
+            refresh: &self.refresh,
+            retry: &self.retry,
+            http: &self.http,
+            outputs: &self.outputs,
+        }
+        .serialize(s)
+    }
 }
 
 /// When to refresh, as fractions of the access token's lifetime (SPEC §3).

@@ -266,3 +266,36 @@ async fn no_secret_reaches_the_log_even_at_trace() {
         "an Authorization header reached the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_proxy_from_the_environment_is_used() {
+    let env = Env::new(Duration::from_secs(3600)).await;
+    // The token URL points at a closed port; only a proxy can reach the emulator.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = env.write_config(&["c"]);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &env.emu.token_url(),
+        &format!("http://127.0.0.1:{closed}/oauth/token"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let run = |proxy: &str| {
+        Command::new(BIN)
+            .args(["once", "-c", cfg.to_str().unwrap()])
+            .env("HTTP_PROXY", proxy)
+            .env_remove("NO_PROXY")
+            .output()
+            .unwrap()
+    };
+    let out = run(&format!("http://{}", env.emu.addr()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.emu.stats().refreshes, 1);
+}
