@@ -86,6 +86,12 @@ enum Command {
         /// The client secret; random when not given
         #[arg(long)]
         client_secret: Option<String>,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -125,13 +131,19 @@ pub fn main() -> ExitCode {
             reuse_grace,
             client_id,
             client_secret,
-        } => runtime.block_on(demo::emulator(
-            listen,
-            lifetime.into(),
-            reuse_grace.into(),
-            client_id,
-            client_secret,
-        )),
+            tls_cert,
+            tls_key,
+        } => {
+            let options = demo::EmulatorOptions {
+                listen,
+                lifetime: lifetime.into(),
+                reuse_grace: reuse_grace.into(),
+                client_id,
+                client_secret,
+                tls: tls_cert.zip(tls_key),
+            };
+            runtime.block_on(demo::emulator(options))
+        }
     })
 }
 
@@ -201,7 +213,7 @@ async fn once(path: &Path) -> u8 {
     logging::init(&config.log);
     let mut worst = exit::OK;
     for cfg in config.credentials.values() {
-        let span = tracing::info_span!("credential", name = %cfg.name);
+        let span = tracing::info_span!("credential", credential = %cfg.name);
         let code = once_one(cfg).instrument(span).await;
         worst = worse(worst, code);
     }

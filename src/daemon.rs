@@ -70,7 +70,7 @@ fn spawn(
     health: watch::Receiver<Health>,
 ) -> Running {
     let (tx, rx) = mpsc::unbounded_channel();
-    let span = info_span!("credential", name = %cfg.name);
+    let span = info_span!("credential", credential = %cfg.name);
     let task = tokio::spawn(credential.run(rx).instrument(span));
     Running {
         config: cfg.clone(),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,7 +16,7 @@ use crate::config::{
     RefreshPolicy, RetryPolicy, SecretSource,
 };
 use crate::daemon::{ConfigSource, Daemon};
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::{Emulator, EmulatorConfig, TlsIdentity};
 use crate::logging;
 
 /// Lifetime of the demo's access tokens: short enough to watch rotations happen.
@@ -125,27 +125,45 @@ pub async fn run(dir: &Path) -> u8 {
     }
 }
 
-pub async fn emulator(
-    listen: SocketAddr,
-    lifetime: Duration,
-    reuse_grace: Duration,
-    client_id: String,
-    client_secret: Option<String>,
-) -> u8 {
+/// What `tokend emulator` was asked for.
+pub struct EmulatorOptions {
+    pub listen: SocketAddr,
+    pub lifetime: Duration,
+    pub reuse_grace: Duration,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// Certificate chain and key files, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+pub async fn emulator(o: EmulatorOptions) -> u8 {
     logging::init(&LogConfig::default());
     let mut cfg = EmulatorConfig {
-        client_id,
-        access_lifetime: lifetime,
-        reuse_grace,
+        client_id: o.client_id,
+        access_lifetime: o.lifetime,
+        reuse_grace: o.reuse_grace,
         ..EmulatorConfig::default()
     };
-    if let Some(s) = client_secret {
+    if let Some(s) = o.client_secret {
         cfg.client_secret = s;
     }
-    let emulator = match Emulator::start(cfg, listen).await {
+    let tls = match o.tls {
+        None => None,
+        Some((cert, key)) => match (std::fs::read(&cert), std::fs::read(&key)) {
+            (Ok(cert_chain_pem), Ok(key_pem)) => Some(TlsIdentity {
+                cert_chain_pem,
+                key_pem,
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("tokend: cannot read the TLS certificate or key: {e}");
+                return exit::CONFIG;
+            }
+        },
+    };
+    let emulator = match Emulator::start_with(cfg, o.listen, tls).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("tokend: cannot listen on {listen}: {e}");
+            eprintln!("tokend: cannot serve on {}: {e}", o.listen);
             return exit::OTHER;
         }
     };

@@ -138,9 +138,16 @@ struct Shared {
     inner: Mutex<Inner>,
 }
 
+/// A certificate chain and private key, PEM-encoded, for serving HTTPS.
+pub struct TlsIdentity {
+    pub cert_chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
 /// A running emulator; dropping it stops the listener.
 pub struct Emulator {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -157,16 +164,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Emulator {
-    /// Binds `addr` (use port 0 for any) and serves until dropped.
+    /// Binds `addr` (use port 0 for any) and serves plain HTTP until dropped.
     pub async fn start(cfg: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Emulator> {
+        Emulator::start_with(cfg, addr, None).await
+    }
+
+    /// As [`Emulator::start`], serving HTTPS with `tls` when given.
+    pub async fn start_with(
+        cfg: EmulatorConfig,
+        addr: SocketAddr,
+        tls: Option<TlsIdentity>,
+    ) -> std::io::Result<Emulator> {
+        let acceptor = tls.map(tls_acceptor).transpose()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg),
             inner: Mutex::new(Inner::default()),
         });
-        let task = tokio::spawn(serve(listener, shared.clone()));
-        Ok(Emulator { addr, shared, task })
+        let task = tokio::spawn(serve(listener, acceptor, shared.clone()));
+        Ok(Emulator {
+            addr,
+            scheme,
+            shared,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -174,11 +197,11 @@ impl Emulator {
     }
 
     pub fn token_url(&self) -> String {
-        format!("http://{}{TOKEN_PATH}", self.addr)
+        format!("{}://{}{TOKEN_PATH}", self.scheme, self.addr)
     }
 
     pub fn resource_url(&self) -> String {
-        format!("http://{}{RESOURCE_PATH}", self.addr)
+        format!("{}://{}{RESOURCE_PATH}", self.scheme, self.addr)
     }
 
     pub fn config(&self) -> EmulatorConfig {
@@ -279,7 +302,25 @@ fn random_text(n: usize) -> String {
         .collect()
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+fn tls_acceptor(identity: TlsIdentity) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+    };
+    crate::tls::install_crypto_provider();
+    let certs = CertificateDer::pem_slice_iter(&identity.cert_chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem).map_err(|e| invalid(&e))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, shared: Arc<Shared>) {
     // Connections live in this set, so stopping the server also closes kept-alive ones.
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -293,13 +334,28 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = shared.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve_connection(stream, shared).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(stream, shared).await;
+                    }
+                }
+            }
         });
     }
+}
+
+async fn serve_connection<I>(io: I, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
 }
 
 type Answer = Response<Full<Bytes>>;

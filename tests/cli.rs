@@ -299,3 +299,29 @@ async fn http_proxy_from_the_environment_is_used() {
     );
     assert_eq!(env.emu.stats().refreshes, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let env = Env::new(Duration::from_secs(3600)).await;
+    let cfg = env.write_config(&["c"]);
+    let out = Command::new(BIN)
+        .args(["once", "-c", cfg.to_str().unwrap()])
+        .env("TOKEND_LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let rotated = lines
+        .iter()
+        .find(|l| l["message"] == "rotated")
+        .expect("a rotation line");
+    assert_eq!(rotated["level"], "INFO");
+    assert_eq!(rotated["span"]["credential"], "c", "{rotated}");
+    assert!(rotated["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(rotated["duration_ms"].is_u64());
+}

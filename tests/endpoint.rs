@@ -244,3 +244,93 @@ async fn post_sends_credentials_in_the_body() {
     assert!(auth_case(ClientAuth::Post, "post").await.is_ok());
     assert!(auth_case(ClientAuth::Post, "basic").await.is_err());
 }
+
+/// A throwaway CA, and a certificate for 127.0.0.1 signed by it.
+fn test_ca() -> (String, tokend::emulator::TlsIdentity) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tokend test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+    let identity = tokend::emulator::TlsIdentity {
+        cert_chain_pem: leaf.pem().into_bytes(),
+        key_pem: leaf_key.serialize_pem().into_bytes(),
+    };
+    (ca_cert.pem(), identity)
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_from_ca_file() {
+    let (ca_pem, identity) = test_ca();
+    let emu = Emulator::start_with(
+        emu_config(ClientAuth::Basic, "s3cret"),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(identity),
+    )
+    .await
+    .unwrap();
+    assert!(emu.token_url().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let load = |extra: &str| {
+        let toml = format!(
+            r#"
+            [credentials.c]
+            token_url = "{}"
+            client_id = "client"
+            client_secret = "s3cret"
+            refresh_token = "unused"
+            [credentials.c.http]
+            {extra}
+            "#,
+            emu.token_url()
+        );
+        let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+        Endpoint::new(&cfg.credentials["c"]).unwrap()
+    };
+    let trusted = load(&format!("ca_file = \"{}\"", ca_file.display()));
+    let token = SecretString::from(emu.issue_refresh_token());
+    assert!(
+        trusted.refresh(&token).await.is_ok(),
+        "the private CA is trusted through ca_file"
+    );
+
+    let untrusted = load("");
+    let f = untrusted
+        .refresh(&SecretString::from(emu.issue_refresh_token()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        f.kind,
+        FailureKind::Transient,
+        "an unknown CA fails before anything is sent: {}",
+        f.detail
+    );
+    assert_eq!(
+        emu.stats().token_requests,
+        1,
+        "no request reached the server without trust"
+    );
+
+    std::fs::write(&ca_file, "not a certificate").unwrap();
+    let toml = format!(
+        "[credentials.c]\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n[credentials.c.http]\nca_file = \"{}\"\n",
+        emu.token_url(),
+        ca_file.display()
+    );
+    let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+    let err = Endpoint::new(&cfg.credentials["c"])
+        .err()
+        .expect("a bad CA file is refused");
+    assert!(err.to_string().contains("ca.pem"), "{err}");
+}
