@@ -283,6 +283,12 @@ impl<S: StateStore> Credential<S> {
         self.state.as_ref().and_then(|s| s.valid_access_token(now))
     }
 
+    /// How long the current access token stays valid, if it still is.
+    fn time_left(&self, now: SystemTime) -> Option<Duration> {
+        self.current_token(now)?;
+        self.state.as_ref()?.expires_at?.duration_since(now).ok()
+    }
+
     /// Sends one refresh and acts on the answer.
     async fn attempt(&mut self) {
         let (token, from_bootstrap) = match (&self.bootstrap, &self.state) {
@@ -392,7 +398,15 @@ impl<S: StateStore> Credential<S> {
         self.failures = self.failures.saturating_add(1);
         self.last_failure = Some(failure.kind);
         let now = SystemTime::now();
-        let backoff = schedule::backoff(&self.cfg.retry, self.failures - 1, rand::random::<f64>());
+        // A backoff never sleeps past the expiry of a token still in use (SPEC §5); a
+        // server's own Retry-After is still honoured.
+        let left = self.time_left(now).map(|l| l.max(self.cfg.retry.initial));
+        let cap = |d: Duration| left.map_or(d, |l| d.min(l));
+        let backoff = cap(schedule::backoff(
+            &self.cfg.retry,
+            self.failures - 1,
+            rand::random::<f64>(),
+        ));
         let retry_after = failure.retry_after.unwrap_or(Duration::ZERO);
         let detail = failure.detail;
         let delay = match failure.kind {
@@ -411,7 +425,7 @@ impl<S: StateStore> Credential<S> {
                 backoff
             }
             FailureKind::Unexpected => {
-                let delay = self.cfg.retry.max.max(retry_after);
+                let delay = cap(self.cfg.retry.max).max(retry_after);
                 error!(error = %detail, retry_in = %fmt_delay(delay), "unexpected answer from the token endpoint; retrying at the maximum backoff");
                 delay
             }
@@ -633,10 +647,28 @@ impl<S: StateStore> Credential<S> {
             blocked,
         };
         self.health.send_if_modified(|h| {
+            match (h.ready, health.ready) {
+                (false, true) => info!("ready"),
+                (true, false) => warn!(reason = %self.unready_reason(now), "not ready"),
+                _ => {}
+            }
             let changed = *h != health;
             *h = health;
             changed
         });
+    }
+
+    /// Why the credential is not ready, in a few words (logs, `/readyz`).
+    pub fn unready_reason(&self, now: SystemTime) -> String {
+        if let Phase::Blocked { why, .. } = self.phase {
+            format!("blocked: {}", self.block_message(why))
+        } else if self.current_token(now).is_none() {
+            "no unexpired access token".into()
+        } else if self.unsaved {
+            "the state is not saved".into()
+        } else {
+            "outputs not written".into()
+        }
     }
 }
 

@@ -238,3 +238,49 @@ async fn unreachable_server_is_retried_with_backoff() {
     );
     assert_eq!(d.stop().await, 0);
 }
+
+#[tokio::test]
+async fn backoff_never_sleeps_past_the_expiry_of_a_valid_token() {
+    let env = Env::new(Duration::from_secs(6)).await;
+    env.bootstrap("c");
+    let text = env
+        .credential_toml("c", "")
+        .replace("max = \"2s\"", "max = \"60s\"");
+    let cfg = env.write_config_text(&format!(
+        "state_dir = \"{}/state\"\n{text}",
+        env.dir.path().display()
+    ));
+    let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "d.log", &[]);
+    wait_for("first token", 5 * SEC, || env.state("c").is_some()).await;
+    let expires =
+        humantime::parse_rfc3339_weak(env.state("c").unwrap()["expires_at"].as_str().unwrap())
+            .unwrap();
+    for _ in 0..12 {
+        env.emu.push_fault(Fault::Status {
+            status: 500,
+            body: String::new(),
+            retry_after: None,
+        });
+    }
+    wait_for("the token to expire", 10 * SEC, || {
+        std::time::SystemTime::now() > expires + SEC
+    })
+    .await;
+    assert_eq!(d.stop().await, 0);
+    // Requests were made as `Instant`s; compare them with the expiry through "now".
+    let (now_sys, now_mono) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let expiry = now_mono - now_sys.duration_since(expires).unwrap();
+    let reqs = env.emu.requests();
+    let before: Vec<_> = reqs.iter().skip(1).filter(|r| r.at < expiry).collect();
+    assert!(before.len() >= 3, "retried before expiry: {}", before.len());
+    for pair in reqs.windows(2).skip(1) {
+        if pair[0].at < expiry {
+            let latest = expiry.max(pair[0].at + 200 * Duration::from_millis(1))
+                + 100 * Duration::from_millis(1);
+            assert!(
+                pair[1].at <= latest,
+                "a retry slept past the expiry of the valid token"
+            );
+        }
+    }
+}
