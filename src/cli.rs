@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing::{Instrument, error};
 
+use std::sync::Arc;
+
 use crate::config::{self, Config, DEFAULT_PATH};
 use crate::credential::OnceResult;
 use crate::daemon::{self, ConfigSource, Daemon, StartError};
+use crate::health::Board;
 use crate::state::StoreError;
 use crate::{demo, logging, status};
 
@@ -179,6 +182,7 @@ pub fn start_error_code(e: &StartError) -> u8 {
     match e {
         StartError::Store(StoreError::Locked { .. }) => exit::CANTCREAT,
         StartError::Endpoint { .. } => exit::CONFIG,
+        StartError::Listen { .. } => exit::OTHER,
         _ => exit::OTHER,
     }
 }
@@ -190,7 +194,7 @@ async fn run(path: &Path) -> u8 {
     };
     logging::init(&config.log);
     let result = match daemon::signals() {
-        Ok(signals) => match Daemon::start(ConfigSource::File(path.to_owned()), &config) {
+        Ok(signals) => match Daemon::start(ConfigSource::File(path.to_owned()), &config).await {
             Ok(d) => d.run_until_signalled(signals).await,
             Err(e) => Err(e),
         },
@@ -212,16 +216,17 @@ async fn once(path: &Path) -> u8 {
     };
     logging::init(&config.log);
     let mut worst = exit::OK;
+    let board = Arc::new(Board::default());
     for cfg in config.credentials.values() {
         let span = tracing::info_span!("credential", credential = %cfg.name);
-        let code = once_one(cfg).instrument(span).await;
+        let code = once_one(cfg, &board).instrument(span).await;
         worst = worse(worst, code);
     }
     worst
 }
 
-async fn once_one(cfg: &crate::config::CredentialConfig) -> u8 {
-    match daemon::prepare(cfg) {
+async fn once_one(cfg: &crate::config::CredentialConfig, board: &Arc<Board>) -> u8 {
+    match daemon::prepare(cfg, board) {
         Err(e) => {
             error!(error = %e, "cannot start");
             start_error_code(&e)

@@ -6,6 +6,7 @@
 //! is saved before anything else happens, so a crash can lose at most the answer that was
 //! being written, never a refresh token that was already acknowledged.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::SecretString;
@@ -14,6 +15,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::CredentialConfig;
 use crate::endpoint::{Endpoint, Failure, FailureKind, Permanent, TokenAnswer};
+use crate::health::Board;
+use crate::metrics::AttemptResult;
 use crate::outputs::{self, Published};
 use crate::schedule;
 use crate::state::{self, LastError, State, StateStore, bootstrap_digest, rfc3339};
@@ -46,6 +49,9 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Refreshing has stopped until a person acts.
     pub blocked: bool,
+    pub chain_started_at: Option<SystemTime>,
+    /// Why it is not ready, when it is not.
+    pub reason: Option<String>,
 }
 
 /// Why refreshing stopped.
@@ -103,6 +109,7 @@ pub struct Credential<S: StateStore> {
     last_error: Option<String>,
     write_error: Option<String>,
     health: watch::Sender<Health>,
+    board: Arc<Board>,
 }
 
 impl<S: StateStore> Credential<S> {
@@ -110,6 +117,7 @@ impl<S: StateStore> Credential<S> {
         cfg: CredentialConfig,
         store: S,
         endpoint: Endpoint,
+        board: Arc<Board>,
     ) -> (Self, watch::Receiver<Health>) {
         let (health, rx) = watch::channel(Health::default());
         let cred = Credential {
@@ -127,6 +135,7 @@ impl<S: StateStore> Credential<S> {
             last_error: None,
             write_error: None,
             health,
+            board,
         };
         (cred, rx)
     }
@@ -299,10 +308,20 @@ impl<S: StateStore> Credential<S> {
         let sent_at = SystemTime::now();
         let started = Instant::now();
         debug!(from_bootstrap, "refreshing");
-        match self.endpoint.refresh(&token).await {
-            Ok(answer) => {
-                self.on_success(answer, token, sent_at, from_bootstrap, started.elapsed())
-            }
+        let outcome = self.endpoint.refresh(&token).await;
+        let took = started.elapsed();
+        let result = match &outcome {
+            Ok(_) => AttemptResult::Success,
+            Err(f) => match f.kind {
+                FailureKind::Transient => AttemptResult::Transient,
+                FailureKind::Ambiguous => AttemptResult::Ambiguous,
+                FailureKind::Permanent(_) => AttemptResult::Permanent,
+                FailureKind::Unexpected => AttemptResult::Unexpected,
+            },
+        };
+        self.board.metrics.attempt(&self.cfg.name, result, took);
+        match outcome {
+            Ok(answer) => self.on_success(answer, token, sent_at, from_bootstrap, took),
             Err(failure) => self.on_failure(failure, sent_at, from_bootstrap),
         }
     }
@@ -639,14 +658,18 @@ impl<S: StateStore> Credential<S> {
         let now = SystemTime::now();
         let blocked = matches!(self.phase, Phase::Blocked { .. });
         let state = self.state.as_ref();
+        let ready =
+            !blocked && !self.unsaved && self.published && self.current_token(now).is_some();
         let health = Health {
-            ready: !blocked && !self.unsaved && self.published && self.current_token(now).is_some(),
+            ready,
+            chain_started_at: state.map(|s| s.chain_started_at),
+            reason: (!ready).then(|| self.unready_reason(now)),
             expires_at: state.and_then(|s| s.expires_at),
             last_refresh: state.and_then(|s| s.obtained_at),
             last_error: self.write_error.clone().or_else(|| self.last_error.clone()),
             blocked,
         };
-        self.health.send_if_modified(|h| {
+        let changed = self.health.send_if_modified(|h| {
             match (h.ready, health.ready) {
                 (false, true) => info!("ready"),
                 (true, false) => warn!(reason = %self.unready_reason(now), "not ready"),
@@ -656,6 +679,9 @@ impl<S: StateStore> Credential<S> {
             *h = health;
             changed
         });
+        if changed {
+            self.board.changed.notify_one();
+        }
     }
 
     /// Why the credential is not ready, in a few words (logs, `/readyz`).

@@ -2,10 +2,11 @@
 //!
 //! SIGTERM/SIGINT stop every credential after the work in hand (a refresh in flight is
 //! finished and saved); SIGHUP reloads the configuration without losing state; SIGUSR1
-//! refreshes everything now.
+//! refreshes everything now. systemd hears about each step (see [`crate::notify`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -14,9 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::{self, Config, CredentialConfig, LogConfig};
+use crate::config::{self, Config, CredentialConfig, HealthConfig, LogConfig};
 use crate::credential::{Command, Credential, Health};
 use crate::endpoint::{Endpoint, EndpointError};
+use crate::health::Board;
+use crate::notify;
 use crate::state::{FileStore, StoreError};
 
 /// Where the configuration comes from, so SIGHUP knows what to reload.
@@ -36,6 +39,11 @@ pub enum StartError {
     Endpoint { name: String, err: EndpointError },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("health.listen {addr}: {err}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        err: std::io::Error,
+    },
 }
 
 /// The signals the daemon handles. Install them before anything else, so that a signal
@@ -44,91 +52,136 @@ pub fn signals() -> Result<Signals, StartError> {
     Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).map_err(StartError::Signals)
 }
 
-/// A running credential.
-struct Running {
-    config: CredentialConfig,
-    commands: mpsc::UnboundedSender<Command>,
-    task: JoinHandle<()>,
-    health: watch::Receiver<Health>,
-}
-
 /// Takes the credential's lock and builds its client, without starting it.
 pub fn prepare(
     cfg: &CredentialConfig,
+    board: &Arc<Board>,
 ) -> Result<(Credential<FileStore>, watch::Receiver<Health>), StartError> {
     let store = FileStore::open(&cfg.state_file)?;
     let endpoint = Endpoint::new(cfg).map_err(|err| StartError::Endpoint {
         name: cfg.name.clone(),
         err,
     })?;
-    Ok(Credential::new(cfg.clone(), store, endpoint))
+    Ok(Credential::new(cfg.clone(), store, endpoint, board.clone()))
 }
 
-fn spawn(
-    cfg: &CredentialConfig,
-    credential: Credential<FileStore>,
-    health: watch::Receiver<Health>,
-) -> Running {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let span = info_span!("credential", credential = %cfg.name);
-    let task = tokio::spawn(credential.run(rx).instrument(span));
-    Running {
-        config: cfg.clone(),
-        commands: tx,
-        task,
-        health,
-    }
+/// A running credential.
+struct Running {
+    config: CredentialConfig,
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
 }
 
 /// The set of running credentials.
 pub struct Daemon {
     source: ConfigSource,
     log: LogConfig,
+    health: Option<HealthConfig>,
+    board: Arc<Board>,
     running: BTreeMap<String, Running>,
+    health_server: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
-    /// Locks every state file and starts every credential; nothing starts if any lock is held.
-    pub fn start(source: ConfigSource, config: &Config) -> Result<Self, StartError> {
+    /// Locks every state file, binds the health listener, and starts every credential;
+    /// nothing starts if any of that fails.
+    pub async fn start(source: ConfigSource, config: &Config) -> Result<Self, StartError> {
+        let board = Arc::new(Board::default());
         let mut prepared = Vec::new();
         for cfg in config.credentials.values() {
-            prepared.push((cfg, prepare(cfg)?));
+            prepared.push((cfg, prepare(cfg, &board)?));
         }
-        let running = prepared
-            .into_iter()
-            .map(|(cfg, (cred, health))| (cfg.name.clone(), spawn(cfg, cred, health)))
-            .collect();
-        Ok(Daemon {
+        let health_server = match &config.health {
+            Some(h) => {
+                let listener = tokio::net::TcpListener::bind(h.listen)
+                    .await
+                    .map_err(|err| StartError::Listen {
+                        addr: h.listen,
+                        err,
+                    })?;
+                info!(listen = %h.listen, "serving /healthz, /readyz and /metrics");
+                Some(tokio::spawn(crate::health::serve(listener, board.clone())))
+            }
+            None => None,
+        };
+        let mut daemon = Daemon {
             source,
             log: config.log.clone(),
-            running,
-        })
+            health: config.health.clone(),
+            board,
+            running: BTreeMap::new(),
+            health_server,
+        };
+        for (cfg, (cred, health)) in prepared {
+            daemon.spawn(cfg, cred, health);
+        }
+        Ok(daemon)
     }
 
-    /// Each credential's health, by name.
-    pub fn health(&self) -> BTreeMap<String, watch::Receiver<Health>> {
-        self.running
-            .iter()
-            .map(|(n, r)| (n.clone(), r.health.clone()))
-            .collect()
+    /// The shared view of every credential's health.
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
+    }
+
+    fn spawn(
+        &mut self,
+        cfg: &CredentialConfig,
+        credential: Credential<FileStore>,
+        health: watch::Receiver<Health>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let span = info_span!("credential", credential = %cfg.name);
+        let task = tokio::spawn(credential.run(rx).instrument(span));
+        self.board.set(&cfg.name, health);
+        self.running.insert(
+            cfg.name.clone(),
+            Running {
+                config: cfg.clone(),
+                commands: tx,
+                task,
+            },
+        );
     }
 
     /// Runs until SIGTERM or SIGINT, then stops every credential cleanly.
     pub async fn run_until_signalled(mut self, mut signals: Signals) -> Result<(), StartError> {
         info!(credentials = self.running.len(), "started");
-        while let Some(signal) = signals.next().await {
-            match signal {
-                SIGHUP => self.reload().await,
-                SIGUSR1 => {
-                    info!("SIGUSR1: refreshing every credential now");
-                    self.broadcast(Command::RefreshNow);
-                }
-                _ => break,
+        let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+        let mut announced = false;
+        loop {
+            let status = self.board.summary();
+            if !announced && self.board.readiness().is_ok() {
+                info!("every credential is ready");
+                notify::ready(&status);
+                announced = true;
+            } else {
+                notify::status(&status);
+            }
+            tokio::select! {
+                signal = signals.next() => match signal {
+                    Some(SIGHUP) => {
+                        notify::reloading();
+                        self.reload().await;
+                        // The reload is done; readiness of tokens is /readyz's business.
+                        notify::ready(&self.board.summary());
+                    }
+                    Some(SIGUSR1) => {
+                        info!("SIGUSR1: refreshing every credential now");
+                        self.broadcast(Command::RefreshNow);
+                    }
+                    _ => break,
+                },
+                _ = self.board.changed.notified() => {}
+                _ = tick(&mut watchdog) => notify::watchdog(),
             }
         }
         signals.handle().close();
         info!("stopping");
+        notify::stopping();
         self.stop_all().await;
+        if let Some(server) = self.health_server.take() {
+            server.abort();
+        }
         info!("stopped");
         Ok(())
     }
@@ -152,6 +205,7 @@ impl Daemon {
             if let Err(e) = r.task.await {
                 error!(credential = name, error = %e, "credential task ended abnormally");
             }
+            self.board.remove(name);
         }
     }
 
@@ -200,18 +254,25 @@ impl Daemon {
                 self.add(cfg);
             }
         }
-        if new.log != self.log {
-            warn!("log settings take effect at the next start");
+        if new.log != self.log || new.health != self.health {
+            warn!("log and health settings take effect at the next start");
         }
     }
 
     fn add(&mut self, cfg: &CredentialConfig) {
-        match prepare(cfg) {
-            Ok((cred, health)) => {
-                self.running
-                    .insert(cfg.name.clone(), spawn(cfg, cred, health));
-            }
+        match prepare(cfg, &self.board) {
+            Ok((cred, health)) => self.spawn(cfg, cred, health),
             Err(e) => error!(credential = %cfg.name, error = %e, "cannot start this credential"),
         }
+    }
+}
+
+/// Waits for the next watchdog tick, or forever when there is no watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }

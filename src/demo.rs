@@ -108,8 +108,12 @@ pub async fn run(dir: &Path) -> u8 {
         "tokend demo: try  curl -H \"Authorization: Bearer $(cat {shown}/access_token)\" {}",
         emulator.resource_url()
     );
-    let started = crate::daemon::signals()
-        .and_then(|signals| Ok((signals, Daemon::start(ConfigSource::Fixed, &config)?)));
+    let started = match crate::daemon::signals() {
+        Ok(signals) => Daemon::start(ConfigSource::Fixed, &config)
+            .await
+            .map(|d| (signals, d)),
+        Err(e) => Err(e),
+    };
     match started {
         Ok((signals, d)) => match d.run_until_signalled(signals).await {
             Ok(()) => exit::OK,
