@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::config::ClientAuth;
+use crate::http_server::{accept_loop, serve_http1};
 
 /// The token path, as on Blnk Cloud.
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -321,41 +322,21 @@ fn tls_acceptor(identity: TlsIdentity) -> std::io::Result<tokio_rustls::TlsAccep
 }
 
 async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, shared: Arc<Shared>) {
-    // Connections live in this set, so stopping the server also closes kept-alive ones.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let Ok((stream, _)) = accepted else {
-            // Out of descriptors or similar: pause rather than spin.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let shared = shared.clone();
-        let tls = tls.clone();
-        connections.spawn(async move {
+    accept_loop(listener, move |stream| {
+        let (shared, tls) = (shared.clone(), tls.clone());
+        async move {
+            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
             match tls {
-                None => serve_connection(stream, shared).await,
+                None => serve_http1(stream, service).await,
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        serve_connection(stream, shared).await;
+                        serve_http1(stream, service).await;
                     }
                 }
             }
-        });
-    }
-}
-
-async fn serve_connection<I>(io: I, shared: Arc<Shared>)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-        .await;
+        }
+    })
+    .await
 }
 
 type Answer = Response<Full<Bytes>>;

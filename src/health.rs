@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::credential::Health;
+use crate::http_server::{accept_loop, serve_http1};
 use crate::metrics::Metrics;
 
 /// What the daemon knows of its credentials, shared with the health server.
@@ -108,27 +109,15 @@ impl Board {
 
 /// Serves the health endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, board: Arc<Board>) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
+    accept_loop(listener, move |stream| {
         let board = board.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let answer = answer(&board, &req);
-                async move { Ok::<_, std::convert::Infallible>(answer) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+        let service = hyper::service::service_fn(move |req| {
+            let answer = answer(&board, &req);
+            async move { Ok::<_, std::convert::Infallible>(answer) }
         });
-    }
+        serve_http1(stream, service)
+    })
+    .await
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod emulator;
 pub mod endpoint;
 pub mod health;
+pub mod http_server;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

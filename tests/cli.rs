@@ -191,11 +191,14 @@ async fn once_status_and_token() {
         body: String::new(),
         retry_after: None,
     });
-    let out = Command::new(BIN)
-        .args(["once", "-c", cfg])
-        .envs(cfg_env)
-        .output()
-        .unwrap();
+    let once_due = || {
+        Command::new(BIN)
+            .args(["once", "-c", cfg])
+            .envs(cfg_env)
+            .output()
+            .unwrap()
+    };
+    let out = once_due();
     assert_eq!(
         out.status.code(),
         Some(75),
@@ -203,11 +206,7 @@ async fn once_status_and_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     env.emu.revoke_all();
-    let out = Command::new(BIN)
-        .args(["once", "-c", cfg])
-        .envs(cfg_env)
-        .output()
-        .unwrap();
+    let out = once_due();
     assert_eq!(
         out.status.code(),
         Some(77),

@@ -116,14 +116,20 @@ mode = "0600"
         serde_json::from_str(&text).ok()
     }
 
-    /// Starts `tokend <args>` with stderr going to `log_name` in the test directory.
-    pub fn spawn(&self, args: &[&str], log_name: &str, envs: &[(&str, &str)]) -> Daemon {
+    /// A log file in the test directory, appended to by a child's stderr.
+    fn log_file(&self, log_name: &str) -> (PathBuf, std::fs::File) {
         let log = self.path(log_name);
-        let err = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
+        (log, file)
+    }
+
+    /// Starts `tokend <args>` with stderr going to `log_name` in the test directory.
+    pub fn spawn(&self, args: &[&str], log_name: &str, envs: &[(&str, &str)]) -> Daemon {
+        let (log, err) = self.log_file(log_name);
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -142,12 +148,7 @@ mode = "0600"
 
     /// Runs a shell script (for umask and the like) with stderr to `log_name`.
     pub fn spawn_shell(&self, script: &str, log_name: &str) -> Daemon {
-        let log = self.path(log_name);
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let (log, err) = self.log_file(log_name);
         let child = tokio::process::Command::new("sh")
             .args(["-c", script])
             .env_remove("RUST_LOG")
