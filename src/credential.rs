@@ -25,6 +25,8 @@ use crate::state::{self, LastError, State, StateStore, bootstrap_digest, rfc3339
 pub const BLOCKED_POLL: Duration = Duration::from_secs(5);
 /// How soon a failed state save or output write is tried again.
 const WRITE_RETRY: Duration = Duration::from_secs(5);
+/// How many times (a second apart) a stopping credential retries saving its state.
+const STOP_SAVE_TRIES: u32 = 10;
 /// The longest single sleep, so that wall-clock jumps and suspends are noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
@@ -168,6 +170,20 @@ impl<S: StateStore> Credential<S> {
             }
         }
         self.catch_up_writes();
+        // A rotated refresh token that is not on disk dies with this task: keep trying
+        // for a while (a full disk may clear), then say so plainly.
+        for _ in 0..STOP_SAVE_TRIES {
+            if !self.unsaved {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.save();
+        }
+        if self.unsaved {
+            error!(
+                "stopping without having saved the rotated refresh token: it is lost, and a person will have to authorize again"
+            );
+        }
         self.report();
     }
 

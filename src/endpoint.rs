@@ -160,6 +160,21 @@ impl Endpoint {
                 format!("client secret: {e}"),
             )
         })?;
+        // A server may echo what it was sent in its error text; none of it reaches a log.
+        self.exchange(refresh_token, &secret)
+            .await
+            .map_err(|mut f| {
+                // Scrub before shortening, so that no part of a secret survives the cut.
+                let secrets = [refresh_token.expose_secret(), secret.expose_secret()];
+                f.detail = scrub(&f.detail, &secrets)
+                    .chars()
+                    .take(MAX_DETAIL)
+                    .collect();
+                f
+            })
+    }
+
+    async fn exchange(&self, refresh_token: &SecretString, secret: &SecretString) -> Outcome {
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
@@ -211,6 +226,18 @@ const FORM_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// `text` with every occurrence of each secret (as sent, raw or form-encoded) replaced.
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let encoded = percent_encoding::utf8_percent_encode(secret, FORM_COMPONENT).to_string();
+        for form in [secret.to_string(), encoded] {
+            text = text.replace(&form, "[redacted]");
+        }
+    }
+    text
+}
 
 /// An `Authorization: Basic` value; `encode` applies RFC 6749 §2.3.1's form-urlencoding.
 pub fn basic_header(id: &str, secret: &str, encode: bool) -> reqwest::header::HeaderValue {
@@ -497,10 +524,10 @@ fn error_suffix(body: &Result<Vec<u8>, BodyError>) -> String {
     }
 }
 
+/// Control characters out, so that server text cannot forge log lines.
 fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_DETAIL)
         .collect()
 }
 

@@ -334,3 +334,34 @@ async fn https_with_a_private_ca_from_ca_file() {
         .expect("a bad CA file is refused");
     assert!(err.to_string().contains("ca.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn a_server_echoing_secrets_in_its_error_text_does_not_leak_them() {
+    let emu = Emulator::start(
+        emu_config(ClientAuth::Basic, "s3cret/+x"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let ep = endpoint(&emu.token_url(), "basic", "s3cret/+x");
+    let token = emu.issue_refresh_token();
+    let body = format!(
+        r#"{{"error":"invalid_grant","error_description":"{token} unknown; client secret s3cret%2F%2Bx"}}"#
+    );
+    emu.push_fault(Fault::Status {
+        status: 400,
+        body,
+        retry_after: None,
+    });
+    let f = ep
+        .refresh(&SecretString::from(token.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent(Permanent::Grant));
+    assert!(
+        !f.detail.contains(&token) && !f.detail.contains("s3cret"),
+        "{}",
+        f.detail
+    );
+    assert!(f.detail.contains("[redacted] unknown"), "{}", f.detail);
+}
