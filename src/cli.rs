@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::config::{self, Config, DEFAULT_PATH};
 use crate::credential::OnceResult;
 use crate::daemon::{self, ConfigSource, Daemon, StartError};
+use crate::endpoint::Clients;
 use crate::health::Board;
 use crate::state::StoreError;
 use crate::{demo, logging, status};
@@ -217,16 +218,21 @@ async fn once(path: &Path) -> u8 {
     logging::init(&config.log);
     let mut worst = exit::OK;
     let board = Arc::new(Board::default());
+    let clients = Clients::default();
     for cfg in config.credentials.values() {
         let span = tracing::info_span!("credential", credential = %cfg.name);
-        let code = once_one(cfg, &board).instrument(span).await;
+        let code = once_one(cfg, &board, &clients).instrument(span).await;
         worst = worse(worst, code);
     }
     worst
 }
 
-async fn once_one(cfg: &crate::config::CredentialConfig, board: &Arc<Board>) -> u8 {
-    match daemon::prepare(cfg, board) {
+async fn once_one(
+    cfg: &crate::config::CredentialConfig,
+    board: &Arc<Board>,
+    clients: &Clients,
+) -> u8 {
+    match daemon::prepare(cfg, board, clients) {
         Err(e) => {
             error!(error = %e, "cannot start");
             start_error_code(&e)

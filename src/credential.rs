@@ -389,12 +389,15 @@ impl<S: StateStore> Credential<S> {
         self.last_failure = None;
         self.last_error = None;
         // Durable first; outputs and the success log line only after.
+        let writing = Instant::now();
         self.save();
         self.publish();
         info!(
             expires_at = %rfc3339::format(expires_at),
             lifetime = %humantime::format_duration(Duration::from_secs(lifetime.as_secs())),
             duration_ms = took.as_millis() as u64,
+            // From the answer in hand to the state durable and the outputs visible.
+            write_us = writing.elapsed().as_micros() as u64,
             saved = !self.unsaved,
             "rotated"
         );

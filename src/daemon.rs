@@ -17,7 +17,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{self, Config, CredentialConfig, HealthConfig, LogConfig};
 use crate::credential::{Command, Credential, Health};
-use crate::endpoint::{Endpoint, EndpointError};
+use crate::endpoint::{Clients, Endpoint, EndpointError};
 use crate::health::Board;
 use crate::notify;
 use crate::state::{FileStore, StoreError};
@@ -56,9 +56,10 @@ pub fn signals() -> Result<Signals, StartError> {
 pub fn prepare(
     cfg: &CredentialConfig,
     board: &Arc<Board>,
+    clients: &Clients,
 ) -> Result<(Credential<FileStore>, watch::Receiver<Health>), StartError> {
     let store = FileStore::open(&cfg.state_file)?;
-    let endpoint = Endpoint::new(cfg).map_err(|err| StartError::Endpoint {
+    let endpoint = Endpoint::new(cfg, clients).map_err(|err| StartError::Endpoint {
         name: cfg.name.clone(),
         err,
     })?;
@@ -78,6 +79,7 @@ pub struct Daemon {
     log: LogConfig,
     health: Option<HealthConfig>,
     board: Arc<Board>,
+    clients: Clients,
     running: BTreeMap<String, Running>,
     health_server: Option<JoinHandle<()>>,
 }
@@ -87,9 +89,10 @@ impl Daemon {
     /// nothing starts if any of that fails.
     pub async fn start(source: ConfigSource, config: &Config) -> Result<Self, StartError> {
         let board = Arc::new(Board::default());
+        let clients = Clients::default();
         let mut prepared = Vec::new();
         for cfg in config.credentials.values() {
-            prepared.push((cfg, prepare(cfg, &board)?));
+            prepared.push((cfg, prepare(cfg, &board, &clients)?));
         }
         let health_server = match &config.health {
             Some(h) => {
@@ -109,6 +112,7 @@ impl Daemon {
             log: config.log.clone(),
             health: config.health.clone(),
             board,
+            clients,
             running: BTreeMap::new(),
             health_server,
         };
@@ -260,7 +264,7 @@ impl Daemon {
     }
 
     fn add(&mut self, cfg: &CredentialConfig) {
-        match prepare(cfg, &self.board) {
+        match prepare(cfg, &self.board, &self.clients) {
             Ok((cred, health)) => self.spawn(cfg, cred, health),
             Err(e) => error!(credential = %cfg.name, error = %e, "cannot start this credential"),
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use tokend::config::ClientAuth;
 use tokend::emulator::{Emulator, EmulatorConfig, Fault};
-use tokend::endpoint::{Endpoint, FailureKind, Outcome, Permanent};
+use tokend::endpoint::{Clients, Endpoint, FailureKind, Outcome, Permanent};
 
 fn emu_config(auth: ClientAuth, secret: &str) -> EmulatorConfig {
     EmulatorConfig {
@@ -36,7 +36,7 @@ fn endpoint(url: &str, auth: &str, secret: &str) -> Endpoint {
         "#
     );
     let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
-    Endpoint::new(&cfg.credentials["c"]).unwrap()
+    Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap()
 }
 
 struct Server {
@@ -296,7 +296,7 @@ async fn https_with_a_private_ca_from_ca_file() {
             emu.token_url()
         );
         let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
-        Endpoint::new(&cfg.credentials["c"]).unwrap()
+        Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap()
     };
     let trusted = load(&format!("ca_file = \"{}\"", ca_file.display()));
     let token = SecretString::from(emu.issue_refresh_token());
@@ -329,7 +329,7 @@ async fn https_with_a_private_ca_from_ca_file() {
         ca_file.display()
     );
     let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
-    let err = Endpoint::new(&cfg.credentials["c"])
+    let err = Endpoint::new(&cfg.credentials["c"], &Clients::default())
         .err()
         .expect("a bad CA file is refused");
     assert!(err.to_string().contains("ca.pem"), "{err}");

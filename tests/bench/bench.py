@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""tokend's footprint and latency, measured against its targets, in one run.
+
+Starts `tokend emulator` on 127.0.0.1 and measures the static musl binary (built if
+missing) on this machine: binary size, resident memory, threads and wakeups while idle,
+time from exec to the first token on disk (HTTP and HTTPS with a private CA), the time
+from the server's answer to the state durable and the outputs visible, and 1,000
+credentials in one process. A naive Python `requests` loop doing the same job runs in
+the same invocation as the baseline.
+
+Usage: tests/bench/bench.py [--idle-seconds 60] [--credentials 1000] [--tokend PATH]
+Needs: cargo with the x86_64-unknown-linux-musl target and musl-tools, openssl, python3.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+MUSL = os.path.join(REPO, "target", "x86_64-unknown-linux-musl", "release", "tokend")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def kib(pid, key):
+    return int(proc_status(pid)[key].split()[0])
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+
+class Emulator:
+    def __init__(self, tokend, lifetime, tls=None, ca=None):
+        self.port = free_port()
+        args = [tokend, "emulator", "--listen", f"127.0.0.1:{self.port}", "--lifetime", lifetime,
+                "--client-secret", "bench-secret"]
+        if tls:
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     preexec_fn=raise_fd_limit)
+        self.info = {}
+        while len(self.info) < 5:
+            key, _, value = self.proc.stdout.readline().strip().partition(" ")
+            self.info[key] = value.strip()
+        self.scheme = "https" if tls else "http"
+        self.context = ssl.create_default_context(cafile=ca) if ca else None
+
+    def bootstrap(self):
+        url = f"{self.scheme}://127.0.0.1:{self.port}/_emulator/bootstrap"
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), context=self.context) as r:
+            return json.load(r)["refresh_token"]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def config(work, emu, names, health=False, ca=None):
+    lines = [f'state_dir = "{work}/state"']
+    if health:
+        lines += ["[health]", f'listen = "127.0.0.1:{free_port()}"']
+    for name in names:
+        boot = os.path.join(work, f"{name}.boot")
+        with open(boot, "w") as f:
+            f.write(emu.info["refresh_token"] if len(names) == 1 else emu.bootstrap())
+        lines += [
+            f"[credentials.{name}]",
+            f'token_url = "{emu.info["token_url"]}"',
+            'client_id = "tokend-demo"',
+            'client_secret = "bench-secret"',
+            f'refresh_token_file = "{boot}"',
+            f"[credentials.{name}.refresh]",
+            'min_remaining = "1s"',
+            f"[credentials.{name}.http]",
+            "allow_insecure_http = true",
+        ]
+        if ca:
+            lines.append(f'ca_file = "{ca}"')
+        lines += [f"[[credentials.{name}.outputs]]", f'path = "{work}/out/{name}"']
+    path = os.path.join(work, "tokend.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def start(tokend, cfg, work, name="tokend.log"):
+    err = open(os.path.join(work, name), "w")
+    return subprocess.Popen([tokend, "run", "-c", cfg], stderr=err, preexec_fn=raise_fd_limit,
+                            env={k: v for k, v in os.environ.items() if k != "RUST_LOG"})
+
+
+def rotations(work, name="tokend.log"):
+    try:
+        return [line for line in open(os.path.join(work, name)) if " rotated " in line]
+    except FileNotFoundError:
+        return []
+
+
+def wait(cond, limit, what, every=0.05):
+    end = time.time() + limit
+    while not cond():
+        if time.time() > end:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def measure_rotating(tokend, health):
+    """RSS and threads after 10 rotations at a 2-second lifetime; write latency per rotation."""
+    work = tempfile.mkdtemp(prefix="tokend-bench-")
+    emu = Emulator(tokend, "2s")
+    proc = start(tokend, config(work, emu, ["c"], health=health), work)
+    wait(lambda: len(rotations(work)) >= 10, 60, "10 rotations")
+    rss, hwm = kib(proc.pid, "VmRSS"), kib(proc.pid, "VmHWM")
+    threads = int(proc_status(proc.pid)["Threads"])
+    stop(proc)
+    emu.stop()
+    writes = [int(line.split("write_us=")[1].split()[0]) for line in rotations(work)]
+    shutil.rmtree(work)
+    return rss, hwm, threads, writes
+
+
+def measure_idle(tokend, seconds):
+    """Threads and context switches over `seconds` between two refreshes of an hour-long token."""
+    work = tempfile.mkdtemp(prefix="tokend-bench-")
+    emu = Emulator(tokend, "1h")
+    proc = start(tokend, config(work, emu, ["c"], health=True), work)
+    wait(lambda: len(rotations(work)) >= 1, 10, "the first token")
+    time.sleep(1)
+    s0 = proc_status(proc.pid)
+    time.sleep(seconds)
+    s1 = proc_status(proc.pid)
+    stop(proc)
+    emu.stop()
+    shutil.rmtree(work)
+    vol = int(s1["voluntary_ctxt_switches"]) - int(s0["voluntary_ctxt_switches"])
+    invol = int(s1["nonvoluntary_ctxt_switches"]) - int(s0["nonvoluntary_ctxt_switches"])
+    return int(s1["Threads"]), vol, invol
+
+
+def make_ca(work):
+    ca_key, ca_crt = os.path.join(work, "ca.key"), os.path.join(work, "ca.pem")
+    key, csr, crt = (os.path.join(work, n) for n in ("srv.key", "srv.csr", "srv.pem"))
+    ext = os.path.join(work, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": True}
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", ca_key, "-out", ca_crt, "-days", "2", "-subj", "/CN=tokend bench CA"], **quiet)
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"], **quiet)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+                    "-out", crt, "-days", "2", "-extfile", ext], **quiet)
+    return ca_crt, (crt, key)
+
+
+def measure_first_token(tokend, tls, runs=7):
+    """Milliseconds from exec to the output file on disk (median of `runs`)."""
+    times = []
+    base = tempfile.mkdtemp(prefix="tokend-bench-")
+    ca, identity = make_ca(base) if tls else (None, None)
+    emu = Emulator(tokend, "1h", tls=identity, ca=ca)
+    for i in range(runs):
+        work = os.path.join(base, str(i))
+        os.makedirs(work)
+        cfg = config(work, emu, ["c"], ca=ca)
+        with open(os.path.join(work, "c.boot"), "w") as f:
+            f.write(emu.bootstrap())
+        out = os.path.join(work, "out", "c")
+        t0 = time.perf_counter()
+        proc = start(tokend, cfg, work)
+        while not os.path.exists(out):
+            if proc.poll() is not None:
+                raise SystemExit("tokend exited: " + open(os.path.join(work, "tokend.log")).read())
+            time.sleep(0.0002)
+        times.append((time.perf_counter() - t0) * 1000)
+        stop(proc)
+    emu.stop()
+    shutil.rmtree(base)
+    return statistics.median(times)
+
+
+def measure_many(tokend, n):
+    """n credentials in one process: RSS, CPU per 1,000 refreshes, spread of the second round."""
+    work = tempfile.mkdtemp(prefix="tokend-bench-")
+    lifetime = 30
+    emu = Emulator(tokend, f"{lifetime}s")
+    names = [f"c{i}" for i in range(n)]
+    proc = start(tokend, config(work, emu, names), work)
+    state = os.path.join(work, "state")
+
+    def obtained():
+        out = []
+        for name in names:
+            try:
+                with open(os.path.join(state, f"{name}.json")) as f:
+                    s = json.load(f)
+                out.append(s["obtained_at"])
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                out.append(None)
+        return out
+
+    wait(lambda: all(obtained()), 60, "the first round", every=0.5)
+    first = obtained()
+    cpu0, t0 = cpu_seconds(proc.pid), time.time()
+    wait(lambda: all(a != b for a, b in zip(obtained(), first)), 3 * lifetime, "the second round", every=0.5)
+    cpu = cpu_seconds(proc.pid) - cpu0
+    rss, hwm = kib(proc.pid, "VmRSS"), kib(proc.pid, "VmHWM")
+    threads = int(proc_status(proc.pid)["Threads"])
+    second = obtained()
+    stop(proc)
+    emu.stop()
+
+    def epoch(ts):
+        return time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + ts[19:-1])
+
+    firsts = [epoch(t) for t in first]
+    seconds = [epoch(t) for t in second]
+    shutil.rmtree(work)
+    return {
+        "rss": rss, "hwm": hwm, "threads": threads,
+        "cpu_per_1000": cpu * 1000 / n,
+        "first_spread": max(firsts) - min(firsts),
+        "second_spread": max(seconds) - min(seconds),
+        "second_stdev": statistics.pstdev(seconds),
+        "window": 2 * 0.05 * lifetime,
+    }
+
+
+BASELINE = r'''
+import json, os, sys, time, requests
+url, rt_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
+while True:
+    rt = open(rt_file).read().strip()
+    r = requests.post(url, data={"grant_type": "refresh_token", "refresh_token": rt},
+                      auth=("tokend-demo", "bench-secret"), timeout=15)
+    d = r.json()
+    with open(rt_file + ".tmp", "w") as f:
+        f.write(d["refresh_token"])
+    os.replace(rt_file + ".tmp", rt_file)
+    with open(out + ".tmp", "w") as f:
+        f.write(d["access_token"])
+    os.replace(out + ".tmp", out)
+    print("rotated", flush=True)
+    time.sleep(d["expires_in"] * 0.75)
+'''
+
+
+def measure_python(seconds):
+    """The loop a user would otherwise write: RSS after 10 rotations, threads, idle wakeups."""
+    venv = os.path.join(REPO, "tests", "bench", ".venv")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "requests==2.34.2"],
+                       check=True)
+    work = tempfile.mkdtemp(prefix="tokend-bench-py-")
+    script = os.path.join(work, "loop.py")
+    with open(script, "w") as f:
+        f.write(BASELINE)
+    results = {}
+    for lifetime in ("2s", "1h"):
+        emu = Emulator(TOKEND, lifetime)
+        rt = os.path.join(work, "rt")
+        with open(rt, "w") as f:
+            f.write(emu.info["refresh_token"])
+        logf = os.path.join(work, "py.log")
+        proc = subprocess.Popen([py, script, emu.info["token_url"], rt, os.path.join(work, "out")],
+                                stdout=open(logf, "w"), stderr=subprocess.STDOUT)
+        want = 10 if lifetime == "2s" else 1
+        wait(lambda: open(logf).read().count("rotated") >= want, 60, "python rotations")
+        if lifetime == "2s":
+            results["rss"], results["hwm"] = kib(proc.pid, "VmRSS"), kib(proc.pid, "VmHWM")
+        else:
+            time.sleep(1)
+            s0 = proc_status(proc.pid)
+            time.sleep(seconds)
+            s1 = proc_status(proc.pid)
+            results["threads"] = int(s1["Threads"])
+            results["wakeups"] = int(s1["voluntary_ctxt_switches"]) - int(s0["voluntary_ctxt_switches"])
+        proc.kill()
+        proc.wait()
+        emu.stop()
+    shutil.rmtree(work)
+    return results
+
+
+def main():
+    global TOKEND
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokend", default=MUSL)
+    ap.add_argument("--idle-seconds", type=int, default=60)
+    ap.add_argument("--credentials", type=int, default=1000)
+    args = ap.parse_args()
+    TOKEND = args.tokend
+    if TOKEND == MUSL:
+        log("building the static musl release binary")
+        subprocess.run(["cargo", "build", "--release", "--locked", "--target", "x86_64-unknown-linux-musl",
+                        "--manifest-path", os.path.join(REPO, "Cargo.toml")], check=True)
+
+    size = os.path.getsize(TOKEND)
+    log("one credential, 10 rotations, without and with the health server")
+    rss, hwm, threads, writes = measure_rotating(TOKEND, health=False)
+    rss_h, hwm_h, _, _ = measure_rotating(TOKEND, health=True)
+    log(f"idle for {args.idle_seconds}s between two refreshes")
+    idle_threads, vol, invol = measure_idle(TOKEND, args.idle_seconds)
+    log("exec to first token on disk, HTTP and HTTPS")
+    first_http = measure_first_token(TOKEND, tls=False)
+    first_tls = measure_first_token(TOKEND, tls=True)
+    log(f"{args.credentials} credentials in one process")
+    many = measure_many(TOKEND, args.credentials)
+    log(f"the Python requests baseline (idle {args.idle_seconds}s)")
+    py = measure_python(args.idle_seconds)
+
+    mib = lambda k: f"{k / 1024:.1f} MiB"
+    writes.sort()
+    rows = [
+        ("stripped static binary", f"{size / 1e6:.2f} MB", "<= 8 MB", "-"),
+        ("RSS after 10 rotations (VmRSS / VmHWM)", f"{mib(rss)} / {mib(hwm)}", "<= 4 MiB",
+         f"{mib(py['rss'])} / {mib(py['hwm'])}"),
+        ("  same, with the health server", f"{mib(rss_h)} / {mib(hwm_h)}", "<= 4 MiB", "-"),
+        ("OS threads while idle", str(idle_threads), "<= 2", str(py["threads"])),
+        (f"wakeups while idle ({args.idle_seconds}s, voluntary / involuntary)", f"{vol} / {invol}",
+         "scheduled work only", str(py["wakeups"])),
+        ("exec to first token on disk, HTTP (median of 7)", f"{first_http:.1f} ms", "<= 20 ms", "-"),
+        ("exec to first token on disk, HTTPS + ca_file", f"{first_tls:.1f} ms", "-", "-"),
+        ("answer to state durable + outputs visible (median / max)",
+         f"{writes[len(writes) // 2] / 1000:.2f} / {writes[-1] / 1000:.2f} ms", "-", "-"),
+        (f"{args.credentials} credentials: RSS (VmRSS / VmHWM)", f"{mib(many['rss'])} / {mib(many['hwm'])}",
+         "<= 24 MiB", "-"),
+        (f"{args.credentials} credentials: threads", str(many["threads"]), "<= 2", "-"),
+        ("CPU per 1,000 refreshes (plain HTTP)", f"{many['cpu_per_1000']:.2f} s", "< 1 s", "-"),
+        ("first round (all issued at once): spread", f"{many['first_spread']:.2f} s", "-", "-"),
+        ("second round: spread / stdev (jitter window)",
+         f"{many['second_spread']:.2f} s / {many['second_stdev']:.2f} s ({many['window']:.1f} s)",
+         "spread over the window", "-"),
+    ]
+    width = [max(len(r[i]) for r in rows + [("figure", "tokend", "target", "python")]) for i in range(4)]
+    fmt = "| " + " | ".join(f"{{:<{w}}}" for w in width) + " |"
+    print(fmt.format("figure", "tokend", "target", "python requests loop"))
+    print("|" + "|".join("-" * (w + 2) for w in width) + "|")
+    for r in rows:
+        print(fmt.format(*r))
+    print(f"\nmachine: {os.cpu_count()} cores, {os.uname().release}, {time.strftime('%Y-%m-%d')}")
+
+
+if __name__ == "__main__":
+    main()
