@@ -3,11 +3,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tracing::{Instrument, error};
-
-use std::sync::Arc;
 
 use crate::config::{self, Config, DEFAULT_PATH};
 use crate::credential::OnceResult;

@@ -3,14 +3,14 @@
 //! [`classify`] is SPEC §5's outcome table as a single pure function of (status,
 //! `Retry-After`, body); the network part only adds the cases where no status came back.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+use tokio::sync::Semaphore;
 
 use crate::config::{ClientAuth, CredentialConfig, HttpConfig, SecretSource};
 use crate::schedule::parse_retry_after;
@@ -101,6 +101,7 @@ pub type Outcome = Result<TokenAnswer, Failure>;
 /// A token endpoint client for one credential.
 pub struct Endpoint {
     http: reqwest::Client,
+    in_flight: Arc<Semaphore>,
     url: url::Url,
     client_id: String,
     client_secret: SecretSource,
@@ -119,9 +120,23 @@ pub enum EndpointError {
 
 /// HTTP clients shared by credentials with the same HTTP settings: one connection pool
 /// and one set of trust roots for all of them, instead of one per credential.
-#[derive(Default)]
 pub struct Clients {
     cache: Mutex<HashMap<ClientKey, reqwest::Client>>,
+    /// Requests in flight across all credentials: a thousand tokens issued in the same
+    /// second become a steady trickle, not a burst of connections (and of memory).
+    in_flight: Arc<Semaphore>,
+}
+
+/// The most token requests one process has in flight at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            cache: Mutex::default(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -197,6 +212,7 @@ impl Endpoint {
     pub fn new(cfg: &CredentialConfig, clients: &Clients) -> Result<Self, EndpointError> {
         Ok(Endpoint {
             http: clients.get(&cfg.http, cfg.token_url.scheme() == "https")?,
+            in_flight: clients.in_flight.clone(),
             url: cfg.token_url.clone(),
             client_id: cfg.client_id.clone(),
             client_secret: cfg.client_secret.clone(),
@@ -213,6 +229,9 @@ impl Endpoint {
                 format!("client secret: {e}"),
             )
         })?;
+        // The semaphore is never closed, so acquiring cannot fail; if it did, sending
+        // without a permit is the better failure.
+        let _permit = self.in_flight.acquire().await.ok();
         // A server may echo what it was sent in its error text; none of it reaches a log.
         self.exchange(refresh_token, &secret)
             .await
