@@ -122,11 +122,6 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The shared view of every credential's health.
-    pub fn board(&self) -> Arc<Board> {
-        self.board.clone()
-    }
-
     fn spawn(
         &mut self,
         cfg: &CredentialConfig,

@@ -209,11 +209,6 @@ impl Emulator {
         lock(&self.shared.cfg).clone()
     }
 
-    /// Changes the lifetime of access tokens issued from now on.
-    pub fn set_access_lifetime(&self, lifetime: Duration) {
-        lock(&self.shared.cfg).access_lifetime = lifetime;
-    }
-
     /// Replaces the client secret (a rotated secret in the dashboard).
     pub fn set_client_secret(&self, secret: &str) {
         lock(&self.shared.cfg).client_secret = secret.to_owned();

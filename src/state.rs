@@ -155,10 +155,6 @@ impl FileStore {
             _lock: lock,
         })
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
