@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::config::CredentialConfig;
+use crate::config::{CredentialConfig, SecretSource};
 use crate::endpoint::{Endpoint, Failure, FailureKind, Permanent, TokenAnswer};
 use crate::health::Board;
 use crate::metrics::AttemptResult;
@@ -494,18 +494,8 @@ impl<S: StateStore> Credential<S> {
     }
 
     fn block(&mut self, why: Block) {
-        let bootstrap_mark = self
-            .cfg
-            .refresh_token
-            .read()
-            .ok()
-            .map(|t| bootstrap_digest(&t));
-        let secret_mark = self
-            .cfg
-            .client_secret
-            .read()
-            .ok()
-            .map(|t| bootstrap_digest(&t));
+        let bootstrap_mark = mark(&self.cfg.refresh_token);
+        let secret_mark = mark(&self.cfg.client_secret);
         if self.last_failure.is_none() {
             self.last_failure = Some(FailureKind::Permanent(match why {
                 Block::Server(p) => p,
@@ -547,12 +537,7 @@ impl<S: StateStore> Credential<S> {
                 return self.adopt_bootstrap(token, digest);
             }
         }
-        let secret_now = self
-            .cfg
-            .client_secret
-            .read()
-            .ok()
-            .map(|t| bootstrap_digest(&t));
+        let secret_now = mark(&self.cfg.client_secret);
         if self.cfg.client_secret.path().is_some()
             && secret_now.is_some()
             && &secret_now != secret_mark
@@ -715,6 +700,12 @@ impl<S: StateStore> Credential<S> {
             "outputs not written".into()
         }
     }
+}
+
+/// A digest of a secret's current value, if it can be read: what a blocked credential
+/// compares to notice a new bootstrap token or client secret.
+fn mark(source: &SecretSource) -> Option<String> {
+    source.read().ok().map(|t| bootstrap_digest(&t))
 }
 
 fn fmt_delay(d: Duration) -> String {
