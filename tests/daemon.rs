@@ -92,6 +92,13 @@ async fn restart_resumes_from_state_without_refreshing_early() {
         env.emu.stats().refreshes == 2
     })
     .await;
+    // The `rotated` line is logged after the state is durable. A kill between the server
+    // rotating and that fsync is the one unavoidable lockout window on a strict server
+    // (measured by the crash-loop suite); this test kills outside it.
+    wait_for("the rotation saved", 5 * SEC, || {
+        d.log_text().contains("rotated")
+    })
+    .await;
 
     // kill -9, then start again: the chain continues without invalid_grant.
     d.signal(libc::SIGKILL);
