@@ -175,6 +175,51 @@ pub struct CredentialConfig {
     pub retry: RetryPolicy,
     pub http: HttpConfig,
     pub outputs: Vec<OutputConfig>,
+    /// A directory published as one consistent set, as kubelet writes Secret volumes.
+    pub publish_dir: Option<PathBuf>,
+    pub on_rotate: Option<HookConfig>,
+}
+
+impl CredentialConfig {
+    /// Whether `out` is written into `publish_dir` (a bare file name there) rather than
+    /// on its own: the one place that decides it.
+    pub fn in_publish_dir(&self, out: &OutputConfig) -> bool {
+        self.publish_dir.is_some() && is_bare_name(&out.path)
+    }
+}
+
+fn is_bare_name(path: &Path) -> bool {
+    let mut parts = path.components();
+    matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none()
+}
+
+/// What to do after each rotation, once the outputs are written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HookConfig {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "signal_text::serialize"
+    )]
+    pub signal: Option<nix::sys::signal::Signal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A user or group as the configuration names it, and the id it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub given: String,
+    pub id: u32,
+}
+
+impl Serialize for Account {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.given)
+    }
 }
 
 /// A credential as `check` prints it: the keys of the file, inline secrets redacted.
@@ -197,6 +242,10 @@ struct CredentialView<'a> {
     refresh: &'a RefreshPolicy,
     retry: &'a RetryPolicy,
     http: &'a HttpConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_dir: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_rotate: Option<&'a HookConfig>,
     outputs: &'a [OutputConfig],
 }
 
@@ -217,6 +266,8 @@ impl Serialize for CredentialConfig {
             refresh: &self.refresh,
             retry: &self.retry,
             http: &self.http,
+            publish_dir: self.publish_dir.as_deref(),
+            on_rotate: self.on_rotate.as_ref(),
             outputs: &self.outputs,
         }
         .serialize(s)
@@ -305,6 +356,10 @@ pub struct OutputConfig {
     pub format: OutputFormat,
     #[serde(serialize_with = "mode_text::serialize")]
     pub mode: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Account>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Account>,
 }
 
 // ---- raw forms, as they come out of serde ----
@@ -341,6 +396,31 @@ struct RawCredential {
     http: HttpConfig,
     #[serde(default)]
     outputs: Vec<RawOutput>,
+    publish_dir: Option<PathBuf>,
+    on_rotate: Option<RawHook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default = "default_hook_timeout", with = "duration_text")]
+    timeout: Duration,
+    signal: Option<String>,
+    pid_file: Option<PathBuf>,
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A user or group by name or numeric id (TOML integer or a string of digits).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAccount {
+    Id(u32),
+    Name(String),
 }
 
 #[derive(Deserialize)]
@@ -351,6 +431,8 @@ struct RawOutput {
     format: OutputFormat,
     #[serde(default = "default_mode_text")]
     mode: String,
+    owner: Option<RawAccount>,
+    group: Option<RawAccount>,
 }
 
 fn default_mode_text() -> String {
@@ -562,6 +644,14 @@ fn validate_credential(
             .map_err(|e| src.error(&key("http.ca_file"), format!("{}: {e}", ca.display())))?;
     }
 
+    if let Some(dir) = &rc.publish_dir
+        && (!dir.is_absolute() || dir.parent().is_none())
+    {
+        return Err(src.error(
+            &key("publish_dir"),
+            "must be an absolute path to a directory (not /)",
+        ));
+    }
     let mut outputs = Vec::new();
     for (i, o) in rc.outputs.into_iter().enumerate() {
         let okey = |k: &str| format!("credentials.{name}.outputs[{i}].{k}");
@@ -569,6 +659,33 @@ fn validate_credential(
         if o.path.as_os_str().is_empty() || o.path.file_name().is_none() {
             return Err(src.error(&okey("path"), "must name a file"));
         }
+        if let Some(dir) = &rc.publish_dir {
+            if is_bare_name(&o.path) && o.path.to_string_lossy().starts_with("..") {
+                return Err(src.error(
+                    &okey("path"),
+                    "names starting with .. are publish_dir's own",
+                ));
+            }
+            if o.path.starts_with(dir) {
+                return Err(src.error(
+                    &okey("path"),
+                    format!(
+                        "inside publish_dir: give just the file name, as in path = {:?}",
+                        o.path.file_name().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        let owner = o
+            .owner
+            .map(|a| resolve_account(a, AccountKind::User))
+            .transpose()
+            .map_err(|m| src.error(&okey("owner"), m))?;
+        let group = o
+            .group
+            .map(|a| resolve_account(a, AccountKind::Group))
+            .transpose()
+            .map_err(|m| src.error(&okey("group"), m))?;
         if outputs.iter().any(|x: &OutputConfig| x.path == o.path) {
             return Err(src.error(
                 &okey("path"),
@@ -579,14 +696,28 @@ fn validate_credential(
             path: o.path,
             format: o.format,
             mode,
+            owner,
+            group,
         });
     }
+    let on_rotate = rc
+        .on_rotate
+        .map(|h| validate_hook(h, &key("on_rotate"), src))
+        .transpose()?;
 
     let state_file = rc
         .state_file
         .unwrap_or_else(|| state_dir.join(format!("{name}.json")));
     if outputs.iter().any(|o| o.path == state_file) {
         return Err(src.error(&key("outputs"), "an output may not be the state file"));
+    }
+    if let Some(dir) = &rc.publish_dir
+        && state_file.starts_with(dir)
+    {
+        return Err(src.error(
+            &key("publish_dir"),
+            "must not hold the state file: it is for what applications read",
+        ));
     }
     Ok(CredentialConfig {
         name: name.to_owned(),
@@ -601,7 +732,103 @@ fn validate_credential(
         retry: rc.retry,
         http: rc.http,
         outputs,
+        publish_dir: rc.publish_dir,
+        on_rotate,
     })
+}
+
+fn validate_hook(h: RawHook, key: &str, src: &Sources) -> Result<HookConfig, ConfigError> {
+    let sub = |k: &str| format!("{key}.{k}");
+    if h.command.first().is_some_and(|p| p.is_empty()) {
+        return Err(src.error(&sub("command"), "the program must not be empty"));
+    }
+    if h.timeout.is_zero() {
+        return Err(src.error(&sub("timeout"), "must be more than 0s"));
+    }
+    let signal = h
+        .signal
+        .map(|text| parse_signal(&text))
+        .transpose()
+        .map_err(|m| src.error(&sub("signal"), m))?;
+    match (&signal, &h.pid_file) {
+        (Some(_), None) => {
+            return Err(src.error(&sub("pid_file"), "is required with on_rotate.signal"));
+        }
+        (None, Some(_)) => {
+            return Err(src.error(&sub("signal"), "is required with on_rotate.pid_file"));
+        }
+        _ => {}
+    }
+    if h.command.is_empty() && signal.is_none() {
+        return Err(src.error(key, "set command, or signal and pid_file"));
+    }
+    Ok(HookConfig {
+        command: h.command,
+        timeout: h.timeout,
+        signal,
+        pid_file: h.pid_file,
+    })
+}
+
+/// `"SIGHUP"` or `"HUP"`.
+fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse()
+        .map_err(|_| format!("{text:?} is not a signal name such as \"SIGHUP\""))
+}
+
+mod signal_text {
+    pub fn serialize<S: serde::Serializer>(
+        signal: &Option<nix::sys::signal::Signal>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match signal {
+            Some(sig) => s.serialize_str(sig.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum AccountKind {
+    User,
+    Group,
+}
+
+/// Resolves a user or group name to its id now, so that `check` catches a typo.
+fn resolve_account(raw: RawAccount, kind: AccountKind) -> Result<Account, String> {
+    let name = match raw {
+        RawAccount::Id(id) => {
+            return Ok(Account {
+                given: id.to_string(),
+                id,
+            });
+        }
+        RawAccount::Name(name) => name,
+    };
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(Account { given: name, id });
+    }
+    let (what, found) = match kind {
+        AccountKind::User => (
+            "user",
+            nix::unistd::User::from_name(&name).map(|u| u.map(|u| u.uid.as_raw())),
+        ),
+        AccountKind::Group => (
+            "group",
+            nix::unistd::Group::from_name(&name).map(|g| g.map(|g| g.gid.as_raw())),
+        ),
+    };
+    match found {
+        Ok(Some(id)) => Ok(Account { given: name, id }),
+        Ok(None) => Err(format!("no {what} named {name:?} on this system")),
+        Err(e) => Err(format!("cannot look up {what} {name:?}: {e}")),
+    }
 }
 
 fn exactly_one(
@@ -776,6 +1003,52 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("[redacted]"));
+    }
+
+    #[test]
+    fn owners_hooks_and_publish_dir_are_checked() {
+        let with = |extra: &str| load(&format!("{MINIMAL}{extra}"), &[]);
+        let c = with(
+            r#"
+            publish_dir = "/run/t"
+            [credentials.blnk.on_rotate]
+            command = ["/bin/true", "x"]
+            signal = "hup"
+            pid_file = "/run/app.pid"
+            [[credentials.blnk.outputs]]
+            path = "access_token"
+            owner = "root"
+            group = 0
+            "#,
+        )
+        .unwrap();
+        let b = &c.credentials["blnk"];
+        assert_eq!(b.outputs[0].owner.as_ref().unwrap().id, 0);
+        assert_eq!(b.outputs[0].group.as_ref().unwrap().given, "0");
+        assert!(b.in_publish_dir(&b.outputs[0]));
+        let hook = b.on_rotate.as_ref().unwrap();
+        assert_eq!(hook.signal, Some(nix::sys::signal::Signal::SIGHUP));
+        assert_eq!(hook.timeout, Duration::from_secs(30));
+        // What `check` prints loads again to the same configuration.
+        assert_eq!(load(&c.redacted_toml(), &[]).unwrap().credentials["blnk"].on_rotate, b.on_rotate);
+
+        let cases = [
+            ("[[credentials.blnk.outputs]]\npath = \"/o\"\nowner = \"no-such-user-x\"", "credentials.blnk.outputs[0].owner", "no user named"),
+            ("[[credentials.blnk.outputs]]\npath = \"/o\"\ngroup = \"no-such-group-x\"", "credentials.blnk.outputs[0].group", "no group named"),
+            ("[credentials.blnk.on_rotate]\nsignal = \"SIGHUP\"", "credentials.blnk.on_rotate.pid_file", "is required"),
+            ("[credentials.blnk.on_rotate]\nsignal = \"SIGNOPE\"\npid_file = \"/p\"", "credentials.blnk.on_rotate.signal", "not a signal"),
+            ("[credentials.blnk.on_rotate]\ntimeout = \"0s\"\ncommand = [\"x\"]", "credentials.blnk.on_rotate.timeout", "more than"),
+            ("[credentials.blnk.on_rotate]\ncommand = []", "credentials.blnk.on_rotate", "set command"),
+            ("publish_dir = \"rel\"", "credentials.blnk.publish_dir", "absolute"),
+            ("publish_dir = \"/tmp/x\"", "credentials.blnk.publish_dir", "state file"),
+            ("publish_dir = \"/p\"\n[[credentials.blnk.outputs]]\npath = \"..data\"", "credentials.blnk.outputs[0].path", "publish_dir's own"),
+            ("publish_dir = \"/p\"\n[[credentials.blnk.outputs]]\npath = \"/p/t\"", "credentials.blnk.outputs[0].path", "just the file name"),
+        ];
+        for (extra, key, message) in cases {
+            let e = with(extra).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+            assert!(e.to_string().contains(message), "{extra}: {e}");
+        }
     }
 
     #[test]

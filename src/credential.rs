@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::SecretString;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{CredentialConfig, SecretSource};
@@ -110,6 +111,9 @@ pub struct Credential<S: StateStore> {
     /// The last refresh failure, for `once`, health and `status`.
     last_error: Option<String>,
     write_error: Option<String>,
+    /// A rotation whose hooks run once its outputs are written.
+    hooks_due: bool,
+    hooks: JoinSet<()>,
     health: watch::Sender<Health>,
     board: Arc<Board>,
 }
@@ -136,6 +140,8 @@ impl<S: StateStore> Credential<S> {
             last_failure: None,
             last_error: None,
             write_error: None,
+            hooks_due: false,
+            hooks: JoinSet::new(),
             health,
             board,
         };
@@ -184,6 +190,8 @@ impl<S: StateStore> Credential<S> {
                 "stopping without having saved the rotated refresh token: it is lost, and a person will have to authorize again"
             );
         }
+        // Hooks still running are killed: stopping is bounded by the request timeout.
+        self.hooks.shutdown().await;
         self.report();
     }
 
@@ -214,6 +222,8 @@ impl<S: StateStore> Credential<S> {
             }
         }
         self.catch_up_writes();
+        // The process exits next: let this run's hooks finish (each within its timeout).
+        while self.hooks.join_next().await.is_some() {}
         if self.unsaved || !self.published {
             return OnceResult::Temporary(
                 self.write_error
@@ -383,6 +393,7 @@ impl<S: StateStore> Credential<S> {
         self.bootstrap = None;
         self.unsaved = true;
         self.published = false;
+        self.hooks_due = true;
         self.phase = Phase::Scheduled;
         self.failures = 0;
         self.quick_retry_used = false;
@@ -627,11 +638,21 @@ impl<S: StateStore> Credential<S> {
             expires_at,
             scope: state.scope.as_deref(),
         };
-        match outputs::publish(&self.cfg.outputs, &published) {
+        match outputs::publish(&self.cfg, &published) {
             Ok(()) => {
                 self.published = true;
                 if !self.unsaved {
                     self.write_error = None;
+                }
+                if std::mem::take(&mut self.hooks_due)
+                    && let Some(hook) = &self.cfg.on_rotate
+                {
+                    self.hooks.spawn(crate::hooks::run(
+                        hook.clone(),
+                        self.cfg.name.clone(),
+                        expires_at,
+                        self.board.clone(),
+                    ));
                 }
             }
             Err(e) => {
@@ -643,6 +664,8 @@ impl<S: StateStore> Credential<S> {
 
     /// Retries a state save or output write that failed earlier.
     fn catch_up_writes(&mut self) {
+        // Reap finished hooks (their outcome is already logged and counted).
+        while self.hooks.try_join_next().is_some() {}
         if self.unsaved {
             self.save();
         }

@@ -59,13 +59,19 @@ pub fn demo_config(
                 path: dir.join("access_token"),
                 format: OutputFormat::Raw,
                 mode: 0o600,
+                owner: None,
+                group: None,
             },
             OutputConfig {
                 path: dir.join("token.json"),
                 format: OutputFormat::Json,
                 mode: 0o600,
+                owner: None,
+                group: None,
             },
         ],
+        publish_dir: None,
+        on_rotate: None,
     };
     Ok(Config {
         state_dir: dir.join("state"),

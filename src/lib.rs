@@ -2,7 +2,8 @@
 //!
 //! The data flow, top-down: [`config`] → [`daemon`] (one task per credential) →
 //! [`credential`] (the loop: [`schedule`] decides when, [`endpoint`] asks the server,
-//! [`state`] remembers, [`outputs`] publishes). [`emulator`] is the built-in server for
+//! [`state`] remembers, [`outputs`] and [`publish_dir`] publish, [`hooks`] tell
+//! others). [`emulator`] is the built-in server for
 //! `demo` and tests; [`cli`] is the command line.
 
 pub mod atomic;
@@ -14,11 +15,13 @@ pub mod demo;
 pub mod emulator;
 pub mod endpoint;
 pub mod health;
+pub mod hooks;
 pub mod http_server;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod outputs;
+pub mod publish_dir;
 pub mod schedule;
 pub mod state;
 pub mod status;

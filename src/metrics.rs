@@ -43,6 +43,43 @@ impl AttemptResult {
     }
 }
 
+/// Which rotation hook ran, and how it ended, as the labels say it.
+#[derive(Debug, Clone, Copy)]
+pub enum HookKind {
+    Command,
+    Signal,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum HookResult {
+    Ok,
+    Failed,
+    Timeout,
+}
+
+impl HookKind {
+    const ALL: [HookKind; 2] = [HookKind::Command, HookKind::Signal];
+
+    fn label(self) -> &'static str {
+        match self {
+            HookKind::Command => "command",
+            HookKind::Signal => "signal",
+        }
+    }
+}
+
+impl HookResult {
+    const ALL: [HookResult; 3] = [HookResult::Ok, HookResult::Failed, HookResult::Timeout];
+
+    fn label(self) -> &'static str {
+        match self {
+            HookResult::Ok => "ok",
+            HookResult::Failed => "failed",
+            HookResult::Timeout => "timeout",
+        }
+    }
+}
+
 /// Every series tokend exports.
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +90,7 @@ pub struct Metrics {
     blocked: IntGaugeVec,
     attempts: IntCounterVec,
     duration: HistogramVec,
+    hooks: IntCounterVec,
 }
 
 const CREDENTIAL: &[&str] = &["credential"];
@@ -106,8 +144,16 @@ impl Default for Metrics {
                 CREDENTIAL,
             )
             .expect("valid metric"),
+            hooks: IntCounterVec::new(
+                Opts::new(
+                    "tokend_hook_runs_total",
+                    "Rotation hooks run, by hook and result.",
+                ),
+                &["credential", "hook", "result"],
+            )
+            .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
             Box::new(m.expiry.clone()),
             Box::new(m.last_success.clone()),
             Box::new(m.chain_age.clone()),
@@ -115,6 +161,7 @@ impl Default for Metrics {
             Box::new(m.blocked.clone()),
             Box::new(m.attempts.clone()),
             Box::new(m.duration.clone()),
+            Box::new(m.hooks.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("distinct metric names");
@@ -138,6 +185,13 @@ impl Metrics {
         self.duration
             .with_label_values(&[credential])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one run of a rotation hook.
+    pub fn hook(&self, credential: &str, kind: HookKind, result: HookResult) {
+        self.hooks
+            .with_label_values(&[credential, kind.label(), result.label()])
+            .inc();
     }
 
     /// Sets the condition gauges of one credential, as of `now`.
@@ -177,6 +231,13 @@ impl Metrics {
                 .attempts
                 .remove_label_values(&[credential, result.label()]);
         }
+        for kind in HookKind::ALL {
+            for result in HookResult::ALL {
+                let _ = self
+                    .hooks
+                    .remove_label_values(&[credential, kind.label(), result.label()]);
+            }
+        }
     }
 
     /// The text exposition of every series.
@@ -209,6 +270,7 @@ mod tests {
         };
         m.observe("c", &health, now);
         m.attempt("c", AttemptResult::Success, Duration::from_millis(3));
+        m.hook("c", HookKind::Command, HookResult::Timeout);
         let text = m.encode();
         for name in [
             "tokend_access_token_expiry_timestamp_seconds{credential=\"c\"}",
@@ -218,6 +280,7 @@ mod tests {
             "tokend_blocked{credential=\"c\"} 0",
             "tokend_refresh_attempts_total{credential=\"c\",result=\"success\"} 1",
             "tokend_refresh_duration_seconds_count{credential=\"c\"} 1",
+            "tokend_hook_runs_total{credential=\"c\",hook=\"command\",result=\"timeout\"} 1",
         ] {
             assert!(text.contains(name), "{name} in\n{text}");
         }

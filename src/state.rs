@@ -215,10 +215,12 @@ impl StateStore for FileStore {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        crate::atomic::write(&self.path, &json, 0o600).map_err(|err| StoreError::Io {
-            path: self.path.clone(),
-            err,
-        })
+        crate::atomic::write(&self.path, &json, &crate::atomic::Perms::mode(0o600)).map_err(
+            |failed| StoreError::Io {
+                path: self.path.clone(),
+                err: failed.into_io(),
+            },
+        )
     }
 
     fn describe(&self) -> String {
