@@ -317,15 +317,15 @@ mod tests {
                 Path::new("..data/access_token")
             );
         }
-        // One version directory, the current one; nothing else but the links.
+        // The current version and the one before; nothing else but the links.
         let mut names: Vec<String> = std::fs::read_dir(&pd)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names.len(), 4, "{names:?}");
-        assert_eq!(&names[1..], ["..data", "access_token", "token.json"], "{names:?}");
-        assert!(names[0].starts_with("..20"), "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(&names[2..], ["..data", "access_token", "token.json"], "{names:?}");
+        assert!(names[0].starts_with("..20") && names[1].starts_with("..20"), "{names:?}");
     }
 
     #[test]

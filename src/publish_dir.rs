@@ -13,9 +13,12 @@
 //! A new version's files are written, given their permissions and fsync'd inside a fresh
 //! directory that no name points at yet; then `..data` is replaced by a rename, which is
 //! atomic, so every path through it sees either the whole old version or the whole new
-//! one. The old version is removed afterwards. A reader that needs two files from the
-//! same version resolves `..data` once and reads both through what it points at.
+//! one. The version before is kept until the next swap, so that a reader who resolved
+//! `..data` just before a swap still finds its files; older ones are removed. A reader
+//! that needs two files from one version resolves `..data` once and reads both through
+//! what it points at.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -44,6 +47,7 @@ pub fn publish(dir: &Path, files: &[(&OutputConfig, String)]) -> Result<(), Outp
             .create(dir)
             .map_err(io(dir))?;
     }
+    let previous = fs::read_link(dir.join(DATA)).ok();
     let version = new_version_dir(dir).map_err(io(dir))?;
     let version_name = version.file_name().unwrap_or_default().to_owned();
     let result = (|| {
@@ -69,7 +73,8 @@ pub fn publish(dir: &Path, files: &[(&OutputConfig, String)]) -> Result<(), Outp
         }
         return result;
     }
-    remove_stale(dir, &version_name, files);
+    let keep = [Some(version_name.as_os_str()), previous.as_deref().map(Path::as_os_str)];
+    remove_stale(dir, &keep, files);
     Ok(())
 }
 
@@ -137,9 +142,9 @@ fn link_name(dir: &Path, name: &Path) -> Result<(), OutputError> {
     })
 }
 
-/// Removes old versions, and links of names no longer published. A failure here leaves
-/// only litter, never a wrong token, so it is a warning.
-fn remove_stale(dir: &Path, current: &std::ffi::OsStr, files: &[(&OutputConfig, String)]) {
+/// Removes versions other than `keep`, and links of names no longer published. A failure
+/// here leaves only litter, never a wrong token, so it is a warning.
+fn remove_stale(dir: &Path, keep: &[Option<&OsStr>], files: &[(&OutputConfig, String)]) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -150,7 +155,7 @@ fn remove_stale(dir: &Path, current: &std::ffi::OsStr, files: &[(&OutputConfig, 
         };
         let path = entry.path();
         let stale = if kind.is_dir() {
-            name.as_encoded_bytes().starts_with(b"..") && name != current
+            name.as_encoded_bytes().starts_with(b"..") && !keep.contains(&Some(name.as_os_str()))
         } else if kind.is_symlink() {
             // A link into ..data for a file this version does not have.
             fs::read_link(&path).is_ok_and(|t| t.starts_with(DATA))
