@@ -1030,19 +1030,62 @@ mod tests {
         assert_eq!(hook.signal, Some(nix::sys::signal::Signal::SIGHUP));
         assert_eq!(hook.timeout, Duration::from_secs(30));
         // What `check` prints loads again to the same configuration.
-        assert_eq!(load(&c.redacted_toml(), &[]).unwrap().credentials["blnk"].on_rotate, b.on_rotate);
+        assert_eq!(
+            load(&c.redacted_toml(), &[]).unwrap().credentials["blnk"].on_rotate,
+            b.on_rotate
+        );
 
         let cases = [
-            ("[[credentials.blnk.outputs]]\npath = \"/o\"\nowner = \"no-such-user-x\"", "credentials.blnk.outputs[0].owner", "no user named"),
-            ("[[credentials.blnk.outputs]]\npath = \"/o\"\ngroup = \"no-such-group-x\"", "credentials.blnk.outputs[0].group", "no group named"),
-            ("[credentials.blnk.on_rotate]\nsignal = \"SIGHUP\"", "credentials.blnk.on_rotate.pid_file", "is required"),
-            ("[credentials.blnk.on_rotate]\nsignal = \"SIGNOPE\"\npid_file = \"/p\"", "credentials.blnk.on_rotate.signal", "not a signal"),
-            ("[credentials.blnk.on_rotate]\ntimeout = \"0s\"\ncommand = [\"x\"]", "credentials.blnk.on_rotate.timeout", "more than"),
-            ("[credentials.blnk.on_rotate]\ncommand = []", "credentials.blnk.on_rotate", "set command"),
-            ("publish_dir = \"rel\"", "credentials.blnk.publish_dir", "absolute"),
-            ("publish_dir = \"/tmp/x\"", "credentials.blnk.publish_dir", "state file"),
-            ("publish_dir = \"/p\"\n[[credentials.blnk.outputs]]\npath = \"..data\"", "credentials.blnk.outputs[0].path", "publish_dir's own"),
-            ("publish_dir = \"/p\"\n[[credentials.blnk.outputs]]\npath = \"/p/t\"", "credentials.blnk.outputs[0].path", "just the file name"),
+            (
+                "[[credentials.blnk.outputs]]\npath = \"/o\"\nowner = \"no-such-user-x\"",
+                "credentials.blnk.outputs[0].owner",
+                "no user named",
+            ),
+            (
+                "[[credentials.blnk.outputs]]\npath = \"/o\"\ngroup = \"no-such-group-x\"",
+                "credentials.blnk.outputs[0].group",
+                "no group named",
+            ),
+            (
+                "[credentials.blnk.on_rotate]\nsignal = \"SIGHUP\"",
+                "credentials.blnk.on_rotate.pid_file",
+                "is required",
+            ),
+            (
+                "[credentials.blnk.on_rotate]\nsignal = \"SIGNOPE\"\npid_file = \"/p\"",
+                "credentials.blnk.on_rotate.signal",
+                "not a signal",
+            ),
+            (
+                "[credentials.blnk.on_rotate]\ntimeout = \"0s\"\ncommand = [\"x\"]",
+                "credentials.blnk.on_rotate.timeout",
+                "more than",
+            ),
+            (
+                "[credentials.blnk.on_rotate]\ncommand = []",
+                "credentials.blnk.on_rotate",
+                "set command",
+            ),
+            (
+                "publish_dir = \"rel\"",
+                "credentials.blnk.publish_dir",
+                "absolute",
+            ),
+            (
+                "publish_dir = \"/tmp/x\"",
+                "credentials.blnk.publish_dir",
+                "state file",
+            ),
+            (
+                "publish_dir = \"/p\"\n[[credentials.blnk.outputs]]\npath = \"..data\"",
+                "credentials.blnk.outputs[0].path",
+                "publish_dir's own",
+            ),
+            (
+                "publish_dir = \"/p\"\n[[credentials.blnk.outputs]]\npath = \"/p/t\"",
+                "credentials.blnk.outputs[0].path",
+                "just the file name",
+            ),
         ];
         for (extra, key, message) in cases {
             let e = with(extra).unwrap_err();

@@ -48,7 +48,8 @@ impl OutputError {
     /// Names what went wrong writing `out` (at `path`).
     pub fn from_write(out: &OutputConfig, path: &Path, failed: atomic::Failed) -> Self {
         let path = path.to_owned();
-        let name = |a: &Option<Account>| a.as_ref().map_or("(unchanged)".into(), |a| a.given.clone());
+        let name =
+            |a: &Option<Account>| a.as_ref().map_or("(unchanged)".into(), |a| a.given.clone());
         match failed {
             atomic::Failed::Chown(err) => OutputError::Chown {
                 path,
@@ -202,7 +203,12 @@ mod tests {
             render(format, &p).is_some()
         };
         for bad in ["a\nb", "a b", "", "a\"b", "a\rb", "a\u{7f}"] {
-            for f in [OutputFormat::Raw, OutputFormat::Json, OutputFormat::Env, OutputFormat::Header] {
+            for f in [
+                OutputFormat::Raw,
+                OutputFormat::Json,
+                OutputFormat::Env,
+                OutputFormat::Header,
+            ] {
                 assert!(!check(bad, f), "{bad:?} {f:?}");
             }
         }
@@ -227,7 +233,10 @@ mod tests {
             "#,
             d = dir.display()
         );
-        crate::config::load_from_str(&text, "t.toml", []).unwrap().credentials["c"].clone()
+        crate::config::load_from_str(&text, "t.toml", [])
+            .unwrap()
+            .credentials["c"]
+            .clone()
     }
 
     fn published(at: &SecretString) -> Published<'_> {
@@ -303,8 +312,14 @@ mod tests {
         for n in 0..3 {
             let at = SecretString::from(format!("tok{n}"));
             publish(&cred, &published(&at)).unwrap();
-            assert_eq!(std::fs::read_to_string(pd.join("access_token")).unwrap(), format!("tok{n}"));
-            assert_eq!(std::fs::read_to_string(dir.path().join("alone")).unwrap(), format!("tok{n}"));
+            assert_eq!(
+                std::fs::read_to_string(pd.join("access_token")).unwrap(),
+                format!("tok{n}")
+            );
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("alone")).unwrap(),
+                format!("tok{n}")
+            );
             let version = std::fs::read_link(pd.join(crate::publish_dir::DATA)).unwrap();
             let json: serde_json::Value = serde_json::from_str(
                 &std::fs::read_to_string(pd.join(&version).join("token.json")).unwrap(),
@@ -324,8 +339,15 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names.len(), 5, "{names:?}");
-        assert_eq!(&names[2..], ["..data", "access_token", "token.json"], "{names:?}");
-        assert!(names[0].starts_with("..20") && names[1].starts_with("..20"), "{names:?}");
+        assert_eq!(
+            &names[2..],
+            ["..data", "access_token", "token.json"],
+            "{names:?}"
+        );
+        assert!(
+            names[0].starts_with("..20") && names[1].starts_with("..20"),
+            "{names:?}"
+        );
     }
 
     #[test]
@@ -369,6 +391,9 @@ mod tests {
         assert!(e.to_string().contains("mount its directory instead"), "{e}");
         let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
         let e = OutputError::from_write(out, &out.path, atomic::Failed::Chown(eperm));
-        assert!(e.to_string().contains("owner 123") && e.to_string().contains("CAP_CHOWN"), "{e}");
+        assert!(
+            e.to_string().contains("owner 123") && e.to_string().contains("CAP_CHOWN"),
+            "{e}"
+        );
     }
 }

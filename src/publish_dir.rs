@@ -73,7 +73,10 @@ pub fn publish(dir: &Path, files: &[(&OutputConfig, String)]) -> Result<(), Outp
         }
         return result;
     }
-    let keep = [Some(version_name.as_os_str()), previous.as_deref().map(Path::as_os_str)];
+    let keep = [
+        Some(version_name.as_os_str()),
+        previous.as_deref().map(Path::as_os_str),
+    ];
     remove_stale(dir, &keep, files);
     Ok(())
 }
@@ -186,4 +189,3 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
-

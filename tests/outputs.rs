@@ -53,7 +53,10 @@ fn expected_files(env: &Env) -> Vec<(PathBuf, u32)> {
 async fn rotate(env: &Env, d: &Daemon) {
     let before = env.emu.stats().refreshes;
     d.signal(libc::SIGUSR1);
-    wait_for("a rotation", 10 * SEC, || env.emu.stats().refreshes > before).await;
+    wait_for("a rotation", 10 * SEC, || {
+        env.emu.stats().refreshes > before
+    })
+    .await;
 }
 
 fn env_number(var: &str, default: u64) -> u64 {
@@ -68,7 +71,13 @@ fn looks_whole(token: &str) -> bool {
 }
 
 /// Reads every output once; returns how many files were read, or what was wrong.
-fn read_all(env_file: &Path, header: &Path, raw: &Path, json: &Path, pd: &Path) -> Result<u64, String> {
+fn read_all(
+    env_file: &Path,
+    header: &Path,
+    raw: &Path,
+    json: &Path,
+    pd: &Path,
+) -> Result<u64, String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let raw_text = read(raw)?;
     if !looks_whole(&raw_text) {
@@ -82,7 +91,9 @@ fn read_all(env_file: &Path, header: &Path, raw: &Path, json: &Path, pd: &Path) 
     let env_text = read(env_file)?;
     let lines: Vec<&str> = env_text.lines().collect();
     if lines.len() != 2
-        || !lines[0].strip_prefix("ACCESS_TOKEN=").is_some_and(looks_whole)
+        || !lines[0]
+            .strip_prefix("ACCESS_TOKEN=")
+            .is_some_and(looks_whole)
         || !lines[1].starts_with("ACCESS_TOKEN_EXPIRES_AT=20")
     {
         return Err(format!("env: {} lines", lines.len()));
@@ -97,7 +108,8 @@ fn read_all(env_file: &Path, header: &Path, raw: &Path, json: &Path, pd: &Path) 
     }
     // The publish_dir pair, as the README tells readers of several files to do it:
     // resolve ..data once, read both files through it.
-    let version = pd.join(std::fs::read_link(pd.join("..data")).map_err(|e| format!("..data: {e}"))?);
+    let version =
+        pd.join(std::fs::read_link(pd.join("..data")).map_err(|e| format!("..data: {e}"))?);
     let pair_raw = read(&version.join("access_token"))?;
     let pair_json: serde_json::Value = serde_json::from_str(&read(&version.join("token.json"))?)
         .map_err(|e| format!("pair json: {e}"))?;
@@ -120,7 +132,10 @@ async fn readers_never_see_torn_or_mixed_versions() {
         all_outputs_toml(&env, "c", "")
     ));
     let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "readers.log", &[]);
-    wait_for("first token", 10 * SEC, || env.path("pub/token.json").exists()).await;
+    wait_for("first token", 10 * SEC, || {
+        env.path("pub/token.json").exists()
+    })
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
@@ -135,8 +150,13 @@ async fn readers_never_see_torn_or_mixed_versions() {
     ];
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (stop, reads, bad, first_bad, p) =
-                (stop.clone(), reads.clone(), bad.clone(), first_bad.clone(), paths.clone());
+            let (stop, reads, bad, first_bad, p) = (
+                stop.clone(),
+                reads.clone(),
+                bad.clone(),
+                first_bad.clone(),
+                paths.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Relaxed) {
                     match read_all(&p[0], &p[1], &p[2], &p[3], &p[4]) {
@@ -155,8 +175,7 @@ async fn readers_never_see_torn_or_mixed_versions() {
 
     let started = Instant::now();
     let first = env.emu.stats().refreshes;
-    while env.emu.stats().refreshes - first < target_rotations
-        || reads.load(Relaxed) < target_reads
+    while env.emu.stats().refreshes - first < target_rotations || reads.load(Relaxed) < target_reads
     {
         rotate(&env, &d).await;
         assert!(started.elapsed() < Duration::from_secs(600), "too slow");
@@ -192,9 +211,17 @@ fn test_owner() -> (String, String, u32, u32) {
             nix::unistd::Group::from_name("nogroup"),
         )
     {
-        return ("nobody".into(), "nogroup".into(), u.uid.as_raw(), g.gid.as_raw());
+        return (
+            "nobody".into(),
+            "nogroup".into(),
+            u.uid.as_raw(),
+            g.gid.as_raw(),
+        );
     }
-    let (u, g) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    let (u, g) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     (u.to_string(), g.to_string(), u, g)
 }
 
@@ -211,8 +238,14 @@ async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
         let mut text = format!("state_dir = \"{}/state\"\n", env.dir.path().display());
         text.push_str(&all_outputs_toml(&env, "c", &ownership));
         // The two default outputs of the harness get the same owner and group.
-        text = text.replace("mode = \"0640\"\n[[", &format!("mode = \"0640\"\n{ownership}\n[["));
-        text = text.replace("mode = \"0600\"\n", &format!("mode = \"0600\"\n{ownership}\n"));
+        text = text.replace(
+            "mode = \"0640\"\n[[",
+            &format!("mode = \"0640\"\n{ownership}\n[["),
+        );
+        text = text.replace(
+            "mode = \"0600\"\n",
+            &format!("mode = \"0600\"\n{ownership}\n"),
+        );
         let cfg = env.write_config_text(&text);
         for dir in ["out/c", "pub"] {
             std::fs::create_dir_all(env.path(dir)).unwrap();
@@ -235,18 +268,30 @@ async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
                 let mut buf = [0u8; 8192];
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&inotify);
                 while !stop.load(Relaxed) {
-                    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
                     if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
                         continue;
                     }
-                    let Ok(batch) = inotify.read_events(&mut buf) else { continue };
+                    let Ok(batch) = inotify.read_events(&mut buf) else {
+                        continue;
+                    };
                     events += batch.count() as u64;
                     for (path, mode) in &files {
                         if let Ok(m) = std::fs::metadata(path) {
                             looks += 1;
                             let got = (m.mode() & 0o7777, m.uid(), m.gid());
                             if got != (*mode, uid, gid) {
-                                wrong.push(format!("{}: {:o} {}:{}", path.display(), got.0, got.1, got.2));
+                                wrong.push(format!(
+                                    "{}: {:o} {}:{}",
+                                    path.display(),
+                                    got.0,
+                                    got.1,
+                                    got.2
+                                ));
                             }
                         }
                     }
@@ -254,9 +299,16 @@ async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
                 (events, looks, wrong)
             })
         };
-        let script = format!("umask {umask}; exec {} run -c {}", common::BIN, cfg.display());
+        let script = format!(
+            "umask {umask}; exec {} run -c {}",
+            common::BIN,
+            cfg.display()
+        );
         let mut d = env.spawn_shell(&script, "umask.log");
-        wait_for("first token", 10 * SEC, || env.path("pub/token.json").exists()).await;
+        wait_for("first token", 10 * SEC, || {
+            env.path("pub/token.json").exists()
+        })
+        .await;
         d.wait_started().await;
         for _ in 0..30 {
             rotate(&env, &d).await;
@@ -268,9 +320,16 @@ async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
         assert_eq!(d.stop().await, 0, "{}", d.log_text());
         stop.store(true, Relaxed);
         let (events, looks, wrong) = watcher.join().unwrap();
-        println!("umask {umask}: {events} inotify events, {looks} stats, {} wrong", wrong.len());
+        println!(
+            "umask {umask}: {events} inotify events, {looks} stats, {} wrong",
+            wrong.len()
+        );
         assert!(events > 100 && looks > 100, "the watcher saw too little");
-        assert!(wrong.is_empty(), "umask {umask}: {:?}", &wrong[..wrong.len().min(5)]);
+        assert!(
+            wrong.is_empty(),
+            "umask {umask}: {:?}",
+            &wrong[..wrong.len().min(5)]
+        );
         assert_eq!(common::mode(&env.path("state/c.json")), 0o600);
     }
 }
@@ -299,7 +358,10 @@ async fn rotation_hooks() {
                 "[credentials.hang.on_rotate]\ncommand = [\"sh\", \"-c\", \"echo $$ >> {dir}/hang.pids; sleep 1000\"]\ntimeout = \"1s\"\n"
             ),
         ),
-        ("fail", "[credentials.fail.on_rotate]\ncommand = [\"false\"]\n".to_owned()),
+        (
+            "fail",
+            "[credentials.fail.on_rotate]\ncommand = [\"false\"]\n".to_owned(),
+        ),
     ] {
         env.bootstrap(name);
         text.push_str(&env.credential_toml(name, ""));
@@ -340,8 +402,14 @@ async fn rotation_hooks() {
     // The hanging hook does not delay refreshing: rotate while it hangs.
     let before = env.emu.stats().refreshes;
     d.signal(libc::SIGUSR1);
-    wait_for("rotations of all three", 3 * SEC, || env.emu.stats().refreshes >= before + 3).await;
-    wait_for("a hook run per rotation", 5 * SEC, || hook_lines().len() == 2).await;
+    wait_for("rotations of all three", 3 * SEC, || {
+        env.emu.stats().refreshes >= before + 3
+    })
+    .await;
+    wait_for("a hook run per rotation", 5 * SEC, || {
+        hook_lines().len() == 2
+    })
+    .await;
 
     // The pid file now names another process.
     let _ = app1.kill().await;
@@ -350,18 +418,21 @@ async fn rotation_hooks() {
     wait_for("app pid file", 5 * SEC, || env.path("app.pid").exists()).await;
     let before = env.emu.stats().refreshes;
     d.signal(libc::SIGUSR1);
-    wait_for("rotations", 3 * SEC, || env.emu.stats().refreshes >= before + 3).await;
-    wait_for("a hook run per rotation", 5 * SEC, || hook_lines().len() == 3).await;
+    wait_for("rotations", 3 * SEC, || {
+        env.emu.stats().refreshes >= before + 3
+    })
+    .await;
+    wait_for("a hook run per rotation", 5 * SEC, || {
+        hook_lines().len() == 3
+    })
+    .await;
     wait_for("both signals delivered", 5 * SEC, || {
         std::fs::read_to_string(env.path("signals.log")).unwrap_or_default() == "first\nsecond\n"
     })
     .await;
 
     // Once per rotation, with the expiry of that rotation, and no configuration variable.
-    let rec_rotations = env
-        .emu
-        .rotations()
-        .len();
+    let rec_rotations = env.emu.rotations().len();
     assert_eq!(rec_rotations, 9, "three credentials, three rotations each");
     let expiries: Vec<String> = hook_lines()
         .iter()
@@ -380,14 +451,20 @@ async fn rotation_hooks() {
 
     // The hanging hooks were killed at their timeout, shell and sleep alike.
     wait_for("hang timeouts", 5 * SEC, || {
-        d.log_text().matches("rotation hook timed out and was killed").count() == 3
+        d.log_text()
+            .matches("rotation hook timed out and was killed")
+            .count()
+            == 3
     })
     .await;
     let pids = std::fs::read_to_string(env.path("hang.pids")).unwrap();
     assert_eq!(pids.lines().count(), 3);
     for pid in pids.lines() {
         let pid = nix::unistd::Pid::from_raw(pid.parse().unwrap());
-        assert!(nix::sys::signal::kill(pid, None).is_err(), "hook {pid} still runs");
+        assert!(
+            nix::sys::signal::kill(pid, None).is_err(),
+            "hook {pid} still runs"
+        );
     }
     assert_eq!(d.log_text().matches("rotation hook failed").count(), 3);
     // The failing credential is as healthy as the others.
@@ -395,7 +472,11 @@ async fn rotation_hooks() {
         .args(["status", "-c", cfg.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     assert_eq!(d.stop().await, 0);
     let _ = app2.kill().await;
 }
@@ -408,7 +489,9 @@ async fn bind_mounted_output_gives_the_documented_error() {
         .args(["-m", "true"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: no mount namespace here; outputs::tests::write_errors_say_what_to_do covers the mapping");
+        eprintln!(
+            "SKIP: no mount namespace here; outputs::tests::write_errors_say_what_to_do covers the mapping"
+        );
         return;
     }
     let env = Env::new(Duration::from_secs(3600)).await;
@@ -430,7 +513,9 @@ async fn bind_mounted_output_gives_the_documented_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{stderr}");
     assert!(
-        stderr.contains("is a bind-mounted single file (rename gives EBUSY); mount its directory instead"),
+        stderr.contains(
+            "is a bind-mounted single file (rename gives EBUSY); mount its directory instead"
+        ),
         "{stderr}"
     );
     // The refresh itself was kept.

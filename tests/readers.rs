@@ -15,7 +15,11 @@ const READERS: &[(&str, &[&str], &str)] = &[
     ("reader.py", &["python3", "reader.py"], "python3"),
     ("reader.go", &["go", "run", "reader.go"], "golang-go"),
     ("reader.js", &["node", "reader.js"], "nodejs"),
-    ("Reader.java", &["java", "Reader.java"], "default-jdk-headless"),
+    (
+        "Reader.java",
+        &["java", "Reader.java"],
+        "default-jdk-headless",
+    ),
 ];
 
 fn readers_dir() -> std::path::PathBuf {
@@ -58,7 +62,12 @@ async fn run_reader(file: &str, argv: &[&str], package: &str) -> Result<String, 
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("{file}: cannot run {}: {e} (apt install {package})", argv[0]))?;
+        .map_err(|e| {
+            format!(
+                "{file}: cannot run {}: {e} (apt install {package})",
+                argv[0]
+            )
+        })?;
     // The reader is waiting for a file that does not exist yet; now tokend starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "tokend.log", &[]);
