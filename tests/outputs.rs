@@ -372,7 +372,7 @@ async fn rotation_hooks() {
     // The "application": records each SIGUSR2 with its own pid.
     let app = |tag: &str| {
         let script = format!(
-            "trap 'echo {tag} >> {dir}/signals.log' USR2; echo $$ > {dir}/app.pid; while :; do sleep 0.05; done"
+            "trap 'echo {tag} >> {dir}/signals.log' USR2; echo $$ > {dir}/app.pid.tmp; mv {dir}/app.pid.tmp {dir}/app.pid; while :; do sleep 0.05; done"
         );
         tokio::process::Command::new("sh")
             .args(["-c", &script])
@@ -382,6 +382,13 @@ async fn rotation_hooks() {
     };
     let mut app1 = app("first");
     wait_for("app pid file", 5 * SEC, || env.path("app.pid").exists()).await;
+    let signals_seen = |n: usize| {
+        std::fs::read_to_string(env.path("signals.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= n
+    };
 
     // TOKEND_LOG__LEVEL is configuration: the hook must not inherit it.
     let mut d = env.spawn(
@@ -398,6 +405,8 @@ async fn rotation_hooks() {
             .collect::<Vec<_>>()
     };
     wait_for("the first hook run", 5 * SEC, || hook_lines().len() == 1).await;
+    // Standard signals coalesce: let the app take one before the next is sent.
+    wait_for("the first signal", 5 * SEC, || signals_seen(1)).await;
 
     // The hanging hook does not delay refreshing: rotate while it hangs.
     let before = env.emu.stats().refreshes;
@@ -411,7 +420,11 @@ async fn rotation_hooks() {
     })
     .await;
 
-    // The pid file now names another process.
+    // The pid file now names another process (once the first has had both signals).
+    wait_for("two signals to the first process", 5 * SEC, || {
+        signals_seen(2)
+    })
+    .await;
     let _ = app1.kill().await;
     std::fs::remove_file(env.path("app.pid")).unwrap();
     let mut app2 = app("second");
@@ -426,10 +439,13 @@ async fn rotation_hooks() {
         hook_lines().len() == 3
     })
     .await;
-    wait_for("both signals delivered", 5 * SEC, || {
-        std::fs::read_to_string(env.path("signals.log")).unwrap_or_default() == "first\nsecond\n"
+    // Two rotations signalled the first process, the third the second one.
+    let signals = || std::fs::read_to_string(env.path("signals.log")).unwrap_or_default();
+    wait_for("signals delivered", 5 * SEC, || {
+        signals().lines().count() >= 3
     })
     .await;
+    assert_eq!(signals(), "first\nfirst\nsecond\n");
 
     // Once per rotation, with the expiry of that rotation, and no configuration variable.
     let rec_rotations = env.emu.rotations().len();
