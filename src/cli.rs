@@ -14,7 +14,8 @@ use crate::daemon::{self, ConfigSource, Daemon, StartError};
 use crate::endpoint::Clients;
 use crate::health::Board;
 use crate::state::StoreError;
-use crate::{demo, logging, status};
+use crate::state::rfc3339;
+use crate::{demo, logging, login, status};
 
 /// Exit codes, from sysexits.h (SPEC §2).
 pub mod exit {
@@ -67,6 +68,23 @@ enum Command {
         name: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// Get a first refresh token through the browser (authorization code + PKCE) and
+    /// start a new chain; a running daemon adopts it
+    Login {
+        /// The credential
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the URL and read the redirect URL pasted on stdin (headless hosts)
+        #[arg(long)]
+        no_browser: bool,
+        /// Loopback port of the default redirect URI http://127.0.0.1:PORT/callback (0: any free port)
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// How long to wait for the authorization
+        #[arg(long, default_value = "5m")]
+        timeout: humantime::Duration,
     },
     /// Run the built-in emulator and the daemon against it: the zero-setup first run
     Demo {
@@ -127,6 +145,20 @@ pub fn main() -> ExitCode {
         Command::Check(c) => check(&c.config),
         Command::Status { config, json } => status::status(&config.config, json),
         Command::Token { name, config } => status::token(&config.config, name.as_deref()),
+        Command::Login {
+            name,
+            config,
+            no_browser,
+            port,
+            timeout,
+        } => {
+            let options = login::Options {
+                no_browser,
+                port,
+                timeout: timeout.into(),
+            };
+            runtime.block_on(login(&config.config, &name, &options))
+        }
         Command::Demo { dir } => runtime.block_on(demo::run(&dir)),
         Command::Emulator {
             listen,
@@ -164,17 +196,76 @@ fn check(path: &Path) -> u8 {
         Err(code) => return code,
     };
     for c in config.credentials.values() {
-        for (what, source) in [
-            ("client secret", &c.client_secret),
-            ("bootstrap refresh token", &c.refresh_token),
+        for (what, read) in [
+            ("client secret", c.client_secret.read()),
+            ("bootstrap refresh token", c.read_bootstrap()),
         ] {
-            if let Err(e) = source.read() {
+            if let Err(e) = read {
                 eprintln!("tokend: warning: credentials.{}: {what}: {e}", c.name);
             }
         }
     }
     print!("{}", config.redacted_toml());
     exit::OK
+}
+
+async fn login(path: &Path, name: &str, options: &login::Options) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(cred) = config.credentials.get(name) else {
+        eprintln!("tokend: no credential named {name} in {}", path.display());
+        return exit::CONFIG;
+    };
+    let show = |url: &url::Url| {
+        eprintln!("tokend: open this URL in a browser and authorize tokend:");
+        println!("{url}");
+    };
+    match login::login(cred, options, show).await {
+        Ok(outcome) => {
+            print_login(cred, &outcome);
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("tokend: login failed: {e}");
+            match e {
+                login::LoginError::Config(_) => exit::CONFIG,
+                login::LoginError::Refused(_) => exit::NOPERM,
+                login::LoginError::Temporary(_) => exit::TEMPFAIL,
+                login::LoginError::Other(_) => exit::OTHER,
+            }
+        }
+    }
+}
+
+/// The summary of a login: expiry, scope and chain, never a token.
+fn print_login(cred: &config::CredentialConfig, outcome: &login::Outcome) {
+    let s = &outcome.state;
+    println!("logged in: credential {}", cred.name);
+    if let Some(exp) = s.expires_at {
+        let left = exp
+            .duration_since(std::time::SystemTime::now())
+            .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
+            .unwrap_or_else(|_| "expired".into());
+        println!("  access token expires: {} (in {left})", rfc3339::format(exp));
+    }
+    println!("  scope: {}", s.scope.as_deref().unwrap_or("(not stated)"));
+    print!("  refresh-token chain started: {}", rfc3339::format(s.chain_started_at));
+    match crate::schedule::ChainAge::of(&cred.chain, s.chain_started_at) {
+        Some(age) => println!("; log in again before {}", rfc3339::format(age.ends_at)),
+        None => println!(),
+    }
+    match &outcome.written {
+        login::Written::StateFile(p) => println!("  saved to {}", p.display()),
+        login::Written::Adopted(pid) => {
+            println!("  handed to the running tokend (pid {pid}), which adopted it")
+        }
+        login::Written::HandedOver { path, holder } => println!(
+            "  left at {} for the running tokend ({holder}); it adopts it on SIGHUP, at start, or within seconds if blocked",
+            path.display()
+        ),
+    }
 }
 
 /// The exit code for an error that stops the daemon from starting.

@@ -18,6 +18,10 @@ use url::Url;
 pub const DEFAULT_PATH: &str = "/etc/tokend/tokend.toml";
 /// Blnk Cloud's token endpoint, the default `token_url`.
 pub const BLNK_TOKEN_URL: &str = "https://api.cloud.blnkfinance.com/oauth/token";
+/// Blnk Cloud's authorization endpoint, the default `authorize_url` with Blnk's token URL.
+pub const BLNK_AUTHORIZE_URL: &str = "https://api.cloud.blnkfinance.com/oauth/authorize";
+/// Blnk's refresh tokens live 30 days (BLNK-OAUTH.md), the default `refresh_token_max_age`.
+pub const BLNK_REFRESH_TOKEN_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 const ENV_PREFIX: &str = "TOKEND_";
 /// Environment variables with the prefix that are not configuration keys.
 const ENV_NOT_CONFIG: &[&str] = &["TOKEND_CONFIG"];
@@ -125,6 +129,8 @@ pub enum SecretReadError {
     Empty { path: PathBuf },
     #[error("{path} holds characters not allowed in a token or secret")]
     Invalid { path: PathBuf },
+    #[error("neither refresh_token nor refresh_token_file is set; get a first token with `tokend login {name}`")]
+    NotConfigured { name: String },
 }
 
 impl SecretSource {
@@ -164,11 +170,13 @@ impl SecretSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CredentialConfig {
     pub name: String,
-    pub token_url: Url,
+    /// `None` when it comes from the `issuer`'s metadata (see [`crate::discovery`]).
+    pub token_url: Option<Url>,
     pub client_id: String,
     pub client_secret: SecretSource,
     pub client_auth: ClientAuth,
-    pub refresh_token: SecretSource,
+    /// The bootstrap token; optional, since `tokend login` can start a chain instead.
+    pub refresh_token: Option<SecretSource>,
     pub scope: Option<String>,
     pub state_file: PathBuf,
     pub refresh: RefreshPolicy,
@@ -178,9 +186,44 @@ pub struct CredentialConfig {
     /// A directory published as one consistent set, as kubelet writes Secret volumes.
     pub publish_dir: Option<PathBuf>,
     pub on_rotate: Option<HookConfig>,
+    pub login: LoginConfig,
+    pub chain: ChainPolicy,
+}
+
+/// Where `tokend login` sends the user, and where the server sends them back.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoginConfig {
+    /// RFC 8414 discovery fills whichever of the two URLs is not set.
+    pub issuer: Option<Url>,
+    pub authorize_url: Option<Url>,
+    /// Default: `http://127.0.0.1:<port>/callback`.
+    pub redirect_uri: Option<Url>,
+}
+
+/// How long a refresh-token chain may live, and when to start warning about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainPolicy {
+    #[serde(
+        rename = "refresh_token_max_age",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration_text::serialize_some"
+    )]
+    pub max_age: Option<Duration>,
+    #[serde(with = "duration_text")]
+    pub warn_before: Duration,
 }
 
 impl CredentialConfig {
+    /// The bootstrap refresh token as it is now.
+    pub fn read_bootstrap(&self) -> Result<SecretString, SecretReadError> {
+        match &self.refresh_token {
+            Some(source) => source.read(),
+            None => Err(SecretReadError::NotConfigured {
+                name: self.name.clone(),
+            }),
+        }
+    }
+
     /// Whether `out` is written into `publish_dir` (a bare file name there) rather than
     /// on its own: the one place that decides it.
     pub fn in_publish_dir(&self, out: &OutputConfig) -> bool {
@@ -225,7 +268,14 @@ impl Serialize for Account {
 /// A credential as `check` prints it: the keys of the file, inline secrets redacted.
 #[derive(Serialize)]
 struct CredentialView<'a> {
-    token_url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorize_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect_uri: Option<&'a str>,
     client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<&'static str>,
@@ -239,6 +289,8 @@ struct CredentialView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     state_file: &'a Path,
+    #[serde(flatten)]
+    chain: &'a ChainPolicy,
     refresh: &'a RefreshPolicy,
     retry: &'a RetryPolicy,
     http: &'a HttpConfig,
@@ -254,15 +306,19 @@ impl Serialize for CredentialConfig {
         let inline =
             |src: &SecretSource| matches!(src, SecretSource::Inline(_)).then_some("[redacted]");
         CredentialView {
-            token_url: self.token_url.as_str(),
+            token_url: self.token_url.as_ref().map(Url::as_str),
+            issuer: self.login.issuer.as_ref().map(Url::as_str),
+            authorize_url: self.login.authorize_url.as_ref().map(Url::as_str),
+            redirect_uri: self.login.redirect_uri.as_ref().map(Url::as_str),
             client_id: &self.client_id,
             client_secret: inline(&self.client_secret),
             client_secret_file: self.client_secret.path(),
             client_auth: self.client_auth,
-            refresh_token: inline(&self.refresh_token),
-            refresh_token_file: self.refresh_token.path(),
+            refresh_token: self.refresh_token.as_ref().and_then(inline),
+            refresh_token_file: self.refresh_token.as_ref().and_then(SecretSource::path),
             scope: self.scope.as_deref(),
             state_file: &self.state_file,
+            chain: &self.chain,
             refresh: &self.refresh,
             retry: &self.retry,
             http: &self.http,
@@ -379,6 +435,13 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCredential {
     token_url: Option<String>,
+    issuer: Option<String>,
+    authorize_url: Option<String>,
+    redirect_uri: Option<String>,
+    #[serde(default, with = "duration_text::option")]
+    refresh_token_max_age: Option<Duration>,
+    #[serde(default, with = "duration_text::option")]
+    warn_before: Option<Duration>,
     client_id: Option<String>,
     client_secret: Option<SecretString>,
     client_secret_file: Option<PathBuf>,
@@ -589,18 +652,56 @@ fn validate_credential(
         &key("client_secret"),
         src,
     )?;
-    let refresh_token = exactly_one(
+    let refresh_token = at_most_one(
         rc.refresh_token,
         rc.refresh_token_file,
         &key("refresh_token"),
         src,
     )?;
 
-    let url_text = rc.token_url.unwrap_or_else(|| BLNK_TOKEN_URL.to_owned());
-    let token_url = Url::parse(&url_text)
-        .map_err(|e| src.error(&key("token_url"), format!("not a URL: {e}")))?;
-    check_token_url(&token_url, rc.http.allow_insecure_http)
-        .map_err(|m| src.error(&key("token_url"), m))?;
+    let insecure = rc.http.allow_insecure_http;
+    let url = |k: &str, text: Option<String>| -> Result<Option<Url>, ConfigError> {
+        let Some(text) = text else { return Ok(None) };
+        let url = Url::parse(&text)
+            .map_err(|e| src.error(&key(k), format!("not a URL: {e}")))?;
+        check_server_url(&url, insecure).map_err(|m| src.error(&key(k), m))?;
+        Ok(Some(url))
+    };
+    let issuer = url("issuer", rc.issuer)?;
+    let explicit_token_url = url("token_url", rc.token_url)?;
+    let mut authorize_url = url("authorize_url", rc.authorize_url)?;
+    // Without an issuer, the defaults are Blnk Cloud's.
+    let token_url = match (&issuer, explicit_token_url) {
+        (_, Some(u)) => Some(u),
+        (Some(_), None) => None,
+        (None, None) => Some(Url::parse(BLNK_TOKEN_URL).expect("constant URL")),
+    };
+    let blnk = token_url.as_ref().is_some_and(|u| u.as_str() == BLNK_TOKEN_URL);
+    if blnk && authorize_url.is_none() && issuer.is_none() {
+        authorize_url = Some(Url::parse(BLNK_AUTHORIZE_URL).expect("constant URL"));
+    }
+    let redirect_uri = rc
+        .redirect_uri
+        .map(|text| {
+            let u = Url::parse(&text)
+                .map_err(|e| src.error(&key("redirect_uri"), format!("not a URL: {e}")))?;
+            if u.fragment().is_some() {
+                return Err(src.error(&key("redirect_uri"), "must not have a #fragment"));
+            }
+            Ok(u)
+        })
+        .transpose()?;
+    let chain = ChainPolicy {
+        // Zero turns the default off.
+        max_age: match rc.refresh_token_max_age {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => blnk.then_some(BLNK_REFRESH_TOKEN_MAX_AGE),
+        },
+        warn_before: rc
+            .warn_before
+            .unwrap_or(Duration::from_secs(5 * 86_400)),
+    };
 
     if let Some(scope) = &rc.scope
         && (scope.trim().is_empty()
@@ -734,6 +835,12 @@ fn validate_credential(
         outputs,
         publish_dir: rc.publish_dir,
         on_rotate,
+        login: LoginConfig {
+            issuer,
+            authorize_url,
+            redirect_uri,
+        },
+        chain,
     })
 }
 
@@ -831,6 +938,19 @@ fn resolve_account(raw: RawAccount, kind: AccountKind) -> Result<Account, String
     }
 }
 
+/// Like [`exactly_one`], but both absent is fine.
+fn at_most_one(
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    key: &str,
+    src: &Sources,
+) -> Result<Option<SecretSource>, ConfigError> {
+    if inline.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    exactly_one(inline, file, key, src).map(Some)
+}
+
 fn exactly_one(
     inline: Option<SecretString>,
     file: Option<PathBuf>,
@@ -852,7 +972,7 @@ fn exactly_one(
 }
 
 /// `https://` always; `http://` only to a loopback address and only when allowed.
-fn check_token_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
+pub fn check_server_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials; use client_id and client_secret".into());
     }
@@ -899,6 +1019,22 @@ mod duration_text {
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn serialize_some<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// For optional keys.
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -952,7 +1088,9 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let c = load(MINIMAL, &[]).unwrap();
         let b = &c.credentials["blnk"];
-        assert_eq!(b.token_url.as_str(), BLNK_TOKEN_URL);
+        assert_eq!(b.token_url.as_ref().unwrap().as_str(), BLNK_TOKEN_URL);
+        assert_eq!(b.login.authorize_url.as_ref().unwrap().as_str(), BLNK_AUTHORIZE_URL);
+        assert_eq!(b.chain.max_age, Some(BLNK_REFRESH_TOKEN_MAX_AGE));
         assert_eq!(b.state_file, PathBuf::from("/tmp/x/blnk.json"));
         assert_eq!(b.refresh, RefreshPolicy::default());
         assert_eq!(b.client_auth, ClientAuth::Basic);
@@ -1092,6 +1230,31 @@ mod tests {
             assert_eq!(e.key, key, "{extra}: {e}");
             assert!(e.to_string().contains(message), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn login_keys_and_chain_age() {
+        let with = |extra: &str| load(&format!("{MINIMAL}{extra}"), &[]);
+        // An issuer leaves the token URL to discovery, and no Blnk defaults apply.
+        let c = with("issuer = \"https://id.example/o\"\nredirect_uri = \"http://127.0.0.1:8976/cb\"").unwrap();
+        let b = &c.credentials["blnk"];
+        assert_eq!(b.token_url, None);
+        assert_eq!(b.login.authorize_url, None);
+        assert_eq!(b.chain.max_age, None);
+        let again = load(&c.redacted_toml(), &[]).unwrap();
+        assert_eq!(again.credentials["blnk"].login, b.login);
+        assert_eq!(again.credentials["blnk"].chain, b.chain);
+        // Another server: no maximum age unless set; zero switches Blnk's default off.
+        let c = with("token_url = \"https://id.example/token\"\nrefresh_token_max_age = \"10d\"\nwarn_before = \"2d\"").unwrap();
+        let chain = &c.credentials["blnk"].chain;
+        assert_eq!(chain.max_age, Some(Duration::from_secs(10 * 86_400)));
+        assert_eq!(chain.warn_before, Duration::from_secs(2 * 86_400));
+        assert_eq!(with("refresh_token_max_age = \"0s\"").unwrap().credentials["blnk"].chain.max_age, None);
+        // A login may start the chain: no bootstrap token is needed.
+        let c = load(&MINIMAL.replace("refresh_token = \"blnk_rt_1\"", ""), &[]).unwrap();
+        assert!(c.credentials["blnk"].read_bootstrap().unwrap_err().to_string().contains("tokend login blnk"));
+        let e = with("issuer = \"http://id.example\"").unwrap_err();
+        assert_eq!(e.key, "credentials.blnk.issuer");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{CredentialConfig, SecretSource};
+use crate::config::{CredentialConfig, SecretReadError};
 use crate::endpoint::{Endpoint, Failure, FailureKind, Permanent, TokenAnswer};
 use crate::health::Board;
 use crate::metrics::AttemptResult;
@@ -53,6 +53,10 @@ pub struct Health {
     /// Refreshing has stopped until a person acts.
     pub blocked: bool,
     pub chain_started_at: Option<SystemTime>,
+    /// When the refresh-token chain reaches `refresh_token_max_age`, if one is set.
+    pub chain_ends_at: Option<SystemTime>,
+    /// Past the `warn_before` point: a person should run `tokend login` soon.
+    pub chain_warning: bool,
     /// Why it is not ready, when it is not.
     pub reason: Option<String>,
 }
@@ -114,6 +118,8 @@ pub struct Credential<S: StateStore> {
     /// A rotation whose hooks run once its outputs are written.
     hooks_due: bool,
     hooks: JoinSet<()>,
+    /// When the chain-age warning was last logged.
+    chain_warned_at: Option<SystemTime>,
     health: watch::Sender<Health>,
     board: Arc<Board>,
 }
@@ -142,6 +148,7 @@ impl<S: StateStore> Credential<S> {
             write_error: None,
             hooks_due: false,
             hooks: JoinSet::new(),
+            chain_warned_at: None,
             health,
             board,
         };
@@ -174,6 +181,7 @@ impl<S: StateStore> Credential<S> {
             } else if matches!(self.phase, Phase::Blocked { .. }) {
                 self.check_unblock_files();
             }
+            self.warn_chain_age(SystemTime::now());
         }
         self.catch_up_writes();
         // A rotated refresh token that is not on disk dies with this task: keep trying
@@ -236,7 +244,12 @@ impl<S: StateStore> Credential<S> {
 
     /// Loads the state and decides which refresh token the chain continues from.
     fn start(&mut self) {
-        let bootstrap = self.cfg.refresh_token.read();
+        // A login that was handed over but not yet adopted (say, tokend was stopped
+        // first) starts the new chain now.
+        if self.adopt_handover() {
+            return;
+        }
+        let bootstrap = self.cfg.read_bootstrap();
         match self.store.load() {
             Err(e) => {
                 error!(error = %e, "cannot read the state file; not refreshing, so that the chain it holds is not revoked by replaying an old token. Repair or remove the file, or write a new refresh token to the bootstrap file");
@@ -279,6 +292,9 @@ impl<S: StateStore> Credential<S> {
         };
         if self.unsaved || (!self.published && self.current_token(now).is_some()) {
             wake = wake.min(now + WRITE_RETRY);
+        }
+        if let Some(age) = self.chain_age() {
+            wake = wake.min(age.next_warning(self.chain_warned_at).max(now));
         }
         // Wake at expiry too, so readiness drops when it should.
         if let Some(exp) = self
@@ -505,8 +521,8 @@ impl<S: StateStore> Credential<S> {
     }
 
     fn block(&mut self, why: Block) {
-        let bootstrap_mark = mark(&self.cfg.refresh_token);
-        let secret_mark = mark(&self.cfg.client_secret);
+        let bootstrap_mark = mark(self.cfg.read_bootstrap());
+        let secret_mark = mark(self.cfg.client_secret.read());
         if self.last_failure.is_none() {
             self.last_failure = Some(FailureKind::Permanent(match why {
                 Block::Server(p) => p,
@@ -531,8 +547,72 @@ impl<S: StateStore> Credential<S> {
         }
     }
 
+    fn chain_age(&self) -> Option<schedule::ChainAge> {
+        schedule::ChainAge::of(&self.cfg.chain, self.state.as_ref()?.chain_started_at)
+    }
+
+    /// Logs the chain-age warning when it is due (at the warning point, then daily).
+    fn warn_chain_age(&mut self, now: SystemTime) {
+        let Some(age) = self.chain_age() else { return };
+        if now < age.next_warning(self.chain_warned_at) {
+            return;
+        }
+        self.chain_warned_at = Some(now);
+        let left = age.ends_at.duration_since(now).unwrap_or(Duration::ZERO);
+        warn!(
+            chain_started_at = %rfc3339::format(age.ends_at - self.cfg.chain.max_age.unwrap_or_default()),
+            chain_ends_at = %rfc3339::format(age.ends_at),
+            "the refresh-token chain reaches its maximum age in {}: run `tokend login {}` before then",
+            humantime::format_duration(Duration::from_secs(left.as_secs() / 3600 * 3600)),
+            self.cfg.name
+        );
+    }
+
+    /// Adopts a state that `tokend login` handed over; true if there was one.
+    fn adopt_handover(&mut self) -> bool {
+        let state = match self.store.load_handover() {
+            Ok(Some(state)) => state,
+            Ok(None) => return false,
+            Err(e) => {
+                error!(error = %e, "cannot read the state handed over by tokend login");
+                return false;
+            }
+        };
+        // A handover from a chain already adopted (its removal failed) must never be
+        // adopted again: its refresh token has probably rotated away since.
+        let current = match &self.state {
+            Some(s) => Some(s.chain_started_at),
+            None => self.store.load().ok().flatten().map(|s| s.chain_started_at),
+        };
+        if current.is_some_and(|c| state.chain_started_at <= c) {
+            let _ = self.store.clear_handover();
+            return false;
+        }
+        info!("adopting the refresh-token chain that `tokend login` started");
+        self.state = Some(state);
+        self.bootstrap = None;
+        self.unsaved = true;
+        self.published = false;
+        self.hooks_due = true;
+        self.chain_warned_at = None;
+        self.last_error = None;
+        self.unblock();
+        self.phase = Phase::Scheduled;
+        self.save();
+        if !self.unsaved
+            && let Err(e) = self.store.clear_handover()
+        {
+            // Not adopted twice (see above), but litter holding a token.
+            warn!(error = %e, "cannot remove the handed-over state file; remove it by hand");
+        }
+        true
+    }
+
     /// While blocked: a new bootstrap token or client secret on disk resumes refreshing.
     fn check_unblock_files(&mut self) {
+        if self.adopt_handover() {
+            return;
+        }
         let Phase::Blocked {
             bootstrap_mark,
             secret_mark,
@@ -541,14 +621,14 @@ impl<S: StateStore> Credential<S> {
         else {
             return;
         };
-        if let Ok(token) = self.cfg.refresh_token.read() {
+        if let Ok(token) = self.cfg.read_bootstrap() {
             let digest = bootstrap_digest(&token);
             if Some(&digest) != bootstrap_mark.as_ref() {
                 info!("a new bootstrap refresh token appeared; resuming");
                 return self.adopt_bootstrap(token, digest);
             }
         }
-        let secret_now = mark(&self.cfg.client_secret);
+        let secret_now = mark(self.cfg.client_secret.read());
         if self.cfg.client_secret.path().is_some()
             && secret_now.is_some()
             && &secret_now != secret_mark
@@ -570,8 +650,12 @@ impl<S: StateStore> Credential<S> {
         self.phase = Phase::RetryAt(SystemTime::now());
     }
 
-    /// SIGHUP: adopt a changed bootstrap token; give a blocked credential another try.
+    /// SIGHUP: adopt a new login or a changed bootstrap token; give a blocked credential
+    /// another try.
     fn resume(&mut self) {
+        if self.adopt_handover() {
+            return;
+        }
         if matches!(
             self.phase,
             Phase::Blocked {
@@ -584,7 +668,7 @@ impl<S: StateStore> Credential<S> {
             self.phase = Phase::Scheduled;
             return self.start();
         }
-        if let Ok(token) = self.cfg.refresh_token.read() {
+        if let Ok(token) = self.cfg.read_bootstrap() {
             let digest = bootstrap_digest(&token);
             let chain = self
                 .bootstrap
@@ -687,9 +771,12 @@ impl<S: StateStore> Credential<S> {
         let state = self.state.as_ref();
         let ready =
             !blocked && !self.unsaved && self.published && self.current_token(now).is_some();
+        let chain_age = self.chain_age();
         let health = Health {
             ready,
             chain_started_at: state.map(|s| s.chain_started_at),
+            chain_ends_at: chain_age.map(|a| a.ends_at),
+            chain_warning: chain_age.is_some_and(|a| a.warning(now)),
             reason: (!ready).then(|| self.unready_reason(now)),
             expires_at: state.and_then(|s| s.expires_at),
             last_refresh: state.and_then(|s| s.obtained_at),
@@ -727,8 +814,8 @@ impl<S: StateStore> Credential<S> {
 
 /// A digest of a secret's current value, if it can be read: what a blocked credential
 /// compares to notice a new bootstrap token or client secret.
-fn mark(source: &SecretSource) -> Option<String> {
-    source.read().ok().map(|t| bootstrap_digest(&t))
+fn mark(read: Result<SecretString, SecretReadError>) -> Option<String> {
+    read.ok().map(|t| bootstrap_digest(&t))
 }
 
 fn fmt_delay(d: Duration) -> String {

@@ -12,7 +12,7 @@ use tracing::error;
 
 use crate::cli::{exit, start_error_code};
 use crate::config::{
-    ClientAuth, Config, CredentialConfig, HttpConfig, LogConfig, OutputConfig, OutputFormat,
+    ChainPolicy, ClientAuth, Config, LoginConfig, CredentialConfig, HttpConfig, LogConfig, OutputConfig, OutputFormat,
     RefreshPolicy, RetryPolicy, SecretSource,
 };
 use crate::daemon::{ConfigSource, Daemon};
@@ -31,11 +31,11 @@ pub fn demo_config(
     let emu = emulator.config();
     let credential = CredentialConfig {
         name: "demo".into(),
-        token_url: emulator.token_url().parse()?,
+        token_url: Some(emulator.token_url().parse()?),
         client_id: emu.client_id,
         client_secret: SecretSource::Inline(SecretString::from(emu.client_secret)),
         client_auth: ClientAuth::Basic,
-        refresh_token: SecretSource::Inline(SecretString::from(bootstrap)),
+        refresh_token: Some(SecretSource::Inline(SecretString::from(bootstrap))),
         scope: None,
         state_file: dir.join("state/demo.json"),
         refresh: RefreshPolicy {
@@ -72,6 +72,11 @@ pub fn demo_config(
         ],
         publish_dir: None,
         on_rotate: None,
+        login: LoginConfig::default(),
+        chain: ChainPolicy {
+            max_age: None,
+            warn_before: Duration::from_secs(5 * 86_400),
+        },
     };
     Ok(Config {
         state_dir: dir.join("state"),

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use rand::Rng;
+use sha2::Digest as _;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -24,6 +25,13 @@ use crate::http_server::{accept_loop, serve_http1};
 
 /// The token path, as on Blnk Cloud.
 pub const TOKEN_PATH: &str = "/oauth/token";
+/// The authorization endpoint, as on Blnk Cloud. It approves at once (there is no user
+/// to ask), unless told to answer with an error; PKCE S256 is required.
+pub const AUTHORIZE_PATH: &str = "/oauth/authorize";
+/// RFC 8414 metadata for the issuer `<scheme>://<addr>`.
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+/// How long an authorization code may wait to be exchanged.
+const CODE_LIFETIME: Duration = Duration::from_secs(60);
 /// A protected resource that answers 200 to a valid access token, 401 otherwise.
 pub const RESOURCE_PATH: &str = "/resource";
 
@@ -132,11 +140,23 @@ struct Inner {
     stats: Stats,
     rotations: Vec<Rotation>,
     requests: Vec<TokenRequest>,
+    codes: HashMap<String, CodeRecord>,
+    /// The error the authorization endpoint answers with, instead of a code.
+    authorize_error: Option<String>,
+}
+
+/// An authorization code waiting for its exchange.
+struct CodeRecord {
+    challenge: String,
+    redirect_uri: String,
+    issued: Instant,
 }
 
 struct Shared {
     cfg: Mutex<EmulatorConfig>,
     inner: Mutex<Inner>,
+    /// `<scheme>://<addr>`: the issuer, and the base of every endpoint.
+    base: String,
 }
 
 /// A certificate chain and private key, PEM-encoded, for serving HTTPS.
@@ -183,6 +203,7 @@ impl Emulator {
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg),
             inner: Mutex::new(Inner::default()),
+            base: format!("{scheme}://{addr}"),
         });
         let task = tokio::spawn(serve(listener, acceptor, shared.clone()));
         Ok(Emulator {
@@ -217,6 +238,21 @@ impl Emulator {
     /// A refresh token starting a new family, as an authorization would give.
     pub fn issue_refresh_token(&self) -> String {
         self.shared.issue_bootstrap()
+    }
+
+    /// The issuer identifier, for `issuer = ...` (RFC 8414 metadata is served).
+    pub fn issuer(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    pub fn authorize_url(&self) -> String {
+        format!("{}{AUTHORIZE_PATH}", self.shared.base)
+    }
+
+    /// Makes the authorization endpoint answer `error=<code>` (e.g. `access_denied`), or
+    /// approve again with `None`.
+    pub fn set_authorize_error(&self, code: Option<&str>) {
+        lock(&self.shared.inner).authorize_error = code.map(str::to_owned);
     }
 
     /// Queues a fault for the next token request.
@@ -365,6 +401,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
     Ok(match (req.method(), path.as_str()) {
         (&Method::POST, TOKEN_PATH) => return token(shared, req).await,
         (&Method::GET, RESOURCE_PATH) => resource(&shared, &req),
+        (&Method::GET, AUTHORIZE_PATH) => authorize(&shared, &req),
+        (&Method::GET, METADATA_PATH) => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "issuer": shared.base,
+                "authorization_endpoint": format!("{}{AUTHORIZE_PATH}", shared.base),
+                "token_endpoint": format!("{}{TOKEN_PATH}", shared.base),
+                "response_types_supported": ["code"],
+                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            }),
+        ),
         (&Method::GET, "/_emulator/stats") => {
             json(StatusCode::OK, serde_json::json!(lock(&shared.inner).stats))
         }
@@ -539,12 +588,16 @@ async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dr
         );
         return Ok(r);
     }
-    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
-        return Ok(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "only refresh_token is supported",
-        ));
+    match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => {}
+        Some("authorization_code") => return Ok(exchange_code(&shared, &cfg, &form)),
+        _ => {
+            return Ok(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only refresh_token and authorization_code are supported",
+            ));
+        }
     }
     let presented = form.get("refresh_token").cloned().unwrap_or_default();
     let answer = rotate(&shared, &cfg, &presented, &fault);
@@ -592,22 +645,7 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
         previous_lifetime: record.lifetime,
         from_bootstrap: record.bootstrap,
     };
-    let access = format!("blnk_at_{}", random_text(32));
-    inner.access.insert(
-        access.clone(),
-        AccessRecord {
-            family,
-            expires_at: now + cfg.access_lifetime,
-        },
-    );
-    let mut body = serde_json::json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "scope": "data:read data:write",
-    });
-    if fault != &Some(Fault::OmitExpiresIn) {
-        body["expires_in"] = serde_json::json!(cfg.access_lifetime.as_secs().max(1));
-    }
+    let mut body = issue_access(&mut inner, cfg, family, fault);
     if fault == &Some(Fault::OmitRefreshToken) {
         if let Some(r) = inner.refresh.get_mut(presented) {
             r.issued_at = now;
@@ -633,5 +671,126 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
     }
     inner.stats.refreshes += 1;
     inner.rotations.push(previous);
+    json(StatusCode::OK, body)
+}
+
+/// A new access token of `family`, as the body of a token answer.
+fn issue_access(
+    inner: &mut Inner,
+    cfg: &EmulatorConfig,
+    family: u64,
+    fault: &Option<Fault>,
+) -> serde_json::Value {
+    let access = format!("blnk_at_{}", random_text(32));
+    inner.access.insert(
+        access.clone(),
+        AccessRecord {
+            family,
+            expires_at: SystemTime::now() + cfg.access_lifetime,
+        },
+    );
+    let mut body = serde_json::json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "scope": "data:read data:write",
+    });
+    if fault != &Some(Fault::OmitExpiresIn) {
+        body["expires_in"] = serde_json::json!(cfg.access_lifetime.as_secs().max(1));
+    }
+    body
+}
+
+/// `GET /oauth/authorize`: redirects back with a code, or with the configured error.
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Answer {
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let cfg = lock(&shared.cfg).clone();
+    // Without a valid client and redirect URI there is nowhere safe to send an error.
+    let redirect = match (query.get("client_id"), query.get("redirect_uri")) {
+        (Some(id), Some(uri)) if *id == cfg.client_id => match url::Url::parse(uri) {
+            Ok(u) => u,
+            Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "bad redirect_uri"),
+        },
+        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unknown client"),
+    };
+    let mut inner = lock(&shared.inner);
+    let challenge = query.get("code_challenge").filter(|c| c.len() >= 43);
+    let outcome = if let Some(error) = inner.authorize_error.clone() {
+        Err(error)
+    } else if query.get("response_type").map(String::as_str) != Some("code") {
+        Err("unsupported_response_type".to_owned())
+    } else if challenge.is_none()
+        || query.get("code_challenge_method").map(String::as_str) != Some("S256")
+    {
+        Err("invalid_request".to_owned())
+    } else {
+        let code = random_text(24);
+        inner.codes.insert(
+            code.clone(),
+            CodeRecord {
+                challenge: challenge.cloned().unwrap_or_default(),
+                redirect_uri: redirect.to_string(),
+                issued: Instant::now(),
+            },
+        );
+        Ok(code)
+    };
+    let mut location = redirect;
+    {
+        let mut q = location.query_pairs_mut();
+        match &outcome {
+            Ok(code) => q.append_pair("code", code),
+            Err(error) => q.append_pair("error", error),
+        };
+        if let Some(state) = query.get("state") {
+            q.append_pair("state", state);
+        }
+    }
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = location.as_str().parse() {
+        r.headers_mut().insert("location", v);
+    }
+    r
+}
+
+/// `grant_type=authorization_code`: a new chain, if the code, redirect URI and PKCE
+/// verifier match (RFC 6749 §4.1.3, RFC 7636 §4.6).
+fn exchange_code(shared: &Shared, cfg: &EmulatorConfig, form: &HashMap<String, String>) -> Answer {
+    let mut inner = lock(&shared.inner);
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    // A code is used once, whatever happens next.
+    let Some(record) = inner.codes.remove(field("code")) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used code");
+    };
+    let digest = sha2::Sha256::digest(field("code_verifier").as_bytes());
+    let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+    if record.issued.elapsed() > CODE_LIFETIME
+        || record.redirect_uri != field("redirect_uri")
+        || record.challenge != expected
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "code expired, or redirect_uri or code_verifier does not match",
+        );
+    }
+    inner.next_family += 1;
+    let family = inner.next_family;
+    let mut body = issue_access(&mut inner, cfg, family, &None);
+    let refresh = format!("blnk_rt_{}", random_text(32));
+    body["refresh_token"] = serde_json::json!(refresh);
+    inner.refresh.insert(
+        refresh,
+        RefreshRecord {
+            family,
+            bootstrap: false,
+            issued_at: SystemTime::now(),
+            lifetime: cfg.access_lifetime,
+            rotated: None,
+        },
+    );
     json(StatusCode::OK, body)
 }

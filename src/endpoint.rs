@@ -1,4 +1,5 @@
-//! The token endpoint: one `refresh_token` grant request, and what its answer means.
+//! The token endpoint: one token request (a refresh, or a login's code exchange), and
+//! what its answer means.
 //!
 //! [`classify`] is SPEC §5's outcome table as a single pure function of (status,
 //! `Retry-After`, body); the network part only adds the cases where no status came back.
@@ -10,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
+use url::Url;
 
 use crate::config::{ClientAuth, CredentialConfig, HttpConfig, SecretSource};
 use crate::schedule::parse_retry_after;
@@ -102,11 +104,26 @@ pub type Outcome = Result<TokenAnswer, Failure>;
 pub struct Endpoint {
     http: reqwest::Client,
     in_flight: Arc<Semaphore>,
-    url: url::Url,
+    /// The token URL: configured, or found in the issuer's metadata on first use.
+    url: OnceCell<Url>,
+    issuer: Option<Url>,
+    allow_insecure_http: bool,
     client_id: String,
     client_secret: SecretSource,
     auth: ClientAuth,
     scope: Option<String>,
+}
+
+/// What a token request asks for.
+pub enum Grant<'a> {
+    /// RFC 6749 §6.
+    Refresh(&'a SecretString),
+    /// RFC 6749 §4.1.3 with RFC 7636's `code_verifier`.
+    Code {
+        code: &'a SecretString,
+        verifier: &'a SecretString,
+        redirect_uri: &'a str,
+    },
 }
 
 /// Errors building the HTTP client (bad CA file).
@@ -210,10 +227,14 @@ fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, E
 
 impl Endpoint {
     pub fn new(cfg: &CredentialConfig, clients: &Clients) -> Result<Self, EndpointError> {
+        let server = cfg.token_url.as_ref().or(cfg.login.issuer.as_ref());
+        let tls = server.is_none_or(|u| u.scheme() == "https");
         Ok(Endpoint {
-            http: clients.get(&cfg.http, cfg.token_url.scheme() == "https")?,
+            http: clients.get(&cfg.http, tls)?,
             in_flight: clients.in_flight.clone(),
-            url: cfg.token_url.clone(),
+            url: cfg.token_url.clone().map(|u| OnceCell::new_with(Some(u))).unwrap_or_default(),
+            issuer: cfg.login.issuer.clone(),
+            allow_insecure_http: cfg.http.allow_insecure_http,
             client_id: cfg.client_id.clone(),
             client_secret: cfg.client_secret.clone(),
             auth: cfg.client_auth,
@@ -221,42 +242,91 @@ impl Endpoint {
         })
     }
 
+    /// The HTTP client, for discovery at login.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sets the token URL found by a discovery done elsewhere (login), unless one is set.
+    pub fn use_discovered_token_url(&self, url: Url) {
+        let _ = self.url.set(url);
+    }
+
+    /// The token URL, fetching the issuer's metadata the first time if need be.
+    pub async fn token_url(&self) -> Result<&Url, Failure> {
+        self.url
+            .get_or_try_init(|| async {
+                let Some(issuer) = &self.issuer else {
+                    // Validation sets one of the two; this only guards the invariant.
+                    return Err(Failure::new(FailureKind::Unexpected, "no token_url and no issuer"));
+                };
+                crate::discovery::discover(&self.http, issuer, self.allow_insecure_http)
+                    .await
+                    .map(|m| m.token_endpoint)
+                    .map_err(|e| Failure::new(FailureKind::Transient, e.to_string()))
+            })
+            .await
+    }
+
     /// Sends one `grant_type=refresh_token` request and classifies the answer.
     pub async fn refresh(&self, refresh_token: &SecretString) -> Outcome {
+        self.request(Grant::Refresh(refresh_token)).await
+    }
+
+    /// Sends one token request and classifies the answer; no secret reaches the
+    /// failure's text.
+    pub async fn request(&self, grant: Grant<'_>) -> Outcome {
         let secret = self.client_secret.read().map_err(|e| {
             Failure::new(
                 FailureKind::Permanent(Permanent::Client),
                 format!("client secret: {e}"),
             )
         })?;
+        let url = self.token_url().await?.clone();
         // The semaphore is never closed, so acquiring cannot fail; if it did, sending
         // without a permit is the better failure.
         let _permit = self.in_flight.acquire().await.ok();
         // A server may echo what it was sent in its error text; none of it reaches a log.
-        self.exchange(refresh_token, &secret)
-            .await
-            .map_err(|mut f| {
-                // Scrub before shortening, so that no part of a secret survives the cut.
-                let secrets = [refresh_token.expose_secret(), secret.expose_secret()];
-                f.detail = scrub(&f.detail, &secrets)
-                    .chars()
-                    .take(MAX_DETAIL)
-                    .collect();
-                f
-            })
+        let mut secrets = vec![secret.expose_secret()];
+        match &grant {
+            Grant::Refresh(t) => secrets.push(t.expose_secret()),
+            Grant::Code { code, verifier, .. } => {
+                secrets.extend([code.expose_secret(), verifier.expose_secret()])
+            }
+        }
+        self.send(url, &grant, &secret).await.map_err(|mut f| {
+            // Scrub before shortening, so that no part of a secret survives the cut.
+            f.detail = scrub(&f.detail, &secrets)
+                .chars()
+                .take(MAX_DETAIL)
+                .collect();
+            f
+        })
     }
 
-    async fn exchange(&self, refresh_token: &SecretString, secret: &SecretString) -> Outcome {
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose_secret()),
-        ];
-        if let Some(scope) = &self.scope {
+    async fn send(&self, url: Url, grant: &Grant<'_>, secret: &SecretString) -> Outcome {
+        let mut form: Vec<(&str, &str)> = match grant {
+            Grant::Refresh(token) => vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.expose_secret()),
+            ],
+            Grant::Code {
+                code,
+                verifier,
+                redirect_uri,
+            } => vec![
+                ("grant_type", "authorization_code"),
+                ("code", code.expose_secret()),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier.expose_secret()),
+            ],
+        };
+        if let (Some(scope), Grant::Refresh(_)) = (&self.scope, grant) {
             form.push(("scope", scope));
         }
         let mut request = self
             .http
-            .post(self.url.clone())
+            .post(url)
             .header(reqwest::header::ACCEPT, "application/json");
         match self.auth {
             ClientAuth::Basic => {
@@ -335,7 +405,7 @@ pub enum BodyError {
     Interrupted(String),
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
     if response
         .content_length()
         .is_some_and(|n| n > MAX_BODY as u64)
@@ -381,7 +451,7 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
 
 /// The error and its causes on one line. reqwest puts the URL in its message; our token
 /// URLs carry no credentials (validated), so that is safe.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -86,6 +86,8 @@ pub struct Metrics {
     expiry: GaugeVec,
     last_success: GaugeVec,
     chain_age: GaugeVec,
+    chain_end: GaugeVec,
+    chain_warning: IntGaugeVec,
     ready: IntGaugeVec,
     blocked: IntGaugeVec,
     attempts: IntCounterVec,
@@ -118,6 +120,14 @@ impl Default for Metrics {
             chain_age: gauge(
                 "tokend_refresh_token_chain_age_seconds",
                 "Time since the bootstrap token of the current refresh-token chain was first used.",
+            ),
+            chain_end: gauge(
+                "tokend_refresh_token_chain_end_timestamp_seconds",
+                "When the refresh-token chain reaches refresh_token_max_age (Unix time); absent without one.",
+            ),
+            chain_warning: int_gauge(
+                "tokend_refresh_token_chain_warning",
+                "1 once the chain is within warn_before of its maximum age: run tokend login.",
             ),
             ready: int_gauge(
                 "tokend_ready",
@@ -153,10 +163,12 @@ impl Default for Metrics {
             )
             .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(m.expiry.clone()),
             Box::new(m.last_success.clone()),
             Box::new(m.chain_age.clone()),
+            Box::new(m.chain_end.clone()),
+            Box::new(m.chain_warning.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.blocked.clone()),
             Box::new(m.attempts.clone()),
@@ -210,6 +222,10 @@ impl Metrics {
                 .unwrap_or(0.0)
         });
         set(&self.chain_age, age);
+        set(&self.chain_end, health.chain_ends_at.map(unix_seconds));
+        self.chain_warning
+            .with_label_values(&[credential])
+            .set(health.chain_warning as i64);
         self.ready
             .with_label_values(&[credential])
             .set(health.ready as i64);
@@ -220,9 +236,15 @@ impl Metrics {
 
     /// Drops every series of a credential that no longer exists.
     pub fn forget(&self, credential: &str) {
-        for family in [&self.expiry, &self.last_success, &self.chain_age] {
+        for family in [
+            &self.expiry,
+            &self.last_success,
+            &self.chain_age,
+            &self.chain_end,
+        ] {
             let _ = family.remove_label_values(&[credential]);
         }
+        let _ = self.chain_warning.remove_label_values(&[credential]);
         let _ = self.ready.remove_label_values(&[credential]);
         let _ = self.blocked.remove_label_values(&[credential]);
         let _ = self.duration.remove_label_values(&[credential]);
@@ -266,6 +288,8 @@ mod tests {
             expires_at: Some(now),
             last_refresh: Some(now),
             chain_started_at: Some(now - Duration::from_secs(10)),
+            chain_ends_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
+            chain_warning: true,
             ..Health::default()
         };
         m.observe("c", &health, now);
@@ -277,6 +301,8 @@ mod tests {
             "tokend_last_success_timestamp_seconds{credential=\"c\"}",
             "tokend_refresh_token_chain_age_seconds{credential=\"c\"} 10",
             "tokend_ready{credential=\"c\"} 1",
+            "tokend_refresh_token_chain_end_timestamp_seconds{credential=\"c\"} 2000000000",
+            "tokend_refresh_token_chain_warning{credential=\"c\"} 1",
             "tokend_blocked{credential=\"c\"} 0",
             "tokend_refresh_attempts_total{credential=\"c\",result=\"success\"} 1",
             "tokend_refresh_duration_seconds_count{credential=\"c\"} 1",

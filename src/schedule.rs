@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{RefreshPolicy, RetryPolicy};
+use crate::config::{ChainPolicy, RefreshPolicy, RetryPolicy};
 
 /// Never refresh sooner than this after a token was obtained, whatever the server says,
 /// so that a zero or tiny `expires_in` cannot turn the daemon into a request loop.
@@ -16,6 +16,41 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub const AMBIGUOUS_RETRY: Duration = Duration::from_millis(800);
 /// The longest `Retry-After` we honour; beyond it the answer is taken as hostile.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// The chain-age warning repeats this often while it applies.
+pub const CHAIN_WARNING_EVERY: Duration = Duration::from_secs(86_400);
+
+/// Where a refresh-token chain stands against its maximum age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainAge {
+    /// When the chain is expected to die and a person must log in again.
+    pub ends_at: SystemTime,
+    /// From when to warn.
+    pub warn_from: SystemTime,
+}
+
+impl ChainAge {
+    /// `None` when the policy sets no maximum age.
+    pub fn of(policy: &ChainPolicy, started: SystemTime) -> Option<ChainAge> {
+        let ends_at = started + policy.max_age?;
+        let warn_from = ends_at
+            .checked_sub(policy.warn_before)
+            .map_or(started, |t| t.max(started));
+        Some(ChainAge { ends_at, warn_from })
+    }
+
+    pub fn warning(&self, now: SystemTime) -> bool {
+        now >= self.warn_from
+    }
+
+    /// When to log the warning next: at `warn_from`, then once a day after the last one.
+    pub fn next_warning(&self, last_warned: Option<SystemTime>) -> SystemTime {
+        match last_warned {
+            Some(at) if at >= self.warn_from => at + CHAIN_WARNING_EVERY,
+            _ => self.warn_from,
+        }
+    }
+}
 
 /// The moment to refresh a token obtained at `obtained` and expiring at `expires`.
 ///
@@ -83,6 +118,36 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::ChainPolicy;
+
+    #[test]
+    fn chain_age_warns_from_the_warning_point_once_a_day() {
+        let day = Duration::from_secs(86_400);
+        let start = SystemTime::UNIX_EPOCH + 1000 * day;
+        let policy = ChainPolicy {
+            max_age: Some(30 * day),
+            warn_before: 5 * day,
+        };
+        let age = ChainAge::of(&policy, start).unwrap();
+        assert_eq!(age.ends_at, start + 30 * day);
+        assert_eq!(age.warn_from, start + 25 * day);
+        assert!(!age.warning(start + 25 * day - Duration::from_secs(1)));
+        assert!(age.warning(start + 25 * day));
+        // Never warned: the first one is due at the warning point.
+        assert_eq!(age.next_warning(None), start + 25 * day);
+        // A warning from before the point (an older chain's) does not count.
+        assert_eq!(age.next_warning(Some(start)), start + 25 * day);
+        let warned = start + 25 * day + Duration::from_secs(7);
+        assert_eq!(age.next_warning(Some(warned)), warned + day);
+        // No maximum, no warning; a warning period longer than the age warns from the start.
+        assert!(ChainAge::of(&ChainPolicy { max_age: None, ..policy.clone() }, start).is_none());
+        let long = ChainPolicy {
+            max_age: Some(day),
+            warn_before: 5 * day,
+        };
+        assert_eq!(ChainAge::of(&long, start).unwrap().warn_from, start);
+    }
+
     use super::*;
 
     fn t(secs: u64) -> SystemTime {

@@ -86,6 +86,10 @@ pub trait StateStore: Send + 'static {
     fn save(&mut self, state: &State) -> Result<(), StoreError>;
     /// Where the state lives, for messages.
     fn describe(&self) -> String;
+    /// A state that `tokend login` left for this process while it held the lock.
+    fn load_handover(&self) -> Result<Option<State>, StoreError>;
+    /// Removes the handover once its state is saved.
+    fn clear_handover(&mut self) -> Result<(), StoreError>;
 }
 
 /// A local JSON state file, held exclusively by one process through `<file>.lock`.
@@ -211,21 +215,58 @@ impl StateStore for FileStore {
     }
 
     fn save(&mut self, state: &State) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        crate::atomic::write(&self.path, &json, &crate::atomic::Perms::mode(0o600)).map_err(
-            |failed| StoreError::Io {
-                path: self.path.clone(),
-                err: failed.into_io(),
-            },
-        )
+        write_state_file(&self.path, state)
     }
 
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    fn load_handover(&self) -> Result<Option<State>, StoreError> {
+        read_state_file(&handover_path(&self.path))
+    }
+
+    fn clear_handover(&mut self) -> Result<(), StoreError> {
+        let path = handover_path(&self.path);
+        match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::Io { path, err })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes a state file as the daemon does: mode 0600, atomically and durably.
+pub fn write_state_file(path: &Path, state: &State) -> Result<(), StoreError> {
+    let json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    crate::atomic::write(path, &json, &crate::atomic::Perms::mode(0o600)).map_err(|failed| {
+        StoreError::Io {
+            path: path.to_owned(),
+            err: failed.into_io(),
+        }
+    })
+}
+
+/// Where `tokend login` leaves a new chain when a running daemon holds the state's lock:
+/// `<state_file>.login`. The daemon adopts it on SIGHUP (which login sends), at start,
+/// and while blocked.
+pub fn handover_path(state_file: &Path) -> PathBuf {
+    let mut name = state_file
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".login");
+    state_file.with_file_name(name)
+}
+
+/// The pid in a lock holder's "pid N on HOST", when HOST is this host.
+pub fn local_holder_pid(holder: &str) -> Option<i32> {
+    let (pid, host) = holder.strip_prefix("pid ")?.split_once(" on ")?;
+    (host == hostname()).then(|| pid.parse().ok()).flatten()
 }
 
 mod secret_text {

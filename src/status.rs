@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::cli::{exit, load_config};
+use crate::schedule::ChainAge;
 use crate::state::{read_state_file, rfc3339};
 
 /// One credential's condition as `status` reports it.
@@ -19,6 +20,11 @@ pub struct Report {
     pub seconds_left: Option<u64>,
     pub last_refresh: Option<String>,
     pub chain_started_at: Option<String>,
+    /// When the chain reaches `refresh_token_max_age`, if one is set.
+    pub chain_ends_at: Option<String>,
+    /// Within `warn_before` of that: a person should run `tokend login` soon. Health is
+    /// not affected until the chain actually fails.
+    pub chain_warning: bool,
     pub last_error: Option<String>,
     pub blocked: bool,
 }
@@ -32,6 +38,7 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
             Ok(Some(s)) => {
                 let left = s.expires_at.and_then(|e| e.duration_since(now).ok());
                 let blocked = s.last_error.as_ref().is_some_and(|e| e.blocked);
+                let chain = ChainAge::of(&c.chain, s.chain_started_at);
                 Report {
                     name: c.name.clone(),
                     healthy: s.valid_access_token(now).is_some() && !blocked,
@@ -39,6 +46,8 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
                     seconds_left: left.map(|d| d.as_secs()),
                     last_refresh: s.obtained_at.map(rfc3339::format),
                     chain_started_at: Some(rfc3339::format(s.chain_started_at)),
+                    chain_ends_at: chain.map(|a| rfc3339::format(a.ends_at)),
+                    chain_warning: chain.is_some_and(|a| a.warning(now)),
                     last_error: s
                         .last_error
                         .map(|e| format!("{}: {}", rfc3339::format(e.at), e.message)),
@@ -60,6 +69,8 @@ impl Report {
             seconds_left: None,
             last_refresh: None,
             chain_started_at: None,
+            chain_ends_at: None,
+            chain_warning: false,
             last_error: Some(why),
             blocked: false,
         }
@@ -103,6 +114,14 @@ pub fn status(path: &Path, json: bool) -> u8 {
                 "  chain start:  {}",
                 r.chain_started_at.as_deref().unwrap_or("-")
             );
+            if let Some(end) = &r.chain_ends_at {
+                let warning = if r.chain_warning {
+                    format!(" WARNING: run `tokend login {}` before then", r.name)
+                } else {
+                    String::new()
+                };
+                println!("  chain ends:   {end}{warning}");
+            }
             println!("  last error:   {}", r.last_error.as_deref().unwrap_or("-"));
         }
     }
