@@ -246,12 +246,20 @@ fn print_login(cred: &config::CredentialConfig, outcome: &login::Outcome) {
     if let Some(exp) = s.expires_at {
         let left = exp
             .duration_since(std::time::SystemTime::now())
-            .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
+            .map(|d| {
+                humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+            })
             .unwrap_or_else(|_| "expired".into());
-        println!("  access token expires: {} (in {left})", rfc3339::format(exp));
+        println!(
+            "  access token expires: {} (in {left})",
+            rfc3339::format(exp)
+        );
     }
     println!("  scope: {}", s.scope.as_deref().unwrap_or("(not stated)"));
-    print!("  refresh-token chain started: {}", rfc3339::format(s.chain_started_at));
+    print!(
+        "  refresh-token chain started: {}",
+        rfc3339::format(s.chain_started_at)
+    );
     match crate::schedule::ChainAge::of(&cred.chain, s.chain_started_at) {
         Some(age) => println!("; log in again before {}", rfc3339::format(age.ends_at)),
         None => println!(),

@@ -129,7 +129,9 @@ pub enum SecretReadError {
     Empty { path: PathBuf },
     #[error("{path} holds characters not allowed in a token or secret")]
     Invalid { path: PathBuf },
-    #[error("neither refresh_token nor refresh_token_file is set; get a first token with `tokend login {name}`")]
+    #[error(
+        "neither refresh_token nor refresh_token_file is set; get a first token with `tokend login {name}`"
+    )]
     NotConfigured { name: String },
 }
 
@@ -662,8 +664,7 @@ fn validate_credential(
     let insecure = rc.http.allow_insecure_http;
     let url = |k: &str, text: Option<String>| -> Result<Option<Url>, ConfigError> {
         let Some(text) = text else { return Ok(None) };
-        let url = Url::parse(&text)
-            .map_err(|e| src.error(&key(k), format!("not a URL: {e}")))?;
+        let url = Url::parse(&text).map_err(|e| src.error(&key(k), format!("not a URL: {e}")))?;
         check_server_url(&url, insecure).map_err(|m| src.error(&key(k), m))?;
         Ok(Some(url))
     };
@@ -676,7 +677,9 @@ fn validate_credential(
         (Some(_), None) => None,
         (None, None) => Some(Url::parse(BLNK_TOKEN_URL).expect("constant URL")),
     };
-    let blnk = token_url.as_ref().is_some_and(|u| u.as_str() == BLNK_TOKEN_URL);
+    let blnk = token_url
+        .as_ref()
+        .is_some_and(|u| u.as_str() == BLNK_TOKEN_URL);
     if blnk && authorize_url.is_none() && issuer.is_none() {
         authorize_url = Some(Url::parse(BLNK_AUTHORIZE_URL).expect("constant URL"));
     }
@@ -698,9 +701,7 @@ fn validate_credential(
             Some(d) => Some(d),
             None => blnk.then_some(BLNK_REFRESH_TOKEN_MAX_AGE),
         },
-        warn_before: rc
-            .warn_before
-            .unwrap_or(Duration::from_secs(5 * 86_400)),
+        warn_before: rc.warn_before.unwrap_or(Duration::from_secs(5 * 86_400)),
     };
 
     if let Some(scope) = &rc.scope
@@ -1089,7 +1090,10 @@ mod tests {
         let c = load(MINIMAL, &[]).unwrap();
         let b = &c.credentials["blnk"];
         assert_eq!(b.token_url.as_ref().unwrap().as_str(), BLNK_TOKEN_URL);
-        assert_eq!(b.login.authorize_url.as_ref().unwrap().as_str(), BLNK_AUTHORIZE_URL);
+        assert_eq!(
+            b.login.authorize_url.as_ref().unwrap().as_str(),
+            BLNK_AUTHORIZE_URL
+        );
         assert_eq!(b.chain.max_age, Some(BLNK_REFRESH_TOKEN_MAX_AGE));
         assert_eq!(b.state_file, PathBuf::from("/tmp/x/blnk.json"));
         assert_eq!(b.refresh, RefreshPolicy::default());
@@ -1236,7 +1240,9 @@ mod tests {
     fn login_keys_and_chain_age() {
         let with = |extra: &str| load(&format!("{MINIMAL}{extra}"), &[]);
         // An issuer leaves the token URL to discovery, and no Blnk defaults apply.
-        let c = with("issuer = \"https://id.example/o\"\nredirect_uri = \"http://127.0.0.1:8976/cb\"").unwrap();
+        let c =
+            with("issuer = \"https://id.example/o\"\nredirect_uri = \"http://127.0.0.1:8976/cb\"")
+                .unwrap();
         let b = &c.credentials["blnk"];
         assert_eq!(b.token_url, None);
         assert_eq!(b.login.authorize_url, None);
@@ -1249,10 +1255,21 @@ mod tests {
         let chain = &c.credentials["blnk"].chain;
         assert_eq!(chain.max_age, Some(Duration::from_secs(10 * 86_400)));
         assert_eq!(chain.warn_before, Duration::from_secs(2 * 86_400));
-        assert_eq!(with("refresh_token_max_age = \"0s\"").unwrap().credentials["blnk"].chain.max_age, None);
+        assert_eq!(
+            with("refresh_token_max_age = \"0s\"").unwrap().credentials["blnk"]
+                .chain
+                .max_age,
+            None
+        );
         // A login may start the chain: no bootstrap token is needed.
         let c = load(&MINIMAL.replace("refresh_token = \"blnk_rt_1\"", ""), &[]).unwrap();
-        assert!(c.credentials["blnk"].read_bootstrap().unwrap_err().to_string().contains("tokend login blnk"));
+        assert!(
+            c.credentials["blnk"]
+                .read_bootstrap()
+                .unwrap_err()
+                .to_string()
+                .contains("tokend login blnk")
+        );
         let e = with("issuer = \"http://id.example\"").unwrap_err();
         assert_eq!(e.key, "credentials.blnk.issuer");
     }

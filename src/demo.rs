@@ -12,8 +12,8 @@ use tracing::error;
 
 use crate::cli::{exit, start_error_code};
 use crate::config::{
-    ChainPolicy, ClientAuth, Config, LoginConfig, CredentialConfig, HttpConfig, LogConfig, OutputConfig, OutputFormat,
-    RefreshPolicy, RetryPolicy, SecretSource,
+    ChainPolicy, ClientAuth, Config, CredentialConfig, HttpConfig, LogConfig, LoginConfig,
+    OutputConfig, OutputFormat, RefreshPolicy, RetryPolicy, SecretSource,
 };
 use crate::daemon::{ConfigSource, Daemon};
 use crate::emulator::{Emulator, EmulatorConfig, TlsIdentity};

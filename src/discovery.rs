@@ -133,14 +133,31 @@ mod tests {
             token_endpoint: token.map(Into::into),
             code_challenge_methods_supported: vec!["S256".into()],
         };
-        let m = check(raw("https://a.example/", Some("https://a.example/token")), &issuer, false).unwrap();
+        let m = check(
+            raw("https://a.example/", Some("https://a.example/token")),
+            &issuer,
+            false,
+        )
+        .unwrap();
         assert_eq!(m.token_endpoint.as_str(), "https://a.example/token");
-        assert!(check(raw("https://evil.example", Some("https://a.example/t")), &issuer, false)
+        assert!(
+            check(
+                raw("https://evil.example", Some("https://a.example/t")),
+                &issuer,
+                false
+            )
             .unwrap_err()
-            .contains("names issuer"));
+            .contains("names issuer")
+        );
         assert!(check(raw("https://a.example", None), &issuer, false).is_err());
-        assert!(check(raw("https://a.example", Some("http://a.example/t")), &issuer, false)
+        assert!(
+            check(
+                raw("https://a.example", Some("http://a.example/t")),
+                &issuer,
+                false
+            )
             .unwrap_err()
-            .contains("token_endpoint"));
+            .contains("token_endpoint")
+        );
     }
 }

@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use rand::Rng;
-use sha2::Digest as _;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use tokio::net::TcpListener;
 
 use crate::config::ClientAuth;
@@ -711,7 +711,13 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Answer {
     let redirect = match (query.get("client_id"), query.get("redirect_uri")) {
         (Some(id), Some(uri)) if *id == cfg.client_id => match url::Url::parse(uri) {
             Ok(u) => u,
-            Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "bad redirect_uri"),
+            Err(_) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "bad redirect_uri",
+                );
+            }
         },
         _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unknown client"),
     };
@@ -763,7 +769,11 @@ fn exchange_code(shared: &Shared, cfg: &EmulatorConfig, form: &HashMap<String, S
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     // A code is used once, whatever happens next.
     let Some(record) = inner.codes.remove(field("code")) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used code");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "unknown or used code",
+        );
     };
     let digest = sha2::Sha256::digest(field("code_verifier").as_bytes());
     let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);

@@ -232,7 +232,11 @@ impl Endpoint {
         Ok(Endpoint {
             http: clients.get(&cfg.http, tls)?,
             in_flight: clients.in_flight.clone(),
-            url: cfg.token_url.clone().map(|u| OnceCell::new_with(Some(u))).unwrap_or_default(),
+            url: cfg
+                .token_url
+                .clone()
+                .map(|u| OnceCell::new_with(Some(u)))
+                .unwrap_or_default(),
             issuer: cfg.login.issuer.clone(),
             allow_insecure_http: cfg.http.allow_insecure_http,
             client_id: cfg.client_id.clone(),
@@ -258,7 +262,10 @@ impl Endpoint {
             .get_or_try_init(|| async {
                 let Some(issuer) = &self.issuer else {
                     // Validation sets one of the two; this only guards the invariant.
-                    return Err(Failure::new(FailureKind::Unexpected, "no token_url and no issuer"));
+                    return Err(Failure::new(
+                        FailureKind::Unexpected,
+                        "no token_url and no issuer",
+                    ));
                 };
                 crate::discovery::discover(&self.http, issuer, self.allow_insecure_http)
                     .await

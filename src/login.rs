@@ -98,8 +98,8 @@ pub async fn login(
     opts: &Options,
     show_url: impl FnOnce(&Url),
 ) -> Result<Outcome, LoginError> {
-    let endpoint = Endpoint::new(cfg, &Clients::default())
-        .map_err(|e| LoginError::Config(e.to_string()))?;
+    let endpoint =
+        Endpoint::new(cfg, &Clients::default()).map_err(|e| LoginError::Config(e.to_string()))?;
     let authorize_url = authorize_endpoint(cfg, &endpoint).await?;
 
     let (redirect_uri, listener) = redirect(cfg, opts).await?;
@@ -174,7 +174,10 @@ pub async fn login(
 
 /// The authorization endpoint: configured, or from the issuer's metadata (which may
 /// also give the token endpoint).
-async fn authorize_endpoint(cfg: &CredentialConfig, endpoint: &Endpoint) -> Result<Url, LoginError> {
+async fn authorize_endpoint(
+    cfg: &CredentialConfig,
+    endpoint: &Endpoint,
+) -> Result<Url, LoginError> {
     if let (Some(url), Some(_)) = (&cfg.login.authorize_url, &cfg.token_url) {
         return Ok(url.clone());
     }
@@ -215,18 +218,17 @@ async fn redirect(
 ) -> Result<(Url, Option<TcpListener>), LoginError> {
     let configured = cfg.login.redirect_uri.clone();
     let addr = match &configured {
-        Some(uri) => loopback_addr(uri),
-        None => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), opts.port)),
-    };
-    let Some(addr) = addr else {
-        // Not ours to listen on (say, a hosted page): only a pasted URL can come back.
-        let uri = configured.unwrap_or_else(|| unreachable_default());
-        if !opts.no_browser {
-            return Err(LoginError::Config(format!(
-                "redirect_uri {uri} is not a loopback http:// address tokend can listen on; use --no-browser and paste the URL you are sent to"
-            )));
-        }
-        return Ok((uri, None));
+        None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), opts.port),
+        Some(uri) => match loopback_addr(uri) {
+            Some(addr) => addr,
+            // Not ours to listen on (say, a hosted page): only a pasted URL comes back.
+            None if opts.no_browser => return Ok((uri.clone(), None)),
+            None => {
+                return Err(LoginError::Config(format!(
+                    "redirect_uri {uri} is not a loopback http:// address tokend can listen on; use --no-browser and paste the URL you are sent to"
+                )));
+            }
+        },
     };
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -244,16 +246,14 @@ async fn redirect(
     let bound = listener
         .local_addr()
         .map_err(|e| LoginError::Other(e.to_string()))?;
-    Ok((configured.unwrap_or_else(|| default_redirect(bound)), Some(listener)))
+    Ok((
+        configured.unwrap_or_else(|| default_redirect(bound)),
+        Some(listener),
+    ))
 }
 
 fn default_redirect(addr: SocketAddr) -> Url {
     Url::parse(&format!("http://{addr}/callback")).expect("a socket address makes a valid URL")
-}
-
-/// Only reached when a configured redirect URI exists; kept total for the type.
-fn unreachable_default() -> Url {
-    default_redirect(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
 }
 
 /// Where to listen for `uri`, if it is a plain-HTTP loopback address.
@@ -324,7 +324,11 @@ async fn serve_callback(listener: TcpListener, path: String, tx: mpsc::Sender<St
     .await;
 }
 
-fn callback_page(req: &Request<Incoming>, path: &str, tx: &mpsc::Sender<String>) -> Response<Full<Bytes>> {
+fn callback_page(
+    req: &Request<Incoming>,
+    path: &str,
+    tx: &mpsc::Sender<String>,
+) -> Response<Full<Bytes>> {
     let (status, text) = if req.uri().path() != path {
         (StatusCode::NOT_FOUND, "Not found.")
     } else {
@@ -332,9 +336,15 @@ fn callback_page(req: &Request<Incoming>, path: &str, tx: &mpsc::Sender<String>)
         let failed = query_map(&query).contains_key("error");
         let _ = tx.try_send(query);
         if failed {
-            (StatusCode::OK, "tokend: the authorization failed. See the terminal.")
+            (
+                StatusCode::OK,
+                "tokend: the authorization failed. See the terminal.",
+            )
         } else {
-            (StatusCode::OK, "tokend: authorization received. You can close this window.")
+            (
+                StatusCode::OK,
+                "tokend: authorization received. You can close this window.",
+            )
         }
     };
     let mut r = Response::new(Full::new(Bytes::from(text)));
@@ -348,7 +358,9 @@ fn callback_page(req: &Request<Incoming>, path: &str, tx: &mpsc::Sender<String>)
 
 /// `--no-browser`: the URL the browser was sent to, pasted on stdin.
 async fn read_pasted(tx: mpsc::Sender<String>) {
-    eprintln!("tokend: after authorizing, paste the full URL your browser was sent to, then Enter:");
+    eprintln!(
+        "tokend: after authorizing, paste the full URL your browser was sent to, then Enter:"
+    );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();
@@ -363,7 +375,9 @@ async fn read_pasted(tx: mpsc::Sender<String>) {
 }
 
 fn query_map(query: &str) -> HashMap<String, String> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// Checks the redirect's `state` and turns it into the code, or into the error it holds.
@@ -402,15 +416,37 @@ fn authorization_error(code: &str, description: Option<&String>) -> LoginError {
             format!(" ({clean})")
         })
         .unwrap_or_default();
-    let code_text: String = code.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    let code_text: String = code
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect();
     let (kind, text) = match code {
-        "access_denied" => (0, "the authorization was denied, by you or by the server's policy"),
-        "unauthorized_client" => (0, "this client may not use the authorization-code flow; allow it in the server's client settings"),
-        "unsupported_response_type" => (0, "the server does not issue authorization codes to this client"),
-        "invalid_scope" => (0, "the requested scope is invalid or not allowed; check scope"),
-        "invalid_request" => (1, "the server found the request malformed: check client_id, redirect_uri (it must be registered exactly) and authorize_url"),
+        "access_denied" => (
+            0,
+            "the authorization was denied, by you or by the server's policy",
+        ),
+        "unauthorized_client" => (
+            0,
+            "this client may not use the authorization-code flow; allow it in the server's client settings",
+        ),
+        "unsupported_response_type" => (
+            0,
+            "the server does not issue authorization codes to this client",
+        ),
+        "invalid_scope" => (
+            0,
+            "the requested scope is invalid or not allowed; check scope",
+        ),
+        "invalid_request" => (
+            1,
+            "the server found the request malformed: check client_id, redirect_uri (it must be registered exactly) and authorize_url",
+        ),
         "server_error" => (2, "the authorization server failed; try again"),
-        "temporarily_unavailable" => (2, "the authorization server is busy or down; try again later"),
+        "temporarily_unavailable" => (
+            2,
+            "the authorization server is busy or down; try again later",
+        ),
         _ => (1, "the authorization server refused"),
     };
     let message = format!("{text}: error={code_text}{detail}; nothing was written");
@@ -476,27 +512,62 @@ mod tests {
     fn pkce_challenge_is_s256_of_the_verifier() {
         let s = Secrets::new();
         assert_eq!(s.verifier.expose_secret().len(), 43);
-        assert_eq!(s.challenge, b64url(&Sha256::digest(s.verifier.expose_secret().as_bytes())));
+        assert_eq!(
+            s.challenge,
+            b64url(&Sha256::digest(s.verifier.expose_secret().as_bytes()))
+        );
         assert_ne!(Secrets::new().state, s.state);
     }
 
     #[test]
     fn callbacks_are_checked() {
-        assert_eq!(check_callback("code=abc&state=s1", "s1").unwrap().expose_secret(), "abc");
-        assert!(matches!(check_callback("code=abc&state=s2", "s1"), Err(LoginError::Other(m)) if m.contains("state does not match")));
-        assert!(matches!(check_callback("code=abc", "s1"), Err(LoginError::Other(_))));
-        let denied = check_callback("error=access_denied&state=s1&error_description=no%0Athanks", "s1").unwrap_err();
-        assert!(matches!(&denied, LoginError::Refused(m) if m.contains("denied") && m.contains("(nothanks)")), "{denied}");
-        assert!(matches!(check_callback("error=access_denied&state=zz", "s1"), Err(LoginError::Other(_))));
-        assert!(matches!(check_callback("error=temporarily_unavailable", "s1"), Err(LoginError::Temporary(_))));
+        assert_eq!(
+            check_callback("code=abc&state=s1", "s1")
+                .unwrap()
+                .expose_secret(),
+            "abc"
+        );
+        assert!(
+            matches!(check_callback("code=abc&state=s2", "s1"), Err(LoginError::Other(m)) if m.contains("state does not match"))
+        );
+        assert!(matches!(
+            check_callback("code=abc", "s1"),
+            Err(LoginError::Other(_))
+        ));
+        let denied = check_callback(
+            "error=access_denied&state=s1&error_description=no%0Athanks",
+            "s1",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&denied, LoginError::Refused(m) if m.contains("denied") && m.contains("(nothanks)")),
+            "{denied}"
+        );
+        assert!(matches!(
+            check_callback("error=access_denied&state=zz", "s1"),
+            Err(LoginError::Other(_))
+        ));
+        assert!(matches!(
+            check_callback("error=temporarily_unavailable", "s1"),
+            Err(LoginError::Temporary(_))
+        ));
     }
 
     #[test]
     fn loopback_redirects_only() {
         let u = |s: &str| Url::parse(s).unwrap();
-        assert_eq!(loopback_addr(&u("http://127.0.0.1:8976/cb")), Some("127.0.0.1:8976".parse().unwrap()));
-        assert_eq!(loopback_addr(&u("http://localhost/cb")), Some("127.0.0.1:80".parse().unwrap()));
-        assert_eq!(loopback_addr(&u("http://[::1]:9/cb")), Some("[::1]:9".parse().unwrap()));
+        assert_eq!(
+            loopback_addr(&u("http://127.0.0.1:8976/cb")),
+            Some("127.0.0.1:8976".parse().unwrap())
+        );
+        assert_eq!(
+            loopback_addr(&u("http://localhost/cb")),
+            Some("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            loopback_addr(&u("http://[::1]:9/cb")),
+            Some("[::1]:9".parse().unwrap())
+        );
         assert_eq!(loopback_addr(&u("https://127.0.0.1/cb")), None);
         assert_eq!(loopback_addr(&u("http://example.com/cb")), None);
     }

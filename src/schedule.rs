@@ -140,7 +140,16 @@ mod tests {
         let warned = start + 25 * day + Duration::from_secs(7);
         assert_eq!(age.next_warning(Some(warned)), warned + day);
         // No maximum, no warning; a warning period longer than the age warns from the start.
-        assert!(ChainAge::of(&ChainPolicy { max_age: None, ..policy.clone() }, start).is_none());
+        assert!(
+            ChainAge::of(
+                &ChainPolicy {
+                    max_age: None,
+                    ..policy.clone()
+                },
+                start
+            )
+            .is_none()
+        );
         let long = ChainPolicy {
             max_age: Some(day),
             warn_before: 5 * day,

@@ -2,9 +2,13 @@
 //! installed into tests/interop/.venv by the script on first use (needs python3 and PyPI).
 
 use std::process::Command;
+use std::sync::Mutex;
 
-#[test]
-fn rotates_against_django_oauth_toolkit() {
+/// The two runs share the venv the script installs: one at a time.
+static VENV: Mutex<()> = Mutex::new(());
+
+fn run_dot(mode: &str, rotations: &str) {
+    let _one_at_a_time = VENV.lock().unwrap_or_else(|e| e.into_inner());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/run_dot.py");
     let out = Command::new("python3")
         .args([
@@ -12,7 +16,9 @@ fn rotates_against_django_oauth_toolkit() {
             "--tokend",
             env!("CARGO_BIN_EXE_tokend"),
             "--rotations",
-            "6",
+            rotations,
+            "--mode",
+            mode,
         ])
         .env_remove("RUST_LOG")
         .output()
@@ -28,4 +34,17 @@ fn rotates_against_django_oauth_toolkit() {
         "interoperability test failed:\n{text}"
     );
     assert!(text.contains("interop: 1 passed, 0 failed"), "{text}");
+}
+
+/// The first refresh token from the server's password grant, then 6 rotations.
+#[test]
+fn rotates_against_django_oauth_toolkit() {
+    run_dot("password", "6");
+}
+
+/// Issue 6: `tokend login` through the server's real login and consent pages (cancel,
+/// then authorize), with discovery and PKCE, then `tokend run` for 3 rotations.
+#[test]
+fn login_against_django_oauth_toolkit() {
+    run_dot("login", "3");
 }

@@ -102,24 +102,46 @@ async fn login_through_the_loopback_redirect_then_run() {
     let env = Env::new(3 * SEC).await;
     let cfg = login_config(&env, "");
     let login = start_login(&cfg, &[]).await;
-    assert!(login.url.starts_with(&env.emu.authorize_url()), "{}", login.url);
-    for part in ["code_challenge_method=S256", "code_challenge=", "state=", "redirect_uri=http%3A%2F%2F127.0.0.1%3A"] {
+    assert!(
+        login.url.starts_with(&env.emu.authorize_url()),
+        "{}",
+        login.url
+    );
+    for part in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "state=",
+        "redirect_uri=http%3A%2F%2F127.0.0.1%3A",
+    ] {
         assert!(login.url.contains(part), "{part} in {}", login.url);
     }
     let before = SystemTime::now();
     let redirect = authorize(&login.url).await;
     let (status, page) = get(&redirect).await;
-    assert_eq!((status, page.as_str()), (200, "tokend: authorization received. You can close this window."));
+    assert_eq!(
+        (status, page.as_str()),
+        (
+            200,
+            "tokend: authorization received. You can close this window."
+        )
+    );
     let (code, stdout, stderr) = finish(login).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("access token expires") && stdout.contains("scope: data:read data:write"), "{stdout}");
+    assert!(
+        stdout.contains("access token expires") && stdout.contains("scope: data:read data:write"),
+        "{stdout}"
+    );
     assert!(stdout.contains("log in again before"), "{stdout}");
     assert_no_token(&env, &(stdout + &stderr));
 
     let state = env.state("c").unwrap();
     assert_eq!(common::mode(&env.path("state/c.json")), 0o600);
-    let started = humantime::parse_rfc3339_weak(state["chain_started_at"].as_str().unwrap()).unwrap();
-    assert!(started >= before - SEC && started <= SystemTime::now(), "a new chain starts now");
+    let started =
+        humantime::parse_rfc3339_weak(state["chain_started_at"].as_str().unwrap()).unwrap();
+    assert!(
+        started >= before - SEC && started <= SystemTime::now(),
+        "a new chain starts now"
+    );
 
     // The daemon continues the chain that login started, for at least 3 rotations.
     let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", &[]);
@@ -149,7 +171,10 @@ async fn no_browser_takes_the_pasted_url_and_refuses_bad_answers() {
     let redirect = authorize(&login.url).await;
     let forged = redirect.replace("state=", "state=x");
     let stdin = login.child.stdin.as_mut().unwrap();
-    stdin.write_all(format!("{forged}\n").as_bytes()).await.unwrap();
+    stdin
+        .write_all(format!("{forged}\n").as_bytes())
+        .await
+        .unwrap();
     let (code, out, err) = finish(login).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("state does not match"), "{err}");
@@ -161,10 +186,16 @@ async fn no_browser_takes_the_pasted_url_and_refuses_bad_answers() {
     let redirect = authorize(&login.url).await;
     assert!(redirect.contains("error=access_denied"), "{redirect}");
     let stdin = login.child.stdin.as_mut().unwrap();
-    stdin.write_all(format!("{redirect}\n").as_bytes()).await.unwrap();
+    stdin
+        .write_all(format!("{redirect}\n").as_bytes())
+        .await
+        .unwrap();
     let (code, out, err) = finish(login).await;
     assert_eq!(code, 77, "{out}{err}");
-    assert!(err.contains("the authorization was denied") && err.contains("error=access_denied"), "{err}");
+    assert!(
+        err.contains("the authorization was denied") && err.contains("error=access_denied"),
+        "{err}"
+    );
     assert!(!env.path("state/c.json").exists());
     env.emu.set_authorize_error(None);
 
@@ -172,7 +203,10 @@ async fn no_browser_takes_the_pasted_url_and_refuses_bad_answers() {
     let mut login = start_login(&cfg, &["--no-browser"]).await;
     let redirect = authorize(&login.url).await;
     let stdin = login.child.stdin.as_mut().unwrap();
-    stdin.write_all(format!("\n  {redirect}  \n").as_bytes()).await.unwrap();
+    stdin
+        .write_all(format!("\n  {redirect}  \n").as_bytes())
+        .await
+        .unwrap();
     let (code, out, err) = finish(login).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(env.state("c").unwrap()["refresh_token"].is_string());
@@ -186,7 +220,10 @@ async fn a_login_that_times_out_leaves_nothing() {
     let login = start_login(&cfg, &["--timeout", "1s"]).await;
     let (code, out, err) = finish(login).await;
     assert_eq!(code, 75, "{out}{err}");
-    assert!(err.contains("no answer from the authorization server within 1s; nothing was written"), "{err}");
+    assert!(
+        err.contains("no answer from the authorization server within 1s; nothing was written"),
+        "{err}"
+    );
     assert!(!env.path("state/c.json").exists());
     assert!(!env.path("state/c.json.login").exists());
 }
@@ -207,7 +244,10 @@ async fn a_running_daemon_adopts_a_new_login() {
     // The chain dies (revoked on the server); the daemon blocks.
     env.emu.revoke_all();
     d.signal(libc::SIGUSR1);
-    wait_for("blocked", 5 * SEC, || d.log_text().contains("refreshing stopped")).await;
+    wait_for("blocked", 5 * SEC, || {
+        d.log_text().contains("refreshing stopped")
+    })
+    .await;
 
     // A person logs in again while the daemon runs.
     let first_chain = env.state("c").unwrap()["chain_started_at"].clone();
@@ -217,26 +257,50 @@ async fn a_running_daemon_adopts_a_new_login() {
     let (code, out, err) = finish(login).await;
     assert_eq!(code, 0, "{out}{err}");
     let pid = d.child.id().unwrap();
-    assert!(out.contains(&format!("handed to the running tokend (pid {pid}), which adopted it")), "{out}");
-    assert!(d.log_text().contains("adopting the refresh-token chain that `tokend login` started"));
+    assert!(
+        out.contains(&format!(
+            "handed to the running tokend (pid {pid}), which adopted it"
+        )),
+        "{out}"
+    );
+    assert!(
+        d.log_text()
+            .contains("adopting the refresh-token chain that `tokend login` started")
+    );
     assert!(!env.path("state/c.json.login").exists());
     assert_ne!(env.state("c").unwrap()["chain_started_at"], first_chain);
-    let token = env.state("c").unwrap()["access_token"].as_str().unwrap().to_owned();
+    let token = env.state("c").unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     wait_for("the new token published", 5 * SEC, || {
-        std::fs::read_to_string(env.path("out/access_token")).ok().as_deref() == Some(token.as_str())
+        std::fs::read_to_string(env.path("out/access_token"))
+            .ok()
+            .as_deref()
+            == Some(token.as_str())
     })
     .await;
 
     // Without a restart, it refreshes the new chain.
     let before = env.emu.stats().refreshes;
     d.signal(libc::SIGUSR1);
-    wait_for("a refresh of the new chain", 5 * SEC, || env.emu.stats().refreshes > before).await;
-    assert!(d.child.try_wait().unwrap().is_none(), "still the same process");
+    wait_for("a refresh of the new chain", 5 * SEC, || {
+        env.emu.stats().refreshes > before
+    })
+    .await;
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "still the same process"
+    );
     let status = std::process::Command::new(common::BIN)
         .args(["status", "-c", cfg.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     assert_eq!(d.stop().await, 0);
 }
 
@@ -263,7 +327,10 @@ async fn the_chain_age_warning_appears_in_logs_status_and_metrics() {
             .args(["status", "-c", cfg.to_str().unwrap()])
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let metrics = format!("http://127.0.0.1:{port}/metrics");
 
@@ -271,11 +338,21 @@ async fn the_chain_age_warning_appears_in_logs_status_and_metrics() {
     age_chain(&env, 24);
     let (code, text) = status();
     assert_eq!(code, Some(0));
-    assert!(text.contains("chain ends:") && !text.contains("WARNING"), "{text}");
+    assert!(
+        text.contains("chain ends:") && !text.contains("WARNING"),
+        "{text}"
+    );
     let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "young.log", &[]);
     d.wait_started().await;
-    let (_, body) = common_wait_metrics(&metrics, "tokend_refresh_token_chain_warning{credential=\"c\"} 0").await;
-    assert!(body.contains("tokend_refresh_token_chain_end_timestamp_seconds{credential=\"c\"}"), "{body}");
+    let (_, body) = common_wait_metrics(
+        &metrics,
+        "tokend_refresh_token_chain_warning{credential=\"c\"} 0",
+    )
+    .await;
+    assert!(
+        body.contains("tokend_refresh_token_chain_end_timestamp_seconds{credential=\"c\"}"),
+        "{body}"
+    );
     assert_eq!(d.stop().await, 0);
     assert!(!d.log_text().contains("maximum age"), "{}", d.log_text());
 
@@ -283,14 +360,22 @@ async fn the_chain_age_warning_appears_in_logs_status_and_metrics() {
     age_chain(&env, 26);
     let (code, text) = status();
     assert_eq!(code, Some(0), "readiness is not affected: {text}");
-    assert!(text.contains("WARNING: run `tokend login c` before then"), "{text}");
+    assert!(
+        text.contains("WARNING: run `tokend login c` before then"),
+        "{text}"
+    );
     let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "old.log", &[]);
     d.wait_started().await;
     wait_for("the warning", 5 * SEC, || {
-        d.log_text().contains("the refresh-token chain reaches its maximum age in 3days 23h")
+        d.log_text()
+            .contains("the refresh-token chain reaches its maximum age in 3days 23h")
     })
     .await;
-    let (_, body) = common_wait_metrics(&metrics, "tokend_refresh_token_chain_warning{credential=\"c\"} 1").await;
+    let (_, body) = common_wait_metrics(
+        &metrics,
+        "tokend_refresh_token_chain_warning{credential=\"c\"} 1",
+    )
+    .await;
     let age_line = body
         .lines()
         .find(|l| l.starts_with("tokend_refresh_token_chain_age_seconds{credential=\"c\"}"))
@@ -298,7 +383,11 @@ async fn the_chain_age_warning_appears_in_logs_status_and_metrics() {
     let age: f64 = age_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((age - 26.0 * 86_400.0).abs() < 60.0, "{age_line}");
     assert_eq!(get(&format!("http://127.0.0.1:{port}/readyz")).await.0, 200);
-    assert_eq!(d.log_text().matches("maximum age").count(), 1, "once, not at every wake");
+    assert_eq!(
+        d.log_text().matches("maximum age").count(),
+        1,
+        "once, not at every wake"
+    );
     assert_eq!(d.stop().await, 0);
 }
 

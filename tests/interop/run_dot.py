@@ -3,17 +3,27 @@
 
 Installs the server in a venv (tests/interop/.venv), runs it on 127.0.0.1 with
 refresh-token rotation, reuse protection on (no grace) and 5-second access tokens,
-obtains the first refresh token through the server's own password grant, then runs
-`tokend run` until it has rotated at least ROTATIONS times. Every access token tokend
-publishes is presented to a protected view of the server and must be accepted.
+obtains the first refresh token, then runs `tokend run` until it has rotated at least
+ROTATIONS times. Every access token tokend publishes is presented to a protected view
+of the server and must be accepted.
+
+The first refresh token comes, with --mode password, from the server's password grant
+(written to the bootstrap file); with --mode login, from `tokend login`, driven by a
+scripted user agent through the server's real pages: Django's login form, then
+django-oauth-toolkit's consent page (first "Cancel", which tokend must report as
+access_denied, then "Authorize"). Login mode finds the endpoints by discovery (the
+server's OpenID Connect metadata) and uses PKCE S256.
 
 The client secret holds `+ / : = %`, so `client_auth = "basic"` must form-encode it
 the way RFC 6749 §2.3.1 says (the server decodes with unquote_plus).
 
-Usage: run_dot.py [--tokend PATH] [--rotations N]
+Usage: run_dot.py [--tokend PATH] [--rotations N] [--mode password|login]
 """
 import argparse
 import base64
+import html.parser
+import http.cookiejar
+import json
 import os
 import secrets
 import signal
@@ -85,31 +95,129 @@ def accepted(port, token):
         return False
 
 
+class FormParser(html.parser.HTMLParser):
+    """The inputs of one page's forms: what a browser would submit."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields = {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "input" and a.get("name") and a.get("type") != "submit":
+            self.fields[a["name"]] = a.get("value") or ""
+
+
+def page_form(html_text):
+    p = FormParser()
+    p.feed(html_text)
+    return p.fields
+
+
+class Browser:
+    """A scripted user agent: cookies, redirects followed, forms submitted."""
+
+    def __init__(self):
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, url):
+        with self.opener.open(url, timeout=20) as r:
+            return r.geturl(), r.read().decode()
+
+    def post(self, url, fields):
+        data = urllib.parse.urlencode(fields).encode()
+        with self.opener.open(urllib.request.Request(url, data=data), timeout=20) as r:
+            return r.geturl(), r.read().decode()
+
+
+def tokend_login(args, cfg, env, browser, password, allow):
+    """Runs `tokend login`, plays the user in the browser; returns (exit, stdout, stderr).
+    tokend listens on any free loopback port: the server matches the registered
+    http://127.0.0.1/callback whatever the port, as RFC 8252 §7.3 says."""
+    login = subprocess.Popen([args.tokend, "login", "dot", "-c", cfg, "--timeout", "60s"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = login.stdout.readline().strip()
+    where, page = browser.get(url)
+    if "/accounts/login/" in where:
+        fields = page_form(page)
+        fields.update(username="alice", password=password)
+        where, page = browser.post(where, fields)
+    if "authorizationForm" not in page:
+        login.kill()
+        raise SystemExit(f"expected the consent page, got {where}:\n{page[:500]}")
+    fields = page_form(page)
+    if allow:
+        fields["allow"] = "Authorize"
+    # The consent form posts back to the page it is on; the server then redirects the
+    # browser to tokend's loopback listener.
+    try:
+        where, page = browser.post(where, fields)
+    except urllib.error.URLError as e:
+        log(f"browser: {e}")
+    out, err = login.communicate(timeout=30)
+    return login.returncode, out, err
+
+
+def run_logins(args, cfg, env, password, work):
+    """Cancel once (access_denied), then authorize; returns what went wrong."""
+    failures = []
+    browser = Browser()
+    state_file = os.path.join(work, "state", "dot.json")
+    code, out, err = tokend_login(args, cfg, env, browser, password, allow=False)
+    log(f"login, consent cancelled: exit {code}: {err.strip().splitlines()[-1] if err.strip() else ''}")
+    if code != 77 or "the authorization was denied" not in err:
+        failures.append(f"a cancelled consent gave exit {code}: {err}")
+    if os.path.exists(state_file):
+        failures.append("a cancelled login wrote a state file")
+    code, out, err = tokend_login(args, cfg, env, browser, password, allow=True)
+    log(f"login, authorized: exit {code}")
+    for line in out.strip().splitlines():
+        log("  " + line)
+    if code != 0 or "logged in: credential dot" not in out:
+        failures.append(f"login failed: exit {code}: {out}{err}")
+        return failures
+    state = json.load(open(state_file))
+    if oct(os.stat(state_file).st_mode & 0o777) != "0o600":
+        failures.append("the state file is not 0600")
+    for secret_name in ("refresh_token", "access_token"):
+        if state[secret_name] in out + err:
+            failures.append(f"login printed the {secret_name}")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokend", default=os.path.join(REPO, "target", "debug", "tokend"))
     ap.add_argument("--rotations", type=int, default=6)
+    ap.add_argument("--mode", choices=["password", "login"], default="password")
     args = ap.parse_args()
     ensure_venv()
-    import json
-
     work = tempfile.mkdtemp(prefix="tokend-dot-")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="dot_settings", PYTHONPATH=os.path.join(HERE, "dot"),
                DOT_DB=os.path.join(work, "db.sqlite3"))
     env.pop("RUST_LOG", None)
+    if args.mode == "login":
+        # OpenID Connect discovery needs a signing key; the test makes a fresh one.
+        key = subprocess.run([PY, "-c", "from jwcrypto import jwk; "
+                              "print(jwk.JWK.generate(kty='RSA', size=2048).export_to_pem(private_key=True, password=None).decode())"],
+                             capture_output=True, text=True, check=True).stdout
+        env["DOT_OIDC_KEY"] = key
     django = [PY, "-m", "django"]
     subprocess.run(django + ["migrate", "-v", "0"], env=env, check=True)
     secret = secrets.token_urlsafe(18) + "+/:=%"
     password = secrets.token_urlsafe(12)
+    grant = "password" if args.mode == "password" else "authorization-code"
+    port = free_port()
     subprocess.run(django + ["shell", "-c", f"""
 from django.contrib.auth.models import User
 from oauth2_provider.models import Application
 u = User.objects.create_user("alice", password={password!r})
 Application.objects.create(name="tokend", client_id={CLIENT_ID!r}, client_secret={secret!r},
-    client_type="confidential", authorization_grant_type="password", user=u)
+    client_type="confidential", authorization_grant_type={grant!r}, user=u,
+    redirect_uris="http://127.0.0.1/callback", skip_authorization=False)
 """], env=env, check=True)
 
-    port = free_port()
     server = subprocess.Popen(django + ["runserver", f"127.0.0.1:{port}", "--noreload"], env=env,
                               stdout=open(os.path.join(work, "server.log"), "w"), stderr=subprocess.STDOUT)
     tokend = None
@@ -124,27 +232,31 @@ Application.objects.create(name="tokend", client_id={CLIENT_ID!r}, client_secret
                     raise SystemExit("the django-oauth-toolkit server did not start; see " + work)
                 time.sleep(0.2)
 
-        status, body = post_token(port, {"grant_type": "password", "username": "alice",
-                                         "password": password, "scope": "read write"}, secret)
-        if status != 200:
-            raise SystemExit(f"password grant failed: HTTP {status}")
-        bootstrap = json.loads(body)["refresh_token"]
-        log(f"django-oauth-toolkit on 127.0.0.1:{port}; first refresh token from the password grant")
-
-        with open(os.path.join(work, "bootstrap"), "w") as f:
-            f.write(bootstrap + "\n")
         with open(os.path.join(work, "client_secret"), "w") as f:
             f.write(secret)
         out = os.path.join(work, "out", "access_token")
-        with open(os.path.join(work, "tokend.toml"), "w") as f:
+        if args.mode == "password":
+            status, body = post_token(port, {"grant_type": "password", "username": "alice",
+                                             "password": password, "scope": "read write"}, secret)
+            if status != 200:
+                raise SystemExit(f"password grant failed: HTTP {status}")
+            bootstrap = json.loads(body)["refresh_token"]
+            log(f"django-oauth-toolkit on 127.0.0.1:{port}; first refresh token from the password grant")
+            with open(os.path.join(work, "bootstrap"), "w") as f:
+                f.write(bootstrap + "\n")
+            server_keys = f'''token_url = "http://127.0.0.1:{port}/o/token/"
+refresh_token_file = "{work}/bootstrap"'''
+        else:
+            server_keys = f'issuer = "http://127.0.0.1:{port}/o"\nscope = "read write"'
+        cfg = os.path.join(work, "tokend.toml")
+        with open(cfg, "w") as f:
             f.write(f"""
 state_dir = "{work}/state"
 [credentials.dot]
-token_url = "http://127.0.0.1:{port}/o/token/"
+{server_keys}
 client_id = "{CLIENT_ID}"
 client_secret_file = "{work}/client_secret"
 client_auth = "basic"
-refresh_token_file = "{work}/bootstrap"
 [credentials.dot.refresh]
 min_remaining = "1s"
 [credentials.dot.retry]
@@ -155,6 +267,17 @@ allow_insecure_http = true
 [[credentials.dot.outputs]]
 path = "{out}"
 """)
+        login_failures = []
+        if args.mode == "login":
+            login_failures = run_logins(args, cfg, env, password, work)
+            state_file = os.path.join(work, "state", "dot.json")
+            if not os.path.exists(state_file):
+                for f in login_failures:
+                    log("FAIL: " + f)
+                print("interop: 0 passed, 1 failed")
+                return 1
+            bootstrap = json.load(open(state_file))["refresh_token"]
+            log(f"django-oauth-toolkit on 127.0.0.1:{port}; first refresh token from tokend login")
         tokend_log = os.path.join(work, "tokend.log")
         tokend = subprocess.Popen([args.tokend, "run", "-c", os.path.join(work, "tokend.toml")],
                                   stderr=open(tokend_log, "w"), env=env)
@@ -185,7 +308,7 @@ path = "{out}"
 
         log(f"rotations={rotations} token_checks={checks} rejected={rejected} "
             f"invalid_grant={invalid_grant} tokend_exit={code} replay_of_bootstrap_refused={reuse_refused}")
-        failures = []
+        failures = list(login_failures)
         if rotations < args.rotations:
             failures.append(f"only {rotations} rotations")
         if rejected:

@@ -1,4 +1,6 @@
-"""URLs of the interoperability site: the OAuth endpoints and one protected view."""
+"""URLs of the interoperability site: the OAuth endpoints, Django's login page, and one
+protected view."""
+from django.contrib.auth.views import LoginView
 from django.http import HttpResponse
 from django.urls import include, path
 from oauth2_provider.oauth2_backends import get_oauthlib_core
@@ -11,5 +13,6 @@ def hello(request):
 
 urlpatterns = [
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
+    path("accounts/login/", LoginView.as_view(template_name="login.html")),
     path("api/hello", hello),
 ]
