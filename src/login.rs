@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use url::Url;
 
+use crate::atomic::Perms;
 use crate::config::CredentialConfig;
 use crate::endpoint::{Clients, Endpoint, FailureKind, Grant, Permanent};
 use crate::state::{self, FileStore, State, StateStore, StoreError, bootstrap_digest};
@@ -457,6 +458,16 @@ fn authorization_error(code: &str, description: Option<&String>) -> LoginError {
     }
 }
 
+/// Who must own what login writes: the owner of the state directory when login runs as
+/// root and the daemon as someone else (systemd's `DynamicUser`, a service account), so
+/// that the daemon can read its state and take its lock.
+fn daemon_owner(cfg: &CredentialConfig) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = cfg.state_file.parent()?;
+    let meta = std::fs::metadata(dir).ok()?;
+    (nix::unistd::geteuid().is_root() && meta.uid() != 0).then(|| (meta.uid(), meta.gid()))
+}
+
 /// Writes the new state as the daemon would; hands it over if a daemon holds the lock.
 async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, LoginError> {
     let failed = |e: StoreError| {
@@ -464,11 +475,24 @@ async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, LoginEr
             "the new refresh token could not be saved: {e}; log in again once that is fixed"
         ))
     };
+    let owner = daemon_owner(cfg);
+    let perms = Perms {
+        mode: 0o600,
+        uid: owner.map(|o| o.0),
+        gid: owner.map(|o| o.1),
+    };
     let holder = match FileStore::open(&cfg.state_file) {
         Ok(mut store) => {
-            store.save(state).map_err(failed)?;
-            // Done with the store: a stale handover from an earlier login must not
-            // replace the chain just written.
+            state::write_state_file(&cfg.state_file, state, &perms).map_err(failed)?;
+            if let Some((uid, gid)) = owner {
+                // The lock file may be new, made by us; the daemon must be able to open it.
+                let _ = std::os::unix::fs::chown(
+                    state::lock_path(&cfg.state_file),
+                    Some(uid),
+                    Some(gid),
+                );
+            }
+            // A stale handover from an earlier login must not replace this chain.
             let _ = store.clear_handover();
             return Ok(Written::StateFile(cfg.state_file.clone()));
         }
@@ -476,7 +500,7 @@ async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, LoginEr
         Err(e) => return Err(failed(e)),
     };
     let handover = state::handover_path(&cfg.state_file);
-    state::write_state_file(&handover, state).map_err(failed)?;
+    state::write_state_file(&handover, state, &perms).map_err(failed)?;
     let Some(pid) = state::local_holder_pid(&holder) else {
         return Ok(Written::HandedOver {
             path: handover,

@@ -13,6 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::atomic::Perms;
+
 /// The current state-file format.
 pub const VERSION: u32 = 1;
 
@@ -163,7 +165,7 @@ impl FileStore {
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
-fn lock_path(path: &Path) -> PathBuf {
+pub fn lock_path(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())
@@ -215,7 +217,7 @@ impl StateStore for FileStore {
     }
 
     fn save(&mut self, state: &State) -> Result<(), StoreError> {
-        write_state_file(&self.path, state)
+        write_state_file(&self.path, state, &Perms::mode(0o600))
     }
 
     fn describe(&self) -> String {
@@ -237,17 +239,16 @@ impl StateStore for FileStore {
     }
 }
 
-/// Writes a state file as the daemon does: mode 0600, atomically and durably.
-pub fn write_state_file(path: &Path, state: &State) -> Result<(), StoreError> {
+/// Writes a state file as the daemon does: atomically and durably, with `perms` (0600;
+/// `tokend login` run as root also gives it the daemon's owner).
+pub fn write_state_file(path: &Path, state: &State, perms: &Perms) -> Result<(), StoreError> {
     let json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    crate::atomic::write(path, &json, &crate::atomic::Perms::mode(0o600)).map_err(|failed| {
-        StoreError::Io {
-            path: path.to_owned(),
-            err: failed.into_io(),
-        }
+    crate::atomic::write(path, &json, perms).map_err(|failed| StoreError::Io {
+        path: path.to_owned(),
+        err: failed.into_io(),
     })
 }
 

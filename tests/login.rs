@@ -402,3 +402,58 @@ async fn common_wait_metrics(url: &str, line: &str) -> (u16, String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Login run as root for a daemon that runs as another user (systemd's DynamicUser, a
+/// service account): the state and its lock go to the owner of the state directory,
+/// and that user's `tokend once` can use them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_as_root_hands_the_state_to_the_daemons_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    let (true, Some(nobody)) = (nix::unistd::geteuid().is_root(), nobody) else {
+        eprintln!("SKIP: needs root and a user named nobody");
+        return;
+    };
+    let env = Env::new(3600 * SEC).await;
+    let cfg = login_config(&env, "");
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in ["state", "out"] {
+        std::fs::create_dir(env.path(dir)).unwrap();
+        std::os::unix::fs::chown(
+            env.path(dir),
+            Some(nobody.uid.as_raw()),
+            Some(nobody.gid.as_raw()),
+        )
+        .unwrap();
+    }
+    let login = start_login(&cfg, &[]).await;
+    get(&authorize(&login.url).await).await;
+    assert_eq!(finish(login).await.0, 0);
+    for file in ["state/c.json", "state/c.json.lock"] {
+        let meta = std::fs::metadata(env.path(file)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (nobody.uid.as_raw(), nobody.gid.as_raw()),
+            "{file}"
+        );
+    }
+    assert_eq!(common::mode(&env.path("state/c.json")), 0o600);
+    let once = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            &nobody.gid.to_string(),
+            "--clear-groups",
+        ])
+        .args([common::BIN, "once", "-c", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    assert!(env.path("out/access_token").exists());
+}
