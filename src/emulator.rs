@@ -83,6 +83,15 @@ pub enum Fault {
     OmitRefreshToken,
     /// Succeed without `expires_in` (the token still lives `access_lifetime`).
     OmitExpiresIn,
+    /// Rotate, answering with this `expires_in` (0, negative, a century, a string...).
+    ExpiresIn { value: serde_json::Value },
+    /// Rotate, answering with this access token (a newline, control characters...): a
+    /// 2xx with a new refresh token but an unusable rest.
+    AccessToken { value: String },
+    /// `200` with a body that is not UTF-8; nothing rotates.
+    InvalidUtf8,
+    /// `200` with JSON nested this deep; nothing rotates.
+    NestedJson { depth: usize },
 }
 
 /// Counters a test reads.
@@ -141,6 +150,8 @@ struct Inner {
     rotations: Vec<Rotation>,
     requests: Vec<TokenRequest>,
     codes: HashMap<String, CodeRecord>,
+    /// Chaos: when no fault is queued, each request gets one of these with probability p.
+    chaos: Option<(f64, Vec<Fault>)>,
     /// The error the authorization endpoint answers with, instead of a code.
     authorize_error: Option<String>,
 }
@@ -214,6 +225,11 @@ impl Emulator {
         })
     }
 
+    /// Stops serving (and drops open connections), as if the server went away.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -247,6 +263,12 @@ impl Emulator {
 
     pub fn authorize_url(&self) -> String {
         format!("{}{AUTHORIZE_PATH}", self.shared.base)
+    }
+
+    /// From now on, each token request without a queued fault gets a random one of
+    /// `faults` with probability `p` (`p = 0` stops it).
+    pub fn set_chaos(&self, p: f64, faults: Vec<Fault>) {
+        lock(&self.shared.inner).chaos = (p > 0.0 && !faults.is_empty()).then_some((p, faults));
     }
 
     /// Makes the authorization endpoint answer `error=<code>` (e.g. `access_denied`), or
@@ -530,7 +552,12 @@ async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dr
             at: Instant::now(),
             refresh_token,
         });
-        let fault = inner.faults.pop_front();
+        let fault = inner.faults.pop_front().or_else(|| {
+            let (p, faults) = inner.chaos.as_ref()?;
+            let mut rng = rand::rng();
+            rng.random_bool(p.clamp(0.0, 1.0))
+                .then(|| faults[rng.random_range(0..faults.len())].clone())
+        });
         if fault.is_some() {
             inner.stats.faults_served += 1;
         }
@@ -562,6 +589,15 @@ async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dr
             return Ok(Response::new(Full::new(Bytes::from_static(
                 b"<html>502 Bad Gateway</html>",
             ))));
+        }
+        Some(Fault::InvalidUtf8) => {
+            return Ok(Response::new(Full::new(Bytes::from_static(
+                b"{\"access_token\": \"\xff\xfe\", \"token_type\": \"Bearer\"}",
+            ))));
+        }
+        Some(Fault::NestedJson { depth }) => {
+            let body = format!("{}{}", "[".repeat(*depth), "]".repeat(*depth));
+            return Ok(Response::new(Full::new(Bytes::from(body))));
         }
         Some(Fault::HugeBody { bytes }) => {
             let mut r = Response::new(Full::new(Bytes::from(vec![b' '; *bytes])));
@@ -696,6 +732,11 @@ fn issue_access(
     });
     if fault != &Some(Fault::OmitExpiresIn) {
         body["expires_in"] = serde_json::json!(cfg.access_lifetime.as_secs().max(1));
+    }
+    match fault {
+        Some(Fault::ExpiresIn { value }) => body["expires_in"] = value.clone(),
+        Some(Fault::AccessToken { value }) => body["access_token"] = serde_json::json!(value),
+        _ => {}
     }
     body
 }

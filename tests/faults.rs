@@ -225,15 +225,14 @@ async fn unreachable_server_is_retried_with_backoff() {
     let env = Env::new(Duration::from_secs(3600)).await;
     let mut d = env.run_started(&["c"]).await;
     wait_for("first token", 5 * SEC, || env.raw_output("c").is_some()).await;
-    let Env { dir, emu } = env;
-    drop(emu);
+    env.emu.stop();
     d.signal(libc::SIGUSR1);
     wait_for("retries logged", 10 * SEC, || {
         d.log_text().matches("could not connect").count() >= 3
     })
     .await;
     assert!(
-        dir.path().join("out/c/access_token").exists(),
+        env.path("out/c/access_token").exists(),
         "the valid token stays published"
     );
     assert_eq!(d.stop().await, 0);

@@ -54,14 +54,12 @@ async fn readyz_follows_the_token() {
         "ready only once the output exists"
     );
     // Server gone and the token expired: not ready, still alive.
-    let common::Env { dir, emu } = env;
-    drop(emu);
+    env.emu.stop();
     let body = wait_status(&format!("{base}/readyz"), 503, 6 * SEC).await;
     assert!(body.contains("no unexpired access token"), "{body}");
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     assert_eq!(get(&format!("{base}/nope")).await.0, 404);
     assert_eq!(d.stop().await, 0);
-    drop(dir);
 }
 
 fn sample(metrics: &str, name_and_labels: &str) -> f64 {

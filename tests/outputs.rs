@@ -186,12 +186,14 @@ async fn readers_never_see_torn_or_mixed_versions() {
     }
     let rotations = env.emu.stats().refreshes - first;
     let elapsed = started.elapsed().as_secs_f64();
-    println!(
+    let line = format!(
         "readers: {} reads across {rotations} rotations in {elapsed:.1} s ({:.1} ms per rotation): {} bad",
         reads.load(Relaxed),
         1000.0 * elapsed / rotations as f64,
         bad.load(Relaxed)
     );
+    println!("{line}");
+    common::figure("outputs", &line);
     assert_eq!(
         bad.load(Relaxed),
         0,
@@ -320,10 +322,12 @@ async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
         assert_eq!(d.stop().await, 0, "{}", d.log_text());
         stop.store(true, Relaxed);
         let (events, looks, wrong) = watcher.join().unwrap();
-        println!(
-            "umask {umask}: {events} inotify events, {looks} stats, {} wrong",
+        let line = format!(
+            "permissions under umask {umask}: {events} inotify events, {looks} stats, {} wrong",
             wrong.len()
         );
+        println!("{line}");
+        common::figure("outputs", &line);
         assert!(events > 100 && looks > 100, "the watcher saw too little");
         assert!(
             wrong.is_empty(),

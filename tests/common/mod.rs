@@ -16,6 +16,95 @@ pub struct Env {
     pub emu: Emulator,
 }
 
+/// Every test ends with a secrets scan of what it left behind (issue 5): logs must hold
+/// no token and no client secret; outputs may hold access tokens, never a refresh token
+/// or the secret. State files, bootstrap and secret files, and configurations (which may
+/// hold inline secrets by design) are skipped.
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let mut secrets: Vec<(String, bool)> = self
+            .emu
+            .issued_tokens()
+            .into_iter()
+            .map(|t| {
+                let access = t.starts_with("blnk_at_");
+                (t, access)
+            })
+            .collect();
+        secrets.push((self.emu.config().client_secret, false));
+        let (mut files, mut bytes, mut leaks) = (0u64, 0u64, Vec::new());
+        scan(self.dir.path(), self.dir.path(), &secrets, &mut files, &mut bytes, &mut leaks);
+        figure(
+            "secrets-scan",
+            &format!("files={files} bytes={bytes} secrets={} leaks={}", secrets.len(), leaks.len()),
+        );
+        assert!(leaks.is_empty(), "secrets found where they must not be: {leaks:?}");
+    }
+}
+
+fn scan(
+    root: &Path,
+    dir: &Path,
+    secrets: &[(String, bool)],
+    files: &mut u64,
+    bytes: &mut u64,
+    leaks: &mut Vec<String>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            scan(root, &path, secrets, files, bytes, leaks);
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let holds_secrets_by_design = rel.starts_with("state/")
+            || name.ends_with(".bootstrap")
+            || name == "client_secret"
+            || name.ends_with(".toml");
+        if holds_secrets_by_design {
+            continue;
+        }
+        let is_output = rel.starts_with("out/") || rel.starts_with("pub/");
+        let Ok(text) = std::fs::read(&path) else { continue };
+        *files += 1;
+        *bytes += text.len() as u64;
+        let text = String::from_utf8_lossy(&text);
+        for (secret, is_access_token) in secrets {
+            if (!is_output || !is_access_token) && text.contains(secret.as_str()) {
+                let what = if *is_access_token {
+                    "an access token"
+                } else {
+                    "a refresh token or the client secret"
+                };
+                leaks.push(format!("{rel} holds {what}"));
+            }
+        }
+    }
+}
+
+/// Appends a line of figures for `.ci/run` to print (target/tmp/figures/NAME.txt).
+pub fn figure(name: &str, line: &str) {
+    use std::io::Write;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.txt")))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 impl Env {
     pub async fn new(lifetime: Duration) -> Env {
         Env::with(EmulatorConfig {
