@@ -94,6 +94,20 @@ pub enum Fault {
     NestedJson { depth: usize },
 }
 
+/// A refresh token as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTokenStatus {
+    /// Usable: the next refresh with it rotates.
+    Live,
+    /// Rotated away this long ago; presenting it again is a reuse (or a grace replay).
+    Rotated {
+        ago: Duration,
+    },
+    /// Its family was revoked.
+    Revoked,
+    Unknown,
+}
+
 /// Counters a test reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
@@ -311,6 +325,19 @@ impl Emulator {
             .chain(inner.access.keys())
             .cloned()
             .collect()
+    }
+
+    /// What the server knows of a refresh token.
+    pub fn refresh_token_status(&self, token: &str) -> RefreshTokenStatus {
+        let inner = lock(&self.shared.inner);
+        match inner.refresh.get(token) {
+            None => RefreshTokenStatus::Unknown,
+            Some(r) if inner.revoked.contains(&r.family) => RefreshTokenStatus::Revoked,
+            Some(r) => match &r.rotated {
+                Some((at, _)) => RefreshTokenStatus::Rotated { ago: at.elapsed() },
+                None => RefreshTokenStatus::Live,
+            },
+        }
     }
 
     /// Whether `access_token` is currently accepted.

@@ -42,7 +42,9 @@ fn every_fault() -> Vec<Fault> {
         Fault::OmitExpiresIn,
         Fault::ExpiresIn { value: 0.into() },
         Fault::ExpiresIn { value: (-5).into() },
-        Fault::AccessToken { value: "blnk_at_bad\nline".into() },
+        Fault::AccessToken {
+            value: "blnk_at_bad\nline".into(),
+        },
         Fault::InvalidUtf8,
         Fault::NestedJson { depth: 10_000 },
     ]
@@ -75,13 +77,21 @@ async fn chaos_soak() {
         reuse_grace: 30 * SEC,
     })
     .await;
+    // Refresh at half the 3 s lifetime; a missing expires_in means the server's 3 s, as
+    // an operator of such a server would configure.
     let mut text = format!("state_dir = \"{}/state\"\n", env.dir.path().display());
     for name in NAMES {
         env.bootstrap(name);
         text.push_str(
             &env.credential_toml(name, "")
-                .replace("[credentials.X.refresh]\n".replace('X', name).as_str(), &format!("[credentials.{name}.refresh]\nat = 0.5\n"))
-                .replace("initial = \"200ms\"\nmax = \"2s\"", "initial = \"100ms\"\nmax = \"2s\"")
+                .replace(
+                    "[credentials.X.refresh]\n".replace('X', name).as_str(),
+                    &format!("[credentials.{name}.refresh]\nat = 0.5\ndefault_lifetime = \"3s\"\n"),
+                )
+                .replace(
+                    "initial = \"200ms\"\nmax = \"2s\"",
+                    "initial = \"100ms\"\nmax = \"2s\"",
+                )
                 .replace("timeout = \"3s\"", "timeout = \"1s\""),
         );
     }
@@ -104,7 +114,8 @@ async fn chaos_soak() {
         // Storm, then calm, then storm...
         let phase = start.elapsed().as_millis() % (storm + calm).as_millis();
         let stormy = phase < storm.as_millis();
-        env.emu.set_chaos(if stormy { 0.7 } else { 0.0 }, every_fault());
+        env.emu
+            .set_chaos(if stormy { 0.7 } else { 0.0 }, every_fault());
         let calm_for = Duration::from_millis(phase.saturating_sub(storm.as_millis()) as u64);
         for name in NAMES {
             samples += 1;

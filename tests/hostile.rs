@@ -65,9 +65,7 @@ async fn answer(mut stream: TcpStream, answer: Answer) {
         Answer::Huge { chunked } => {
             const TOTAL: usize = 100 * 1024 * 1024;
             let piece = vec![b' '; 64 * 1024];
-            let _ = stream
-                .write_all(&head((!chunked).then_some(TOTAL)))
-                .await;
+            let _ = stream.write_all(&head((!chunked).then_some(TOTAL))).await;
             for _ in 0..TOTAL / piece.len() {
                 let sent = if chunked {
                     let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
@@ -148,7 +146,12 @@ async fn run_case(case: Case) -> Result<String, String> {
     while !d.log_text().contains(case.expect) {
         if start.elapsed() > limit {
             let _ = d.stop().await;
-            return Err(format!("{}: no {:?} in 15 s:\n{}", case.name, case.expect, d.log_text()));
+            return Err(format!(
+                "{}: no {:?} in 15 s:\n{}",
+                case.name,
+                case.expect,
+                d.log_text()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -179,7 +182,11 @@ async fn run_case(case: Case) -> Result<String, String> {
     let line = log
         .lines()
         .find(|l| l.contains(case.expect))
-        .and_then(|l| l.find("error=").or_else(|| l.find("rotated")).map(|i| l[i..].to_owned()))
+        .and_then(|l| {
+            l.find("error=")
+                .or_else(|| l.find("rotated"))
+                .map(|i| l[i..].to_owned())
+        })
         .unwrap_or_default();
     let summary = format!(
         "{:<28} {:>5.1} s  peak RSS {:>5.1} MiB  {}",
@@ -200,19 +207,88 @@ async fn hostile_answers_end_in_a_clear_line_with_bounded_memory() {
     // 30,000 deep fits in the 64 KiB limit, so it reaches the JSON parser.
     let nested = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000)).into_bytes();
     let cases = vec![
-        Case { name: "body at 1 byte/s", reply: Answer::OneBytePerSecond, expect: "body cut short: error decoding response body: request or response body error: operation timed out", keeps_rotated: false },
-        Case { name: "100 MB body (length)", reply: Answer::Huge { chunked: false }, expect: "with a body over 65536 bytes", keeps_rotated: false },
-        Case { name: "100 MB body (chunked)", reply: Answer::Huge { chunked: true }, expect: "with a body over 65536 bytes", keeps_rotated: false },
-        Case { name: "invalid UTF-8", reply: Answer::Body(b"{\"access_token\": \"\xff\xfe\", \"token_type\": \"Bearer\"}".to_vec()), expect: "not a JSON token response", keeps_rotated: false },
-        Case { name: "well-behaved (baseline)", reply: rotated_with("scope", "a".into()), expect: "rotated", keeps_rotated: true },
-        Case { name: "JSON nested 30,000 deep", reply: Answer::Body(nested), expect: "not a JSON token response", keeps_rotated: false },
-        Case { name: "expires_in 0", reply: rotated_with("expires_in", 0.into()), expect: "unusable expires_in", keeps_rotated: true },
-        Case { name: "expires_in -3600", reply: rotated_with("expires_in", (-3600).into()), expect: "unusable expires_in", keeps_rotated: true },
-        Case { name: "expires_in 100 years", reply: rotated_with("expires_in", 3_155_760_000u64.into()), expect: "lifetime=9years 11months", keeps_rotated: true },
-        Case { name: "access token with newline", reply: rotated_with("access_token", "blnk_at_a\nb".into()), expect: "unusable access_token", keeps_rotated: true },
-        Case { name: "access token with \\x01", reply: rotated_with("access_token", "blnk_at_a\u{1}b".into()), expect: "unusable access_token", keeps_rotated: true },
-        Case { name: "new RT, no token_type", reply: rotated_with("token_type", serde_json::Value::Null), expect: "lacks token_type", keeps_rotated: true },
-        Case { name: "refresh token with newline", reply: json(serde_json::json!({"access_token": "blnk_at_x", "token_type": "Bearer", "refresh_token": "blnk_rt_a\nb"})), expect: "unusable refresh_token", keeps_rotated: false },
+        Case {
+            name: "body at 1 byte/s",
+            reply: Answer::OneBytePerSecond,
+            expect: "body cut short: error decoding response body: request or response body error: operation timed out",
+            keeps_rotated: false,
+        },
+        Case {
+            name: "100 MB body (length)",
+            reply: Answer::Huge { chunked: false },
+            expect: "with a body over 65536 bytes",
+            keeps_rotated: false,
+        },
+        Case {
+            name: "100 MB body (chunked)",
+            reply: Answer::Huge { chunked: true },
+            expect: "with a body over 65536 bytes",
+            keeps_rotated: false,
+        },
+        Case {
+            name: "invalid UTF-8",
+            reply: Answer::Body(
+                b"{\"access_token\": \"\xff\xfe\", \"token_type\": \"Bearer\"}".to_vec(),
+            ),
+            expect: "not a JSON token response",
+            keeps_rotated: false,
+        },
+        Case {
+            name: "well-behaved (baseline)",
+            reply: rotated_with("scope", "a".into()),
+            expect: "rotated",
+            keeps_rotated: true,
+        },
+        Case {
+            name: "JSON nested 30,000 deep",
+            reply: Answer::Body(nested),
+            expect: "not a JSON token response",
+            keeps_rotated: false,
+        },
+        Case {
+            name: "expires_in 0",
+            reply: rotated_with("expires_in", 0.into()),
+            expect: "unusable expires_in",
+            keeps_rotated: true,
+        },
+        Case {
+            name: "expires_in -3600",
+            reply: rotated_with("expires_in", (-3600).into()),
+            expect: "unusable expires_in",
+            keeps_rotated: true,
+        },
+        Case {
+            name: "expires_in 100 years",
+            reply: rotated_with("expires_in", 3_155_760_000u64.into()),
+            expect: "lifetime=9years 11months",
+            keeps_rotated: true,
+        },
+        Case {
+            name: "access token with newline",
+            reply: rotated_with("access_token", "blnk_at_a\nb".into()),
+            expect: "unusable access_token",
+            keeps_rotated: true,
+        },
+        Case {
+            name: "access token with \\x01",
+            reply: rotated_with("access_token", "blnk_at_a\u{1}b".into()),
+            expect: "unusable access_token",
+            keeps_rotated: true,
+        },
+        Case {
+            name: "new RT, no token_type",
+            reply: rotated_with("token_type", serde_json::Value::Null),
+            expect: "lacks token_type",
+            keeps_rotated: true,
+        },
+        Case {
+            name: "refresh token with newline",
+            reply: json(
+                serde_json::json!({"access_token": "blnk_at_x", "token_type": "Bearer", "refresh_token": "blnk_rt_a\nb"}),
+            ),
+            expect: "unusable refresh_token",
+            keeps_rotated: false,
+        },
     ];
     let results = futures_util::future::join_all(cases.into_iter().map(run_case)).await;
     let mut failed = Vec::new();

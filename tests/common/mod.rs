@@ -36,12 +36,26 @@ impl Drop for Env {
             .collect();
         secrets.push((self.emu.config().client_secret, false));
         let (mut files, mut bytes, mut leaks) = (0u64, 0u64, Vec::new());
-        scan(self.dir.path(), self.dir.path(), &secrets, &mut files, &mut bytes, &mut leaks);
+        scan(
+            self.dir.path(),
+            self.dir.path(),
+            &secrets,
+            &mut files,
+            &mut bytes,
+            &mut leaks,
+        );
         figure(
             "secrets-scan",
-            &format!("files={files} bytes={bytes} secrets={} leaks={}", secrets.len(), leaks.len()),
+            &format!(
+                "files={files} bytes={bytes} secrets={} leaks={}",
+                secrets.len(),
+                leaks.len()
+            ),
         );
-        assert!(leaks.is_empty(), "secrets found where they must not be: {leaks:?}");
+        assert!(
+            leaks.is_empty(),
+            "secrets found where they must not be: {leaks:?}"
+        );
     }
 }
 
@@ -53,10 +67,14 @@ fn scan(
     bytes: &mut u64,
     leaks: &mut Vec<String>,
 ) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             scan(root, &path, secrets, files, bytes, leaks);
             continue;
@@ -64,8 +82,16 @@ fn scan(
         if !kind.is_file() {
             continue;
         }
-        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let holds_secrets_by_design = rel.starts_with("state/")
             || name.ends_with(".bootstrap")
             || name == "client_secret"
@@ -74,7 +100,9 @@ fn scan(
             continue;
         }
         let is_output = rel.starts_with("out/") || rel.starts_with("pub/");
-        let Ok(text) = std::fs::read(&path) else { continue };
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
         *files += 1;
         *bytes += text.len() as u64;
         let text = String::from_utf8_lossy(&text);
