@@ -170,6 +170,29 @@ struct Inner {
     authorize_error: Option<String>,
 }
 
+impl Inner {
+    fn new_family(&mut self) -> u64 {
+        self.next_family += 1;
+        self.next_family
+    }
+
+    /// A new live refresh token of `family`.
+    fn new_refresh_token(&mut self, family: u64, bootstrap: bool, lifetime: Duration) -> String {
+        let token = format!("blnk_rt_{}", random_text(32));
+        self.refresh.insert(
+            token.clone(),
+            RefreshRecord {
+                family,
+                bootstrap,
+                issued_at: SystemTime::now(),
+                lifetime,
+                rotated: None,
+            },
+        );
+        token
+    }
+}
+
 /// An authorization code waiting for its exchange.
 struct CodeRecord {
     challenge: String,
@@ -350,20 +373,8 @@ impl Shared {
     fn issue_bootstrap(&self) -> String {
         let lifetime = lock(&self.cfg).access_lifetime;
         let mut inner = lock(&self.inner);
-        inner.next_family += 1;
-        let family = inner.next_family;
-        let token = format!("blnk_rt_{}", random_text(32));
-        inner.refresh.insert(
-            token.clone(),
-            RefreshRecord {
-                family,
-                bootstrap: true,
-                issued_at: SystemTime::now(),
-                lifetime,
-                rotated: None,
-            },
-        );
-        token
+        let family = inner.new_family();
+        inner.new_refresh_token(family, true, lifetime)
     }
 
     fn accepts(&self, access_token: &str) -> bool {
@@ -716,18 +727,8 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
             r.bootstrap = false;
         }
     } else {
-        let next = format!("blnk_rt_{}", random_text(32));
+        let next = inner.new_refresh_token(family, false, cfg.access_lifetime);
         body["refresh_token"] = serde_json::json!(next);
-        inner.refresh.insert(
-            next,
-            RefreshRecord {
-                family,
-                bootstrap: false,
-                issued_at: now,
-                lifetime: cfg.access_lifetime,
-                rotated: None,
-            },
-        );
         if let Some(r) = inner.refresh.get_mut(presented) {
             r.rotated = Some((Instant::now(), body.clone()));
         }
@@ -855,20 +856,9 @@ fn exchange_code(shared: &Shared, cfg: &EmulatorConfig, form: &HashMap<String, S
             "code expired, or redirect_uri or code_verifier does not match",
         );
     }
-    inner.next_family += 1;
-    let family = inner.next_family;
+    let family = inner.new_family();
     let mut body = issue_access(&mut inner, cfg, family, &None);
-    let refresh = format!("blnk_rt_{}", random_text(32));
+    let refresh = inner.new_refresh_token(family, false, cfg.access_lifetime);
     body["refresh_token"] = serde_json::json!(refresh);
-    inner.refresh.insert(
-        refresh,
-        RefreshRecord {
-            family,
-            bootstrap: false,
-            issued_at: SystemTime::now(),
-            lifetime: cfg.access_lifetime,
-            rotated: None,
-        },
-    );
     json(StatusCode::OK, body)
 }

@@ -488,15 +488,8 @@ async fn rotation_hooks() {
     }
     assert_eq!(d.log_text().matches("rotation hook failed").count(), 3);
     // The failing credential is as healthy as the others.
-    let status = std::process::Command::new(common::BIN)
-        .args(["status", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stdout)
-    );
+    let (healthy, text) = common::status(&cfg);
+    assert!(healthy, "{text}");
     assert_eq!(d.stop().await, 0);
     let _ = app2.kill().await;
 }

@@ -332,6 +332,19 @@ impl Daemon {
     }
 }
 
+/// `tokend status -c cfg`: whether it exited 0 (every credential healthy), and its text.
+pub fn status(cfg: &Path) -> (bool, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["status", "-c", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
