@@ -553,14 +553,17 @@ impl<S: StateStore> Credential<S> {
 
     /// Logs the chain-age warning when it is due (at the warning point, then daily).
     fn warn_chain_age(&mut self, now: SystemTime) {
-        let Some(age) = self.chain_age() else { return };
+        let (Some(age), Some(state)) = (self.chain_age(), &self.state) else {
+            return;
+        };
         if now < age.next_warning(self.chain_warned_at) {
             return;
         }
+        let started = state.chain_started_at;
         self.chain_warned_at = Some(now);
         let left = age.ends_at.duration_since(now).unwrap_or(Duration::ZERO);
         warn!(
-            chain_started_at = %rfc3339::format(age.ends_at - self.cfg.chain.max_age.unwrap_or_default()),
+            chain_started_at = %rfc3339::format(started),
             chain_ends_at = %rfc3339::format(age.ends_at),
             "the refresh-token chain reaches its maximum age in {}: run `tokend login {}` before then",
             humantime::format_duration(Duration::from_secs(left.as_secs() / 3600 * 3600)),

@@ -165,12 +165,18 @@ impl FileStore {
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
-pub fn lock_path(path: &Path) -> PathBuf {
+/// `<state_file>.lock`: the file whose lock says who owns the state.
+pub fn lock_path(state_file: &Path) -> PathBuf {
+    beside(state_file, ".lock")
+}
+
+/// A file next to `path`, named after it with `suffix`.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(".lock");
+    name.push(suffix);
     path.with_file_name(name)
 }
 
@@ -256,12 +262,7 @@ pub fn write_state_file(path: &Path, state: &State, perms: &Perms) -> Result<(),
 /// `<state_file>.login`. The daemon adopts it on SIGHUP (which login sends), at start,
 /// and while blocked.
 pub fn handover_path(state_file: &Path) -> PathBuf {
-    let mut name = state_file
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".login");
-    state_file.with_file_name(name)
+    beside(state_file, ".login")
 }
 
 /// The pid in a lock holder's "pid N on HOST", when HOST is this host.
