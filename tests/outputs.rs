@@ -534,3 +534,55 @@ async fn bind_mounted_output_gives_the_documented_error() {
     // The refresh itself was kept.
     assert!(env.state("c").unwrap()["access_token"].is_string());
 }
+
+/// Issue 4: a process that may not chown gets a clear error naming the fix, and the
+/// refresh itself is kept. Needs root (to run tokend as another user); SKIP elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_tokend_may_not_set_gives_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    let (true, Some(nobody)) = (nix::unistd::geteuid().is_root(), nobody) else {
+        eprintln!("SKIP: needs root and a user named nobody");
+        return;
+    };
+    let env = Env::new(Duration::from_secs(3600)).await;
+    env.bootstrap("c");
+    let text = format!(
+        "state_dir = \"{}/state\"\n{}",
+        env.dir.path().display(),
+        env.credential_toml("c", "")
+    )
+    .replace("mode = \"0640\"\n", "mode = \"0640\"\nowner = \"root\"\n");
+    let cfg = env.write_config_text(&text);
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    for file in ["client_secret", "c.bootstrap"] {
+        std::fs::set_permissions(env.path(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            &nobody.gid.to_string(),
+            "--clear-groups",
+        ])
+        .args([common::BIN, "once", "-c", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("cannot give it owner root and group (unchanged): Operation not permitted")
+            && stderr.contains("tokend needs CAP_CHOWN"),
+        "{stderr}"
+    );
+    assert!(
+        !env.path("out/c/access_token").exists(),
+        "never with the wrong owner"
+    );
+    assert!(
+        env.state("c").unwrap()["access_token"].is_string(),
+        "the refresh is kept"
+    );
+}
