@@ -543,7 +543,10 @@ impl<S: StateStore> Credential<S> {
             Block::UnreadableState => {
                 format!("the state file {} cannot be read", self.store.describe())
             }
-            Block::NoBootstrap => "no state and no readable bootstrap refresh token".to_owned(),
+            Block::NoBootstrap => format!(
+                "no state and no readable bootstrap refresh token: run `tokend login {}`, or write a refresh token to the bootstrap file",
+                self.cfg.name
+            ),
         }
     }
 
