@@ -139,7 +139,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::OTHER);
         }
     };
-    ExitCode::from(match cli.command {
+    let code = match cli.command {
         Command::Run(c) => runtime.block_on(run(&c.config)),
         Command::Once(c) => runtime.block_on(once(&c.config)),
         Command::Check(c) => check(&c.config),
@@ -179,7 +179,11 @@ pub fn main() -> ExitCode {
             };
             runtime.block_on(demo::emulator(options))
         }
-    })
+    };
+    // Without waiting for blocking work still in flight, such as a read of stdin that
+    // `login --no-browser` no longer needs once the browser came back by itself.
+    runtime.shutdown_background();
+    ExitCode::from(code)
 }
 
 /// Loads the configuration, or says why not (exit 78).

@@ -199,6 +199,15 @@ async fn no_browser_takes_the_pasted_url_and_refuses_bad_answers() {
     assert!(!env.path("state/c.json").exists());
     env.emu.set_authorize_error(None);
 
+    // --no-browser, but the browser was on this host after all: the loopback redirect
+    // ends the login, and the unused read of stdin (held open here) does not hold it up.
+    let mut login = start_login(&cfg, &["--no-browser"]).await;
+    let _stdin_held_open = login.child.stdin.take();
+    get(&authorize(&login.url).await).await;
+    let (code, out, err) = finish(login).await;
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::remove_file(env.path("state/c.json")).unwrap();
+
     // The pasted URL, as a headless user would copy it from the browser's address bar.
     let mut login = start_login(&cfg, &["--no-browser"]).await;
     let redirect = authorize(&login.url).await;
