@@ -50,15 +50,6 @@ fn every_fault() -> Vec<Fault> {
     ]
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak() {
     let seconds: u64 = std::env::var("SOAK_SECONDS")
@@ -128,12 +119,12 @@ async fn chaos_soak() {
             }
         }
         if rss_warm.is_none() && start.elapsed() > 10 * SEC {
-            rss_warm = Some(rss_kib(pid));
+            rss_warm = Some(common::proc_status_kib(pid, "VmRSS"));
         }
         tokio::time::sleep(tick).await;
     }
     env.emu.set_chaos(0.0, vec![]);
-    let rss_end = rss_kib(pid);
+    let rss_end = common::proc_status_kib(pid, "VmRSS");
     let code = d.stop().await;
     let log = d.log_text();
     let stats = env.emu.stats();
@@ -156,7 +147,6 @@ async fn chaos_soak() {
         rss_warm as f64 / 1024.0,
         rss_end as f64 / 1024.0,
     );
-    println!("{line}");
     common::figure("chaos", &line);
     assert_eq!(code, 0);
     assert!(samples > 0);

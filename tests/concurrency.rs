@@ -69,7 +69,6 @@ async fn sighup_storm_during_refreshes_loses_nothing() {
         stats.reuses,
         log.matches("invalid_grant").count()
     );
-    println!("{line}");
     common::figure("concurrency", &line);
     assert_eq!(stats.reuses, 0, "{line}");
     assert!(

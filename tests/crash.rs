@@ -174,7 +174,6 @@ fn describe(name: &str, t: &mut Tally) -> String {
         percentile(&mut t.write_ms, 0.95),
         t.write_ms.len(),
     );
-    println!("{line}");
     common::figure("crash", &line);
     line
 }

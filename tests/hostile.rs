@@ -109,16 +109,6 @@ fn rotated_with(field: &str, value: serde_json::Value) -> Answer {
     json(body)
 }
 
-/// Peak resident memory of a process so far (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 struct Case {
     name: &'static str,
     reply: Answer,
@@ -156,7 +146,7 @@ async fn run_case(case: Case) -> Result<String, String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = start.elapsed();
-    let peak = peak_rss_kib(pid);
+    let peak = common::proc_status_kib(pid, "VmHWM");
     let code = d.stop().await;
     let log = d.log_text();
     let mut problems = Vec::new();
@@ -295,7 +285,6 @@ async fn hostile_answers_end_in_a_clear_line_with_bounded_memory() {
     for r in results {
         match r {
             Ok(line) => {
-                println!("{line}");
                 common::figure("hostile", &line);
             }
             Err(e) => failed.push(e),

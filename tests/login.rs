@@ -402,9 +402,7 @@ async fn common_wait_metrics(url: &str, line: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_as_root_hands_the_state_to_the_daemons_user() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
-    let (true, Some(nobody)) = (nix::unistd::geteuid().is_root(), nobody) else {
-        eprintln!("SKIP: needs root and a user named nobody");
+    let Some(nobody) = common::nobody_when_root() else {
         return;
     };
     let env = Env::new(3600 * SEC).await;
@@ -431,18 +429,7 @@ async fn login_as_root_hands_the_state_to_the_daemons_user() {
         );
     }
     assert_eq!(common::mode(&env.path("state/c.json")), 0o600);
-    let once = std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            "nobody",
-            "--regid",
-            &nobody.gid.to_string(),
-            "--clear-groups",
-        ])
-        .args([common::BIN, "once", "-c", cfg.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let once = common::once_as(&nobody, &cfg);
     assert!(
         once.status.success(),
         "{}",

@@ -192,7 +192,6 @@ async fn readers_never_see_torn_or_mixed_versions() {
         1000.0 * elapsed / rotations as f64,
         bad.load(Relaxed)
     );
-    println!("{line}");
     common::figure("outputs", &line);
     assert_eq!(
         bad.load(Relaxed),
@@ -326,7 +325,6 @@ async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
             "permissions under umask {umask}: {events} inotify events, {looks} stats, {} wrong",
             wrong.len()
         );
-        println!("{line}");
         common::figure("outputs", &line);
         assert!(events > 100 && looks > 100, "the watcher saw too little");
         assert!(
@@ -540,9 +538,7 @@ async fn bind_mounted_output_gives_the_documented_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_tokend_may_not_set_gives_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
-    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
-    let (true, Some(nobody)) = (nix::unistd::geteuid().is_root(), nobody) else {
-        eprintln!("SKIP: needs root and a user named nobody");
+    let Some(nobody) = common::nobody_when_root() else {
         return;
     };
     let env = Env::new(Duration::from_secs(3600)).await;
@@ -558,18 +554,7 @@ async fn an_owner_tokend_may_not_set_gives_a_clear_error() {
     for file in ["client_secret", "c.bootstrap"] {
         std::fs::set_permissions(env.path(file), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            "nobody",
-            "--regid",
-            &nobody.gid.to_string(),
-            "--clear-groups",
-        ])
-        .args([common::BIN, "once", "-c", cfg.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = common::once_as(&nobody, &cfg);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{stderr}");
     assert!(

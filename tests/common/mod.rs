@@ -119,9 +119,11 @@ fn scan(
     }
 }
 
-/// Appends a line of figures for `.ci/run` to print (target/tmp/figures/NAME.txt).
+/// Prints a line of figures and appends it for `.ci/run` to print
+/// (target/tmp/figures/NAME.txt).
 pub fn figure(name: &str, line: &str) {
     use std::io::Write;
+    println!("{line}");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -343,6 +345,43 @@ pub fn status(cfg: &Path) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// A memory figure of a running process from /proc/PID/status (`VmRSS`, `VmHWM`), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The user `nobody`, when this process is root and so can run tokend as it; the tests
+/// that need another user say SKIP otherwise.
+pub fn nobody_when_root() -> Option<nix::unistd::User> {
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    if nix::unistd::geteuid().is_root() && nobody.is_some() {
+        return nobody;
+    }
+    eprintln!("SKIP: needs root and a user named nobody");
+    None
+}
+
+/// `tokend once -c cfg` run as `user` (through setpriv, no supplementary groups).
+pub fn once_as(user: &nix::unistd::User, cfg: &Path) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            &user.name,
+            "--regid",
+            &user.gid.to_string(),
+            "--clear-groups",
+        ])
+        .args([BIN, "once", "-c", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
