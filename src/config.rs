@@ -494,7 +494,10 @@ struct RawOutput {
     path: PathBuf,
     #[serde(default)]
     format: OutputFormat,
-    #[serde(default = "default_mode_text")]
+    #[serde(
+        default = "default_mode_text",
+        deserialize_with = "mode_text::deserialize"
+    )]
     mode: String,
     owner: Option<RawAccount>,
     group: Option<RawAccount>,
@@ -1008,9 +1011,37 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     }
 }
 
+/// File modes as octal strings (`"0640"`). A TOML integer is refused: TOML reads
+/// `0o640` as 416 and `640` as decimal, so no integer says what the user meant.
 mod mode_text {
+    use std::fmt;
+
     pub fn serialize<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = String;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an octal file mode as a string, such as \"0640\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_owned())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+                Err(E::custom(format!(
+                    "got the integer {v}; write the mode as a string, such as mode = \"0640\" \
+                     (TOML reads 0o640 as 416 and 640 as decimal)"
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+                self.visit_i64(v as i64)
+            }
+        }
+        // `deserialize_any`: the config crate turns numbers into strings when asked for one.
+        d.deserialize_any(V)
     }
 }
 
@@ -1272,6 +1303,24 @@ mod tests {
         );
         let e = with("issuer = \"http://id.example\"").unwrap_err();
         assert_eq!(e.key, "credentials.blnk.issuer");
+    }
+
+    #[test]
+    fn integer_modes_are_refused() {
+        // 0o640 would be 416 and 640 would be read digit by digit: neither is what was meant.
+        for mode in ["0o640", "640", "0o777", "416"] {
+            let text =
+                format!("{MINIMAL}[[credentials.blnk.outputs]]\npath = \"/o\"\nmode = {mode}\n");
+            let e = load(&text, &[]).unwrap_err();
+            assert_eq!(e.key, "credentials.blnk.outputs[0].mode", "{mode}: {e}");
+            assert!(e.message.contains("as a string"), "{mode}: {e}");
+        }
+        let text =
+            format!("{MINIMAL}[[credentials.blnk.outputs]]\npath = \"/o\"\nmode = \"0640\"\n");
+        assert_eq!(
+            load(&text, &[]).unwrap().credentials["blnk"].outputs[0].mode,
+            0o640
+        );
     }
 
     #[test]
