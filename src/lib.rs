@@ -1,30 +1,33 @@
 //! tokend keeps OAuth 2.0 access tokens fresh for the applications beside it.
 //!
-//! The data flow, top-down: [`config`] → [`daemon`] (one task per credential) →
-//! [`credential`] (the loop: [`schedule`] decides when, [`endpoint`] asks the server,
-//! [`state`] remembers, [`outputs`] and [`publish_dir`] publish, [`hooks`] tell
-//! others). [`emulator`] is the built-in server for
-//! `demo` and tests; [`cli`] is the command line.
+//! The tree, top-down, follows the data: the command line starts the daemon, which runs
+//! one task per credential; each task asks the OAuth endpoint, keeps what it learns in
+//! the store, publishes the access token, and reports to telemetry.
+//!
+//! - [`cli`]: the command line, one file per command, exit codes in one place
+//! - [`config`]: the configuration file and environment, typed and validated
+//! - [`daemon`]: the set of running credentials, steered by [`daemon::Control`]s
+//! - [`credential`]: one credential: schedule, state machine, task
+//! - [`oauth`]: the token endpoint, its answers, discovery, `tokend login`
+//! - [`store`]: the state record and the state file
+//! - [`publish`]: output files, `publish_dir`, rotation hooks
+//! - [`telemetry`]: health, metrics, the health endpoints, logs
+//! - [`emulator`]: the built-in token server for `demo`, `emulator` and tests
+//!
+//! Leaves that several layers share: [`atomic`] (durable atomic file replacement),
+//! [`rfc3339`] (timestamps), [`http_server`] (a small HTTP/1 server), [`tls`] (the
+//! crypto provider).
 
 pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod daemon;
-pub mod demo;
-pub mod discovery;
 pub mod emulator;
-pub mod endpoint;
-pub mod health;
-pub mod hooks;
 pub mod http_server;
-pub mod logging;
-pub mod login;
-pub mod metrics;
-pub mod notify;
-pub mod outputs;
-pub mod publish_dir;
-pub mod schedule;
-pub mod state;
-pub mod status;
+pub mod oauth;
+pub mod publish;
+pub mod rfc3339;
+pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -226,6 +226,14 @@ mode = "0600"
         p
     }
 
+    /// Sends `d` SIGUSR1 and waits (up to `limit`) until the server has rotated once
+    /// more: the idiom of every test that needs a rotation now.
+    pub async fn rotate(&self, d: &Daemon, what: &str, limit: Duration) {
+        let before = self.emu.stats().refreshes;
+        d.signal(libc::SIGUSR1);
+        wait_for(what, limit, || self.emu.stats().refreshes > before).await;
+    }
+
     pub fn raw_output(&self, name: &str) -> Option<String> {
         std::fs::read_to_string(self.path(&format!("out/{name}/access_token"))).ok()
     }

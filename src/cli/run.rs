@@ -1,0 +1,81 @@
+//! `tokend run` and `tokend once`: the daemon until told to stop, or one pass.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::{Instrument, error};
+
+use crate::cli::exit::{self, load_config, start_error_code, worse};
+use crate::config::CredentialConfig;
+use crate::credential::OnceResult;
+use crate::daemon::{self, ConfigSource, Daemon};
+use crate::oauth::Clients;
+use crate::telemetry::{Board, logging};
+
+/// Pinned log target: operators filter on it, whatever the module is called.
+const LOG: &str = "tokend::cli";
+
+/// The daemon, until SIGTERM or SIGINT.
+pub async fn run(path: &Path) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(&config.log);
+    let result = match daemon::signals() {
+        Ok(controls) => match Daemon::start(ConfigSource::File(path.to_owned()), &config).await {
+            Ok(d) => d.run(controls).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            error!(target: LOG, error = %e, "cannot start");
+            start_error_code(&e)
+        }
+    }
+}
+
+/// Every credential fresh and published, once; the worst outcome is the exit code.
+pub async fn once(path: &Path) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(&config.log);
+    let mut worst = exit::OK;
+    let board = Arc::new(Board::default());
+    let clients = Clients::default();
+    for cfg in config.credentials.values() {
+        let span = tracing::info_span!(target: LOG, "credential", credential = %cfg.name);
+        let code = once_one(cfg, &board, &clients).instrument(span).await;
+        worst = worse(worst, code);
+    }
+    worst
+}
+
+async fn once_one(cfg: &CredentialConfig, board: &Arc<Board>, clients: &Clients) -> u8 {
+    match daemon::prepare(cfg, board, clients) {
+        Err(e) => {
+            error!(target: LOG, error = %e, "cannot start");
+            start_error_code(&e)
+        }
+        Ok((cred, _health)) => match cred.once().await {
+            OnceResult::Fresh => exit::OK,
+            OnceResult::Temporary(m) => {
+                error!(target: LOG, error = %m, "no fresh token yet; try again later");
+                exit::TEMPFAIL
+            }
+            OnceResult::Permanent(m) => {
+                error!(target: LOG, error = %m, "refused");
+                exit::NOPERM
+            }
+            OnceResult::Other(m) => {
+                error!(target: LOG, error = %m, "failed");
+                exit::OTHER
+            }
+        },
+    }
+}

@@ -1,0 +1,191 @@
+//! `tokend status` and `tokend token`: read-only views of the state files, usable while
+//! the daemon runs (a state file is only ever replaced whole) and as an exec probe.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::cli::exit::{self, load_config};
+use crate::credential::schedule::ChainAge;
+use crate::rfc3339;
+use crate::store::file::read_state_file;
+
+/// One credential's condition as `status` reports it.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub healthy: bool,
+    pub expires_at: Option<String>,
+    pub seconds_left: Option<u64>,
+    pub last_refresh: Option<String>,
+    pub chain_started_at: Option<String>,
+    /// When the chain reaches `refresh_token_max_age`, if one is set.
+    pub chain_ends_at: Option<String>,
+    /// Within `warn_before` of that: a person should run `tokend login` soon. Health is
+    /// not affected until the chain actually fails.
+    pub chain_warning: bool,
+    pub last_error: Option<String>,
+    pub blocked: bool,
+}
+
+/// Builds the report of every configured credential from its state file.
+pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
+    config
+        .credentials
+        .values()
+        .map(|c| match read_state_file(&c.state_file) {
+            Ok(Some(s)) => {
+                let left = s.expires_at.and_then(|e| e.duration_since(now).ok());
+                let blocked = s.last_error.as_ref().is_some_and(|e| e.blocked);
+                let chain = ChainAge::of(&c.chain, s.chain_started_at);
+                Report {
+                    name: c.name.clone(),
+                    healthy: s.valid_access_token(now).is_some() && !blocked,
+                    expires_at: s.expires_at.map(rfc3339::format),
+                    seconds_left: left.map(|d| d.as_secs()),
+                    last_refresh: s.obtained_at.map(rfc3339::format),
+                    chain_started_at: Some(rfc3339::format(s.chain_started_at)),
+                    chain_ends_at: chain.map(|a| rfc3339::format(a.ends_at)),
+                    chain_warning: chain.is_some_and(|a| a.warning(now)),
+                    last_error: s
+                        .last_error
+                        .map(|e| format!("{}: {}", rfc3339::format(e.at), e.message)),
+                    blocked,
+                }
+            }
+            Ok(None) => Report::missing(&c.name, "no state yet".into()),
+            Err(e) => Report::missing(&c.name, e.to_string()),
+        })
+        .collect()
+}
+
+impl Report {
+    fn missing(name: &str, why: String) -> Report {
+        Report {
+            name: name.to_owned(),
+            healthy: false,
+            expires_at: None,
+            seconds_left: None,
+            last_refresh: None,
+            chain_started_at: None,
+            chain_ends_at: None,
+            chain_warning: false,
+            last_error: Some(why),
+            blocked: false,
+        }
+    }
+}
+
+/// Prints every credential's report; exit 0 only when all are healthy.
+pub fn status(path: &Path, json: bool) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let reports = reports(&config, SystemTime::now());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into())
+        );
+    } else {
+        for r in &reports {
+            let health = if r.healthy {
+                "healthy"
+            } else if r.blocked {
+                "BLOCKED"
+            } else {
+                "UNHEALTHY"
+            };
+            let left = r
+                .seconds_left
+                .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string());
+            println!("{}: {health}", r.name);
+            println!(
+                "  expires at:   {} ({} left)",
+                r.expires_at.as_deref().unwrap_or("-"),
+                left.as_deref().unwrap_or("none")
+            );
+            println!(
+                "  last refresh: {}",
+                r.last_refresh.as_deref().unwrap_or("-")
+            );
+            println!(
+                "  chain start:  {}",
+                r.chain_started_at.as_deref().unwrap_or("-")
+            );
+            if let Some(end) = &r.chain_ends_at {
+                let warning = if r.chain_warning {
+                    format!(" WARNING: run `tokend login {}` before then", r.name)
+                } else {
+                    String::new()
+                };
+                println!("  chain ends:   {end}{warning}");
+            }
+            println!("  last error:   {}", r.last_error.as_deref().unwrap_or("-"));
+        }
+    }
+    if reports.iter().all(|r| r.healthy) {
+        exit::OK
+    } else {
+        exit::OTHER
+    }
+}
+
+/// Prints the access token of one credential, without a newline.
+pub fn token(path: &Path, name: Option<&str>) -> u8 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let cred = match name {
+        Some(n) => config.credentials.get(n),
+        None if config.credentials.len() == 1 => config.credentials.values().next(),
+        None => {
+            eprintln!(
+                "tokend: name the credential: {}",
+                config
+                    .credentials
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return exit::USAGE;
+        }
+    };
+    let Some(cred) = cred else {
+        eprintln!("tokend: no credential named {}", name.unwrap_or(""));
+        return exit::USAGE;
+    };
+    match read_state_file(&cred.state_file) {
+        Ok(Some(s)) => match s.valid_access_token(SystemTime::now()) {
+            Some(t) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                if out
+                    .write_all(t.expose_secret().as_bytes())
+                    .and_then(|_| out.flush())
+                    .is_err()
+                {
+                    return exit::OTHER;
+                }
+                exit::OK
+            }
+            None => {
+                eprintln!("tokend: {}: the access token has expired", cred.name);
+                exit::OTHER
+            }
+        },
+        Ok(None) => {
+            eprintln!("tokend: {}: no token yet", cred.name);
+            exit::OTHER
+        }
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            exit::OTHER
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The validated configuration: what the rest of tokend reads. Built only by
+//! [`super::load`], so every value here has passed validation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize, Serializer};
+use url::Url;
+
+use crate::config::secret::{SecretReadError, SecretSource};
+use crate::config::text::{duration_text, mode_text, signal_text};
+
+/// Where the configuration is read from when neither `-c` nor `$TOKEND_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/tokend/tokend.toml";
+/// Blnk Cloud's token endpoint, the default `token_url`.
+pub const BLNK_TOKEN_URL: &str = "https://api.cloud.blnkfinance.com/oauth/token";
+/// Blnk Cloud's authorization endpoint, the default `authorize_url` with Blnk's token URL.
+pub const BLNK_AUTHORIZE_URL: &str = "https://api.cloud.blnkfinance.com/oauth/authorize";
+/// Blnk's refresh tokens live 30 days (BLNK-OAUTH.md), the default `refresh_token_max_age`.
+pub const BLNK_REFRESH_TOKEN_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+
+/// The validated configuration of a whole daemon.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub log: LogConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthConfig>,
+    pub credentials: BTreeMap<String, CredentialConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    pub listen: SocketAddr,
+}
+
+/// How the client authenticates to the token endpoint (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// RFC 6749 §2.3.1: id and secret form-urlencoded, then `id:secret` base64-encoded.
+    #[default]
+    Basic,
+    /// Exactly what `curl -u id:secret` sends.
+    BasicUnencoded,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// One credential: a client, a refresh-token chain, and where its access token goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CredentialConfig {
+    pub name: String,
+    /// `None` when it comes from the `issuer`'s metadata (see [`crate::discovery`]).
+    pub token_url: Option<Url>,
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    pub client_auth: ClientAuth,
+    /// The bootstrap token; optional, since `tokend login` can start a chain instead.
+    pub refresh_token: Option<SecretSource>,
+    pub scope: Option<String>,
+    pub state_file: PathBuf,
+    pub refresh: RefreshPolicy,
+    pub retry: RetryPolicy,
+    pub http: HttpConfig,
+    pub outputs: Vec<OutputConfig>,
+    /// A directory published as one consistent set, as kubelet writes Secret volumes.
+    pub publish_dir: Option<PathBuf>,
+    pub on_rotate: Option<HookConfig>,
+    pub login: LoginConfig,
+    pub chain: ChainPolicy,
+}
+
+/// Where `tokend login` sends the user, and where the server sends them back.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoginConfig {
+    /// RFC 8414 discovery fills whichever of the two URLs is not set.
+    pub issuer: Option<Url>,
+    pub authorize_url: Option<Url>,
+    /// Default: `http://127.0.0.1:<port>/callback`.
+    pub redirect_uri: Option<Url>,
+}
+
+/// How long a refresh-token chain may live, and when to start warning about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainPolicy {
+    #[serde(
+        rename = "refresh_token_max_age",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration_text::serialize_some"
+    )]
+    pub max_age: Option<Duration>,
+    #[serde(with = "duration_text")]
+    pub warn_before: Duration,
+}
+
+impl CredentialConfig {
+    /// The bootstrap refresh token as it is now.
+    pub fn read_bootstrap(&self) -> Result<SecretString, SecretReadError> {
+        match &self.refresh_token {
+            Some(source) => source.read(),
+            None => Err(SecretReadError::NotConfigured {
+                name: self.name.clone(),
+            }),
+        }
+    }
+
+    /// Whether `out` is written into `publish_dir` (a bare file name there) rather than
+    /// on its own: the one place that decides it.
+    pub fn in_publish_dir(&self, out: &OutputConfig) -> bool {
+        self.publish_dir.is_some() && is_bare_name(&out.path)
+    }
+}
+
+pub(crate) fn is_bare_name(path: &Path) -> bool {
+    let mut parts = path.components();
+    matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none()
+}
+
+/// What to do after each rotation, once the outputs are written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HookConfig {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "signal_text::serialize"
+    )]
+    pub signal: Option<nix::sys::signal::Signal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A user or group as the configuration names it, and the id it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub given: String,
+    pub id: u32,
+}
+
+impl Serialize for Account {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.given)
+    }
+}
+
+/// When to refresh, as fractions of the access token's lifetime (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshPolicy {
+    pub at: f64,
+    pub jitter: f64,
+    #[serde(with = "duration_text")]
+    pub min_remaining: Duration,
+    #[serde(with = "duration_text")]
+    pub default_lifetime: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            at: 0.75,
+            jitter: 0.05,
+            min_remaining: Duration::from_secs(60),
+            default_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter between `initial` and `max`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    #[serde(with = "duration_text")]
+    pub initial: Duration,
+    #[serde(with = "duration_text")]
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    pub allow_insecure_http: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            ca_file: None,
+            allow_insecure_http: false,
+        }
+    }
+}
+
+/// What an output file holds (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Raw,
+    Json,
+    Env,
+    Header,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputConfig {
+    pub path: PathBuf,
+    pub format: OutputFormat,
+    #[serde(serialize_with = "mode_text::serialize")]
+    pub mode: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Account>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Account>,
+}

@@ -1,0 +1,72 @@
+//! Secrets given inline or in a file that is read afresh at each use.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A secret given inline or read from a file each time it is needed.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    Inline(SecretString),
+    File(PathBuf),
+}
+
+impl PartialEq for SecretSource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (SecretSource::Inline(a), SecretSource::Inline(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            (SecretSource::File(a), SecretSource::File(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Errors reading a secret from its source.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretReadError {
+    #[error("cannot read {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path} is empty")]
+    Empty { path: PathBuf },
+    #[error("{path} holds characters not allowed in a token or secret")]
+    Invalid { path: PathBuf },
+    #[error(
+        "neither refresh_token nor refresh_token_file is set; get a first token with `tokend login {name}`"
+    )]
+    NotConfigured { name: String },
+}
+
+impl SecretSource {
+    /// The secret's current value; a file is read afresh and trimmed of surrounding whitespace.
+    pub fn read(&self) -> Result<SecretString, SecretReadError> {
+        match self {
+            SecretSource::Inline(s) => Ok(s.clone()),
+            SecretSource::File(path) => {
+                let raw = std::fs::read(path).map_err(|err| SecretReadError::Io {
+                    path: path.clone(),
+                    err,
+                })?;
+                let text = String::from_utf8(raw)
+                    .map_err(|_| SecretReadError::Invalid { path: path.clone() })?;
+                let trimmed = text.trim();
+                if trimmed.is_empty() {
+                    return Err(SecretReadError::Empty { path: path.clone() });
+                }
+                if !trimmed.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                    return Err(SecretReadError::Invalid { path: path.clone() });
+                }
+                Ok(SecretString::from(trimmed.to_owned()))
+            }
+        }
+    }
+
+    /// The file behind this secret, if any (watched while a credential is blocked).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            SecretSource::File(p) => Some(p),
+            SecretSource::Inline(_) => None,
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! From "parses" to "makes sense": the checks that turn raw values into a [`Config`],
+//! each error naming its key and source.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::config::error::{ConfigError, Sources};
+use crate::config::model::{
+    BLNK_AUTHORIZE_URL, BLNK_REFRESH_TOKEN_MAX_AGE, BLNK_TOKEN_URL, ChainPolicy, Config,
+    CredentialConfig, HttpConfig, LoginConfig, OutputConfig, RefreshPolicy, RetryPolicy,
+};
+use crate::config::outputs::{validate_hook, validate_outputs};
+use crate::config::raw::{RawConfig, RawCredential};
+use crate::config::secret::SecretSource;
+
+/// Validates the whole configuration.
+pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
+    let state_dir = raw
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tokend"));
+    if raw.log.level.trim().is_empty() {
+        return Err(src.error("log.level", "must not be empty"));
+    }
+    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+        .map_err(|e| src.error("log.level", format!("not a valid level or filter: {e}")))?;
+    let mut credentials = BTreeMap::new();
+    for (name, rc) in raw.credentials {
+        let cred = validate_credential(&name, rc, &state_dir, src)?;
+        credentials.insert(name, cred);
+    }
+    let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for c in credentials.values() {
+        if let Some(other) = seen.insert(c.state_file.clone(), c.name.clone()) {
+            return Err(src.error(
+                &format!("credentials.{}.state_file", c.name),
+                format!(
+                    "{} is also the state file of credential {other}",
+                    c.state_file.display()
+                ),
+            ));
+        }
+    }
+    Ok(Config {
+        state_dir,
+        log: raw.log,
+        health: raw.health,
+        credentials,
+    })
+}
+
+fn validate_credential(
+    name: &str,
+    rc: RawCredential,
+    state_dir: &Path,
+    src: &Sources,
+) -> Result<CredentialConfig, ConfigError> {
+    let key = |k: &str| format!("credentials.{name}.{k}");
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(src.error(
+            &format!("credentials.{name}"),
+            "credential names may hold only a-z, 0-9 and _",
+        ));
+    }
+    // Checked now (values are moved out below), reported in the order of the keys.
+    let server = validate_server(name, &rc, src);
+    let client_id = match rc.client_id {
+        Some(id) if !id.is_empty() => id,
+        Some(_) => return Err(src.error(&key("client_id"), "must not be empty")),
+        None => return Err(src.error(&key("client_id"), "is required")),
+    };
+    let client_secret = exactly_one(
+        rc.client_secret,
+        rc.client_secret_file,
+        &key("client_secret"),
+        src,
+    )?;
+    let refresh_token = at_most_one(
+        rc.refresh_token,
+        rc.refresh_token_file,
+        &key("refresh_token"),
+        src,
+    )?;
+    let server = server?;
+    let chain = ChainPolicy {
+        // Zero turns the default off.
+        max_age: match rc.refresh_token_max_age {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => server.blnk.then_some(BLNK_REFRESH_TOKEN_MAX_AGE),
+        },
+        warn_before: rc.warn_before.unwrap_or(Duration::from_secs(5 * 86_400)),
+    };
+    if let Some(scope) = &rc.scope {
+        validate_scope(scope).map_err(|m| src.error(&key("scope"), m))?;
+    }
+    validate_policies(name, &rc.refresh, &rc.retry, &rc.http, src)?;
+    let outputs = validate_outputs(name, rc.outputs, rc.publish_dir.as_deref(), src)?;
+    let on_rotate = rc
+        .on_rotate
+        .map(|h| validate_hook(h, &key("on_rotate"), src))
+        .transpose()?;
+
+    let state_file = rc
+        .state_file
+        .unwrap_or_else(|| state_dir.join(format!("{name}.json")));
+    check_state_file(name, &state_file, &outputs, rc.publish_dir.as_deref(), src)?;
+    Ok(CredentialConfig {
+        name: name.to_owned(),
+        token_url: server.token_url,
+        client_id,
+        client_secret,
+        client_auth: rc.client_auth,
+        refresh_token,
+        scope: rc.scope,
+        state_file,
+        refresh: rc.refresh,
+        retry: rc.retry,
+        http: rc.http,
+        outputs,
+        publish_dir: rc.publish_dir,
+        on_rotate,
+        login: server.login,
+        chain,
+    })
+}
+
+fn validate_scope(scope: &str) -> Result<(), &'static str> {
+    let printable = scope
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if scope.trim().is_empty() || !printable {
+        return Err("must be space-separated printable scope tokens");
+    }
+    Ok(())
+}
+
+/// The state file is tokend's own: no output may be it, and `publish_dir` may not hold it.
+fn check_state_file(
+    name: &str,
+    state_file: &Path,
+    outputs: &[OutputConfig],
+    publish_dir: Option<&Path>,
+    src: &Sources,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("credentials.{name}.{k}");
+    if outputs.iter().any(|o| o.path == state_file) {
+        return Err(src.error(&key("outputs"), "an output may not be the state file"));
+    }
+    if publish_dir.is_some_and(|dir| state_file.starts_with(dir)) {
+        return Err(src.error(
+            &key("publish_dir"),
+            "must not hold the state file: it is for what applications read",
+        ));
+    }
+    Ok(())
+}
+
+/// The server's URLs, with Blnk Cloud's as the defaults when no issuer is given.
+struct Server {
+    token_url: Option<Url>,
+    login: LoginConfig,
+    /// The token URL is Blnk Cloud's, whose chains have a known maximum age.
+    blnk: bool,
+}
+
+fn validate_server(name: &str, rc: &RawCredential, src: &Sources) -> Result<Server, ConfigError> {
+    let key = |k: &str| format!("credentials.{name}.{k}");
+    let insecure = rc.http.allow_insecure_http;
+    let url = |k: &str, text: &Option<String>| -> Result<Option<Url>, ConfigError> {
+        let Some(text) = text else { return Ok(None) };
+        let url = Url::parse(text).map_err(|e| src.error(&key(k), format!("not a URL: {e}")))?;
+        check_server_url(&url, insecure).map_err(|m| src.error(&key(k), m))?;
+        Ok(Some(url))
+    };
+    let issuer = url("issuer", &rc.issuer)?;
+    let explicit_token_url = url("token_url", &rc.token_url)?;
+    let mut authorize_url = url("authorize_url", &rc.authorize_url)?;
+    // Without an issuer, the defaults are Blnk Cloud's.
+    let token_url = match (&issuer, explicit_token_url) {
+        (_, Some(u)) => Some(u),
+        (Some(_), None) => None,
+        (None, None) => Some(Url::parse(BLNK_TOKEN_URL).expect("constant URL")),
+    };
+    let blnk = token_url
+        .as_ref()
+        .is_some_and(|u| u.as_str() == BLNK_TOKEN_URL);
+    if blnk && authorize_url.is_none() && issuer.is_none() {
+        authorize_url = Some(Url::parse(BLNK_AUTHORIZE_URL).expect("constant URL"));
+    }
+    let redirect_uri = rc
+        .redirect_uri
+        .as_ref()
+        .map(|text| {
+            let u = Url::parse(text)
+                .map_err(|e| src.error(&key("redirect_uri"), format!("not a URL: {e}")))?;
+            if u.fragment().is_some() {
+                return Err(src.error(&key("redirect_uri"), "must not have a #fragment"));
+            }
+            Ok(u)
+        })
+        .transpose()?;
+    Ok(Server {
+        token_url,
+        login: LoginConfig {
+            issuer,
+            authorize_url,
+            redirect_uri,
+        },
+        blnk,
+    })
+}
+
+/// The schedule, backoff and HTTP settings.
+fn validate_policies(
+    name: &str,
+    p: &RefreshPolicy,
+    retry: &RetryPolicy,
+    http: &HttpConfig,
+    src: &Sources,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("credentials.{name}.{k}");
+    if !(p.at > 0.0 && p.at < 1.0) {
+        return Err(src.error(&key("refresh.at"), "must be between 0 and 1 (exclusive)"));
+    }
+    if !(p.jitter >= 0.0 && p.jitter < p.at && p.at + p.jitter < 1.0) {
+        return Err(src.error(
+            &key("refresh.jitter"),
+            "must be at least 0 and keep at ± jitter inside (0, 1)",
+        ));
+    }
+    if p.default_lifetime.is_zero() {
+        return Err(src.error(&key("refresh.default_lifetime"), "must be more than 0s"));
+    }
+    if retry.initial.is_zero() {
+        return Err(src.error(&key("retry.initial"), "must be more than 0s"));
+    }
+    if retry.max < retry.initial {
+        return Err(src.error(&key("retry.max"), "must be at least retry.initial"));
+    }
+    if http.timeout.is_zero() {
+        return Err(src.error(&key("http.timeout"), "must be more than 0s"));
+    }
+    if http.connect_timeout.is_zero() {
+        return Err(src.error(&key("http.connect_timeout"), "must be more than 0s"));
+    }
+    if let Some(ca) = &http.ca_file {
+        std::fs::metadata(ca)
+            .map_err(|e| src.error(&key("http.ca_file"), format!("{}: {e}", ca.display())))?;
+    }
+    Ok(())
+}
+
+/// Like [`exactly_one`], but both absent is fine.
+fn at_most_one(
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    key: &str,
+    src: &Sources,
+) -> Result<Option<SecretSource>, ConfigError> {
+    if inline.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    exactly_one(inline, file, key, src).map(Some)
+}
+
+fn exactly_one(
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    key: &str,
+    src: &Sources,
+) -> Result<SecretSource, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(src.error(
+            key,
+            format!("set exactly one of {key} and {key}_file, not both"),
+        )),
+        (None, None) => Err(src.error(key, format!("one of {key} or {key}_file is required"))),
+        (Some(s), None) if s.expose_secret().trim().is_empty() => {
+            Err(src.error(key, "must not be empty"))
+        }
+        (Some(s), None) => Ok(SecretSource::Inline(s)),
+        (None, Some(p)) => Ok(SecretSource::File(p)),
+    }
+}
+
+/// `https://` always; `http://` only to a loopback address and only when allowed.
+pub fn check_server_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use client_id and client_secret".into());
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if !loopback {
+                Err("http:// is allowed only to a loopback address; use https://".into())
+            } else if !allow_insecure_http {
+                Err("http:// needs http.allow_insecure_http = true".into())
+            } else {
+                Ok(())
+            }
+        }
+        other => Err(format!("unsupported scheme {other}:; use https://")),
+    }
+}

@@ -1,0 +1,86 @@
+//! The configuration as `tokend check` prints it: the keys of the file, loadable again,
+//! with every inline secret redacted.
+
+use std::path::Path;
+
+use serde::{Serialize, Serializer};
+use url::Url;
+
+use crate::config::model::{
+    ChainPolicy, ClientAuth, Config, CredentialConfig, HookConfig, HttpConfig, OutputConfig,
+    RefreshPolicy, RetryPolicy,
+};
+use crate::config::secret::SecretSource;
+
+/// A credential as `check` prints it: the keys of the file, inline secrets redacted.
+#[derive(Serialize)]
+struct CredentialView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorize_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect_uri: Option<&'a str>,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret_file: Option<&'a Path>,
+    client_auth: ClientAuth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token_file: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    state_file: &'a Path,
+    #[serde(flatten)]
+    chain: &'a ChainPolicy,
+    refresh: &'a RefreshPolicy,
+    retry: &'a RetryPolicy,
+    http: &'a HttpConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_dir: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_rotate: Option<&'a HookConfig>,
+    outputs: &'a [OutputConfig],
+}
+
+impl Serialize for CredentialConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let inline =
+            |src: &SecretSource| matches!(src, SecretSource::Inline(_)).then_some("[redacted]");
+        CredentialView {
+            token_url: self.token_url.as_ref().map(Url::as_str),
+            issuer: self.login.issuer.as_ref().map(Url::as_str),
+            authorize_url: self.login.authorize_url.as_ref().map(Url::as_str),
+            redirect_uri: self.login.redirect_uri.as_ref().map(Url::as_str),
+            client_id: &self.client_id,
+            client_secret: inline(&self.client_secret),
+            client_secret_file: self.client_secret.path(),
+            client_auth: self.client_auth,
+            refresh_token: self.refresh_token.as_ref().and_then(inline),
+            refresh_token_file: self.refresh_token.as_ref().and_then(SecretSource::path),
+            scope: self.scope.as_deref(),
+            state_file: &self.state_file,
+            chain: &self.chain,
+            refresh: &self.refresh,
+            retry: &self.retry,
+            http: &self.http,
+            publish_dir: self.publish_dir.as_deref(),
+            on_rotate: self.on_rotate.as_ref(),
+            outputs: &self.outputs,
+        }
+        .serialize(s)
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML, every secret redacted (for `tokend check`).
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}

@@ -1,0 +1,338 @@
+//! One credential's task: load its state, publish, sleep until the machine says so,
+//! refresh, persist, publish, repeat. Every decision is the [`Machine`]'s; this is
+//! where the clock is read and the disk, the network and the logs are touched.
+//!
+//! The order after a successful refresh is the point of the whole daemon: the new state
+//! is saved before anything else happens, so a crash can lose at most the answer that was
+//! being written, never a refresh token that was already acknowledged.
+//!
+//! - this file: the loop, `once`, start-up and one refresh
+//! - [`operator`]: what a person does: a login handed over, a new bootstrap token or
+//!   secret, SIGHUP, SIGUSR1, and blocking until then
+//! - [`writes`]: saving, publishing, hooks and health reports
+
+mod operator;
+mod writes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use secrecy::SecretString;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::config::CredentialConfig;
+use crate::credential::machine::{Block, Machine, Phase, Reaction, RetryKind, Start};
+use crate::credential::schedule;
+use crate::oauth::{Endpoint, Failure, FailureKind, TokenAnswer};
+use crate::rfc3339;
+use crate::store::StateStore;
+use crate::telemetry::metrics::AttemptResult;
+use crate::telemetry::{Board, Health};
+
+use operator::digested;
+
+/// Pinned log target: operators and tests filter on it, whatever the module is called.
+const LOG: &str = "tokend::credential";
+/// How many times (a second apart) a stopping credential retries saving its state.
+const STOP_SAVE_TRIES: u32 = 10;
+/// The longest single sleep, so that wall-clock jumps and suspends are noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+
+/// What the daemon can ask of a running credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Refresh now (SIGUSR1).
+    RefreshNow,
+    /// Re-check the bootstrap token and retry a blocked credential (SIGHUP).
+    Resume,
+    /// Finish the work in hand and return.
+    Stop,
+}
+
+/// How a single pass of `once` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnceResult {
+    Fresh,
+    Temporary(String),
+    Permanent(String),
+    Other(String),
+}
+
+/// One credential and everything it needs to keep its token fresh.
+pub struct Credential<S: StateStore> {
+    cfg: CredentialConfig,
+    store: S,
+    endpoint: Endpoint,
+    machine: Machine,
+    hooks: JoinSet<()>,
+    health: watch::Sender<Health>,
+    board: Arc<Board>,
+}
+
+impl<S: StateStore> Credential<S> {
+    pub fn new(
+        cfg: CredentialConfig,
+        store: S,
+        endpoint: Endpoint,
+        board: Arc<Board>,
+    ) -> (Self, watch::Receiver<Health>) {
+        let (health, rx) = watch::channel(Health::default());
+        let machine = Machine::new(&cfg, store.describe());
+        let cred = Credential {
+            cfg,
+            store,
+            endpoint,
+            machine,
+            hooks: JoinSet::new(),
+            health,
+            board,
+        };
+        (cred, rx)
+    }
+
+    /// Runs until told to stop (or the daemon goes away).
+    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        self.start();
+        loop {
+            self.catch_up_writes();
+            self.report();
+            let now = SystemTime::now();
+            let sleep = self
+                .machine
+                .next_wake(now)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Stop) | None => break,
+                    Some(Command::RefreshNow) => self.refresh_now(),
+                    Some(Command::Resume) => self.resume(),
+                },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            let now = SystemTime::now();
+            if self.machine.is_due(now) {
+                self.attempt().await;
+            } else if self.machine.is_blocked() {
+                self.check_unblock_files();
+            }
+            self.warn_chain_age();
+        }
+        self.catch_up_writes();
+        // A rotated refresh token that is not on disk dies with this task: keep trying
+        // for a while (a full disk may clear), then say so plainly.
+        for _ in 0..STOP_SAVE_TRIES {
+            if !self.machine.needs_save() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.save();
+        }
+        if self.machine.needs_save() {
+            error!(
+                target: LOG,
+                "stopping without having saved the rotated refresh token: it is lost, and a person will have to authorize again"
+            );
+        }
+        // Hooks still running are killed: stopping is bounded by the request timeout.
+        self.hooks.shutdown().await;
+        self.report();
+    }
+
+    /// One pass for `tokend once`: refresh only if due, make sure the outputs are written.
+    pub async fn once(mut self) -> OnceResult {
+        self.start();
+        let mut tries = 0;
+        loop {
+            if let Phase::Blocked { why, .. } = self.machine.phase() {
+                return OnceResult::Permanent(self.machine.block_message(*why));
+            }
+            if !self.machine.is_due(SystemTime::now()) {
+                break;
+            }
+            tries += 1;
+            self.attempt().await;
+            match self.machine.last_failure() {
+                None => break,
+                // The one quick retry after an ambiguous answer; then leave the rest to the caller.
+                Some(FailureKind::Ambiguous) if tries == 1 => {
+                    tokio::time::sleep(schedule::AMBIGUOUS_RETRY).await
+                }
+                Some(FailureKind::Permanent(p)) => {
+                    return OnceResult::Permanent(p.remedy().to_owned());
+                }
+                Some(FailureKind::Unexpected) => {
+                    return OnceResult::Other(self.machine.last_error_text());
+                }
+                Some(_) => return OnceResult::Temporary(self.machine.last_error_text()),
+            }
+        }
+        self.catch_up_writes();
+        // The process exits next: let this run's hooks finish (each within its timeout).
+        while self.hooks.join_next().await.is_some() {}
+        if self.machine.needs_save() || self.machine.needs_publish() {
+            return OnceResult::Temporary(
+                self.machine
+                    .write_error()
+                    .unwrap_or("outputs not written")
+                    .to_owned(),
+            );
+        }
+        OnceResult::Fresh
+    }
+
+    /// Loads the state and decides which refresh token the chain continues from.
+    fn start(&mut self) {
+        // A login that was handed over but not yet adopted (say, tokend was stopped
+        // first) starts the new chain now.
+        if self.adopt_handover() {
+            return;
+        }
+        let bootstrap = self.cfg.read_bootstrap();
+        let stored = match self.store.load() {
+            Ok(stored) => stored,
+            Err(e) => {
+                error!(target: LOG, error = %e, "cannot read the state file; not refreshing, so that the chain it holds is not revoked by replaying an old token. Repair or remove the file, or write a new refresh token to the bootstrap file");
+                return self.block(Block::UnreadableState);
+            }
+        };
+        let bootstrap_error = bootstrap.as_ref().err().map(ToString::to_string);
+        let now = SystemTime::now();
+        match self
+            .machine
+            .start(now, stored, bootstrap.ok().map(digested))
+        {
+            Start::BootstrapChanged => {
+                info!(
+                    target: LOG,
+                    "the bootstrap refresh token changed since the state was made; adopting it"
+                );
+                self.log_resuming();
+            }
+            Start::Resumed => self.log_resuming(),
+            Start::FromBootstrap => {}
+            Start::NoBootstrap => {
+                error!(target: LOG, error = %bootstrap_error.unwrap_or_default(), "no state yet and no bootstrap refresh token to start from");
+                self.block(Block::NoBootstrap);
+            }
+        }
+    }
+
+    fn log_resuming(&self) {
+        let expires_at = self.machine.state().and_then(|s| s.expires_at);
+        debug!(target: LOG, expires_at = ?expires_at.map(rfc3339::format), "resuming from the state file");
+    }
+
+    /// Sends one refresh and acts on the answer.
+    async fn attempt(&mut self) {
+        let Some((token, from_bootstrap)) = self.machine.token_to_send() else {
+            return self.block(Block::NoBootstrap);
+        };
+        let sent_at = SystemTime::now();
+        let started = Instant::now();
+        debug!(target: LOG, from_bootstrap, "refreshing");
+        let outcome = self.endpoint.refresh(&token).await;
+        let took = started.elapsed();
+        let result = match &outcome {
+            Ok(_) => AttemptResult::Success,
+            Err(f) => attempt_result(f.kind),
+        };
+        self.board.metrics.attempt(&self.cfg.name, result, took);
+        match outcome {
+            Ok(answer) => self.on_success(answer, token, sent_at, from_bootstrap, took),
+            Err(failure) => self.on_failure(failure, sent_at, from_bootstrap),
+        }
+    }
+
+    fn on_success(
+        &mut self,
+        answer: TokenAnswer,
+        sent: SecretString,
+        sent_at: SystemTime,
+        from_bootstrap: bool,
+        took: Duration,
+    ) {
+        let rotated = self
+            .machine
+            .succeeded(answer, sent, sent_at, from_bootstrap);
+        // Durable first; outputs and the success log line only after.
+        let writing = Instant::now();
+        self.save();
+        self.publish();
+        info!(
+            target: LOG,
+            expires_at = %rfc3339::format(rotated.expires_at),
+            lifetime = %humantime::format_duration(Duration::from_secs(rotated.lifetime.as_secs())),
+            duration_ms = took.as_millis() as u64,
+            // From the answer in hand to the state durable and the outputs visible.
+            write_us = writing.elapsed().as_micros() as u64,
+            saved = !self.machine.needs_save(),
+            "rotated"
+        );
+    }
+
+    fn on_failure(&mut self, mut failure: Failure, sent_at: SystemTime, from_bootstrap: bool) {
+        let now = SystemTime::now();
+        let reaction = self.machine.failed(
+            &mut failure,
+            sent_at,
+            from_bootstrap,
+            now,
+            rand::random::<f64>(),
+        );
+        // A rotated refresh token kept from an unusable answer, and the error: on disk
+        // before anything else.
+        self.save_if_needed();
+        let detail = &failure.detail;
+        match reaction {
+            Reaction::Block(p) => {
+                error!(target: LOG, error = %detail, "refreshing stopped: {}", p.remedy());
+                self.block(Block::Server(p));
+            }
+            Reaction::Retry {
+                delay,
+                kind,
+                token_expired,
+            } => {
+                let retry_in = fmt_delay(delay);
+                match kind {
+                    RetryKind::Transient => {
+                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh failed; will retry")
+                    }
+                    RetryKind::Quick => {
+                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh may have reached the server; retrying at once with the same refresh token")
+                    }
+                    RetryKind::Ambiguous => {
+                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh failed after sending; will retry")
+                    }
+                    RetryKind::Unexpected => {
+                        error!(target: LOG, error = %detail, retry_in = %retry_in, "unexpected answer from the token endpoint; retrying at the maximum backoff")
+                    }
+                }
+                if token_expired {
+                    warn!(
+                        target: LOG,
+                        "no unexpired access token is published until a refresh succeeds"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// How an attempt ended, as the metrics' `result` label says it.
+fn attempt_result(kind: FailureKind) -> AttemptResult {
+    match kind {
+        FailureKind::Transient => AttemptResult::Transient,
+        FailureKind::Ambiguous => AttemptResult::Ambiguous,
+        FailureKind::Permanent(_) => AttemptResult::Permanent,
+        FailureKind::Unexpected => AttemptResult::Unexpected,
+    }
+}
+
+fn fmt_delay(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}

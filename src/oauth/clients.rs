@@ -1,0 +1,129 @@
+//! HTTP clients for token endpoints, shared by credentials with the same settings, with
+//! their trust roots and the process-wide cap on requests in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::config::HttpConfig;
+
+/// Errors building the HTTP client (bad CA file).
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("http.ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// HTTP clients shared by credentials with the same HTTP settings: one connection pool
+/// and one set of trust roots for all of them, instead of one per credential.
+pub struct Clients {
+    cache: Mutex<HashMap<ClientKey, reqwest::Client>>,
+    /// Requests in flight across all credentials: a thousand tokens issued in the same
+    /// second become a steady trickle, not a burst of connections (and of memory).
+    pub(crate) in_flight: Arc<Semaphore>,
+}
+
+/// The most token requests one process has in flight at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            cache: Mutex::default(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    timeout: Duration,
+    connect_timeout: Duration,
+    /// The CA file's content, so that a changed file gets a new client on reload.
+    ca_pem: Option<Vec<u8>>,
+    /// False for `http://` token URLs (loopback only), which need no trust roots.
+    tls: bool,
+}
+
+impl Clients {
+    /// A client for these settings (and for `https://` URLs when `tls`), built on first use.
+    pub fn get(&self, http: &HttpConfig, tls: bool) -> Result<reqwest::Client, EndpointError> {
+        let ca_pem = match &http.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| EndpointError::CaFile {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        let key = ClientKey {
+            timeout: http.timeout,
+            connect_timeout: http.connect_timeout,
+            ca_pem,
+            tls,
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = cache.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = build_client(&key, http)?;
+        cache.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, EndpointError> {
+    crate::tls::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .timeout(key.timeout)
+        .connect_timeout(key.connect_timeout)
+        // A token endpoint has no business redirecting a POST that carries secrets.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(4);
+    if !key.tls {
+        // Loading the system's trust roots is most of tokend's start-up time; a client
+        // that only speaks plain HTTP to loopback has no use for them.
+        builder = builder.tls_certs_only([]);
+    }
+    if let (Some(pem), Some(path)) = (&key.ca_pem, &http.ca_file) {
+        let ca_err = |message: String| EndpointError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ca_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_err("holds no PEM certificate".into()));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| EndpointError::Client(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_with_the_same_http_settings_share_a_client() {
+        let clients = Clients::default();
+        let http = HttpConfig::default();
+        clients.get(&http, true).unwrap();
+        clients.get(&http.clone(), true).unwrap();
+        let slower = HttpConfig {
+            timeout: Duration::from_secs(30),
+            ..HttpConfig::default()
+        };
+        clients.get(&slower, true).unwrap();
+        clients.get(&http, false).unwrap();
+        assert_eq!(clients.cache.lock().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,269 @@
+//! One credential's token endpoint: which URL (configured or discovered), how the client
+//! authenticates (SPEC §5's `client_auth`), the request itself, and the failures where
+//! no answer came back. No secret reaches a failure's text.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{OnceCell, Semaphore};
+use url::Url;
+
+use crate::config::{ClientAuth, CredentialConfig, SecretSource};
+use crate::oauth::answer::{Failure, FailureKind, Outcome, Permanent, classify, parse_retry_after};
+use crate::oauth::clients::{Clients, EndpointError};
+use crate::oauth::discovery;
+use crate::oauth::http::{error_chain, read_capped};
+
+/// Longest piece of a server's error text that goes into our messages.
+const MAX_DETAIL: usize = 200;
+
+/// A token endpoint client for one credential.
+pub struct Endpoint {
+    http: reqwest::Client,
+    in_flight: Arc<Semaphore>,
+    /// The token URL: configured, or found in the issuer's metadata on first use.
+    url: OnceCell<Url>,
+    issuer: Option<Url>,
+    allow_insecure_http: bool,
+    client_id: String,
+    client_secret: SecretSource,
+    auth: ClientAuth,
+    scope: Option<String>,
+}
+
+/// What a token request asks for.
+pub enum Grant<'a> {
+    /// RFC 6749 §6.
+    Refresh(&'a SecretString),
+    /// RFC 6749 §4.1.3 with RFC 7636's `code_verifier`.
+    Code {
+        code: &'a SecretString,
+        verifier: &'a SecretString,
+        redirect_uri: &'a str,
+    },
+}
+
+impl Endpoint {
+    pub fn new(cfg: &CredentialConfig, clients: &Clients) -> Result<Self, EndpointError> {
+        let server = cfg.token_url.as_ref().or(cfg.login.issuer.as_ref());
+        let tls = server.is_none_or(|u| u.scheme() == "https");
+        Ok(Endpoint {
+            http: clients.get(&cfg.http, tls)?,
+            in_flight: clients.in_flight.clone(),
+            url: cfg
+                .token_url
+                .clone()
+                .map(|u| OnceCell::new_with(Some(u)))
+                .unwrap_or_default(),
+            issuer: cfg.login.issuer.clone(),
+            allow_insecure_http: cfg.http.allow_insecure_http,
+            client_id: cfg.client_id.clone(),
+            client_secret: cfg.client_secret.clone(),
+            auth: cfg.client_auth,
+            scope: cfg.scope.clone(),
+        })
+    }
+
+    /// The HTTP client, for discovery at login.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sets the token URL found by a discovery done elsewhere (login), unless one is set.
+    pub fn use_discovered_token_url(&self, url: Url) {
+        let _ = self.url.set(url);
+    }
+
+    /// The token URL, fetching the issuer's metadata the first time if need be.
+    pub async fn token_url(&self) -> Result<&Url, Failure> {
+        self.url
+            .get_or_try_init(|| async {
+                let Some(issuer) = &self.issuer else {
+                    // Validation sets one of the two; this only guards the invariant.
+                    return Err(Failure::new(
+                        FailureKind::Unexpected,
+                        "no token_url and no issuer",
+                    ));
+                };
+                discovery::discover(&self.http, issuer, self.allow_insecure_http)
+                    .await
+                    .map(|m| m.token_endpoint)
+                    .map_err(|e| Failure::new(FailureKind::Transient, e.to_string()))
+            })
+            .await
+    }
+
+    /// Sends one `grant_type=refresh_token` request and classifies the answer.
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Outcome {
+        self.request(Grant::Refresh(refresh_token)).await
+    }
+
+    /// Sends one token request and classifies the answer; no secret reaches the
+    /// failure's text.
+    pub async fn request(&self, grant: Grant<'_>) -> Outcome {
+        let secret = self.client_secret.read().map_err(|e| {
+            Failure::new(
+                FailureKind::Permanent(Permanent::Client),
+                format!("client secret: {e}"),
+            )
+        })?;
+        let url = self.token_url().await?.clone();
+        // The semaphore is never closed, so acquiring cannot fail; if it did, sending
+        // without a permit is the better failure.
+        let _permit = self.in_flight.acquire().await.ok();
+        // A server may echo what it was sent in its error text; none of it reaches a log.
+        let mut secrets = vec![secret.expose_secret()];
+        match &grant {
+            Grant::Refresh(t) => secrets.push(t.expose_secret()),
+            Grant::Code { code, verifier, .. } => {
+                secrets.extend([code.expose_secret(), verifier.expose_secret()])
+            }
+        }
+        self.send(url, &grant, &secret).await.map_err(|mut f| {
+            // Scrub before shortening, so that no part of a secret survives the cut.
+            f.detail = scrub(&f.detail, &secrets)
+                .chars()
+                .take(MAX_DETAIL)
+                .collect();
+            f
+        })
+    }
+
+    async fn send(&self, url: Url, grant: &Grant<'_>, secret: &SecretString) -> Outcome {
+        let mut form: Vec<(&str, &str)> = match grant {
+            Grant::Refresh(token) => vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.expose_secret()),
+            ],
+            Grant::Code {
+                code,
+                verifier,
+                redirect_uri,
+            } => vec![
+                ("grant_type", "authorization_code"),
+                ("code", code.expose_secret()),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier.expose_secret()),
+            ],
+        };
+        if let (Some(scope), Grant::Refresh(_)) = (&self.scope, grant) {
+            form.push(("scope", scope));
+        }
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        match self.auth {
+            ClientAuth::Basic => {
+                request = request.header(
+                    reqwest::header::AUTHORIZATION,
+                    basic_header(&self.client_id, secret.expose_secret(), true),
+                )
+            }
+            ClientAuth::BasicUnencoded => {
+                request = request.header(
+                    reqwest::header::AUTHORIZATION,
+                    basic_header(&self.client_id, secret.expose_secret(), false),
+                )
+            }
+            ClientAuth::Post => {
+                form.push(("client_id", &self.client_id));
+                form.push(("client_secret", secret.expose_secret()));
+            }
+        }
+        let response = match request.form(&form).send().await {
+            Ok(r) => r,
+            Err(e) => return Err(transport_failure(&e)),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = read_capped(response).await;
+        classify(status, retry_after, body)
+    }
+}
+
+/// RFC 6749 Appendix B form-encoding, leaving RFC 3986's unreserved characters as they
+/// are, so that ordinary ids and secrets produce exactly what `curl -u` sends.
+const FORM_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `text` with every occurrence of each secret (as sent, raw or form-encoded) replaced.
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let encoded = percent_encoding::utf8_percent_encode(secret, FORM_COMPONENT).to_string();
+        for form in [secret.to_string(), encoded] {
+            text = text.replace(&form, "[redacted]");
+        }
+    }
+    text
+}
+
+/// An `Authorization: Basic` value; `encode` applies RFC 6749 §2.3.1's form-urlencoding.
+pub fn basic_header(id: &str, secret: &str, encode: bool) -> reqwest::header::HeaderValue {
+    let pair = if encode {
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, FORM_COMPONENT).to_string();
+        format!("{}:{}", enc(id), enc(secret))
+    } else {
+        format!("{id}:{secret}")
+    };
+    let mut value = reqwest::header::HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    ))
+    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Basic"));
+    value.set_sensitive(true);
+    value
+}
+
+/// Failures where no status line came back.
+fn transport_failure(e: &reqwest::Error) -> Failure {
+    let detail = error_chain(e);
+    if e.is_connect() {
+        // DNS, refused, unreachable, TLS handshake: the request never left.
+        Failure::new(
+            FailureKind::Transient,
+            format!("could not connect: {detail}"),
+        )
+    } else if e.is_timeout() {
+        Failure::new(
+            FailureKind::Ambiguous,
+            format!("timed out after sending: {detail}"),
+        )
+    } else {
+        Failure::new(
+            FailureKind::Ambiguous,
+            format!("connection failed after sending: {detail}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_basic_encoding_differs_from_curl_only_for_special_characters() {
+        assert_eq!(
+            basic_header("id", "a-b._~1", true),
+            basic_header("id", "a-b._~1", false)
+        );
+        let v = basic_header("id", "a+b/c:d=e%f", true);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&v.to_str().unwrap()[6..])
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "id:a%2Bb%2Fc%3Ad%3De%25f"
+        );
+    }
+}

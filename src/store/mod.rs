@@ -1,0 +1,11 @@
+//! Where a credential's state lives (SPEC §4): the record, the store interface, and the
+//! local file with its lock.
+//!
+//! - [`state`]: the record ([`State`]) and the [`StateStore`] interface
+//! - [`file`]: the local state file, its lock, and `tokend login`'s handover
+
+pub mod file;
+pub mod state;
+
+pub use file::FileStore;
+pub use state::{LastError, State, StateStore, StoreError, VERSION, bootstrap_digest};

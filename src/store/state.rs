@@ -1,0 +1,117 @@
+//! A credential's durable record (SPEC §4), and the interface of whatever keeps it.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::rfc3339;
+
+/// The current state-file format.
+pub const VERSION: u32 = 1;
+
+/// One credential's durable state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    #[serde(with = "secret_text")]
+    pub refresh_token: SecretString,
+    /// Absent only when a server rotated the refresh token in an otherwise unusable answer
+    /// before any access token was obtained.
+    #[serde(default, with = "option_secret_text")]
+    pub access_token: Option<SecretString>,
+    #[serde(default)]
+    pub token_type: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default, with = "rfc3339::option")]
+    pub obtained_at: Option<SystemTime>,
+    #[serde(default, with = "rfc3339::option")]
+    pub expires_at: Option<SystemTime>,
+    #[serde(with = "rfc3339")]
+    pub chain_started_at: SystemTime,
+    pub bootstrap_sha256: String,
+    /// The last failed refresh, cleared by the next success; for `tokend status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    pub message: String,
+    /// True when refreshing has stopped until a person acts.
+    pub blocked: bool,
+}
+
+impl State {
+    /// The access token, if there is one and it has not expired at `now`.
+    pub fn valid_access_token(&self, now: SystemTime) -> Option<&SecretString> {
+        match (&self.access_token, self.expires_at) {
+            (Some(t), Some(exp)) if exp > now => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The digest by which a state remembers which bootstrap token its chain came from.
+pub fn bootstrap_digest(token: &SecretString) -> String {
+    let digest = Sha256::digest(token.expose_secret().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path} is locked by another tokend ({holder})")]
+    Locked { path: PathBuf, holder: String },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path} is not a valid tokend state file: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// Where a credential's state is kept.
+pub trait StateStore: Send + 'static {
+    /// The stored state, or `None` when there is none yet.
+    fn load(&self) -> Result<Option<State>, StoreError>;
+    /// Replaces the stored state durably; when this returns `Ok` the state survives a crash.
+    fn save(&mut self, state: &State) -> Result<(), StoreError>;
+    /// Where the state lives, for messages.
+    fn describe(&self) -> String;
+    /// A state that `tokend login` left for this process while it held the lock.
+    fn load_handover(&self) -> Result<Option<State>, StoreError>;
+    /// Removes the handover once its state is saved.
+    fn clear_handover(&mut self) -> Result<(), StoreError>;
+}
+
+mod secret_text {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.expose_secret())
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        String::deserialize(d).map(SecretString::from)
+    }
+}
+
+mod option_secret_text {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(
+        v: &Option<SecretString>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(v.expose_secret()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SecretString>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
+    }
+}

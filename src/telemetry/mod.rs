@@ -1,0 +1,18 @@
+//! What the process tells the outside about itself (SPEC §8, §9): each credential's
+//! health, the board that gathers them, Prometheus metrics, the health endpoints and
+//! the logs.
+//!
+//! - [`health`]: one credential's condition
+//! - [`board`]: every credential's condition, for readiness and status lines
+//! - [`metrics`]: the Prometheus series
+//! - [`server`]: `/healthz`, `/readyz`, `/metrics`
+//! - [`logging`]: `tracing` to stderr, text or JSON
+
+pub mod board;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+
+pub use board::Board;
+pub use health::Health;

@@ -1,0 +1,365 @@
+//! SPEC §5's outcome table, row by row, against a real HTTP server on 127.0.0.1, and the
+//! three client authentication modes.
+
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+use tokend::config::ClientAuth;
+use tokend::emulator::{Emulator, EmulatorConfig, Fault};
+use tokend::oauth::{Clients, Endpoint, FailureKind, Outcome, Permanent};
+
+fn emu_config(auth: ClientAuth, secret: &str) -> EmulatorConfig {
+    EmulatorConfig {
+        client_id: "client".into(),
+        client_secret: secret.into(),
+        auth,
+        access_lifetime: Duration::from_secs(60),
+        reuse_grace: Duration::ZERO,
+    }
+}
+
+fn endpoint(url: &str, auth: &str, secret: &str) -> Endpoint {
+    let toml = format!(
+        r#"
+        [credentials.c]
+        token_url = "{url}"
+        client_id = "client"
+        client_secret = "{secret}"
+        client_auth = "{auth}"
+        refresh_token = "unused"
+        [credentials.c.http]
+        allow_insecure_http = true
+        timeout = "1s"
+        connect_timeout = "1s"
+        "#
+    );
+    let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+    Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap()
+}
+
+struct Server {
+    emu: Emulator,
+    ep: Endpoint,
+}
+
+async fn server() -> Server {
+    let emu = Emulator::start(
+        emu_config(ClientAuth::Basic, "s3cret"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let ep = endpoint(&emu.token_url(), "basic", "s3cret");
+    Server { emu, ep }
+}
+
+impl Server {
+    async fn refresh_with(&self, fault: Option<Fault>) -> Outcome {
+        let token = SecretString::from(self.emu.issue_refresh_token());
+        if let Some(f) = fault {
+            self.emu.push_fault(f);
+        }
+        self.ep.refresh(&token).await
+    }
+
+    async fn failure(&self, fault: Fault) -> tokend::oauth::Failure {
+        self.refresh_with(Some(fault))
+            .await
+            .expect_err("expected a failure")
+    }
+}
+
+fn status(status: u16, body: &str, retry_after: Option<&str>) -> Fault {
+    Fault::Status {
+        status,
+        body: body.into(),
+        retry_after: retry_after.map(Into::into),
+    }
+}
+
+#[tokio::test]
+async fn success_rotates() {
+    let s = server().await;
+    let a = s.refresh_with(None).await.unwrap();
+    assert!(a.access_token.expose_secret().starts_with("blnk_at_"));
+    assert!(
+        a.refresh_token
+            .unwrap()
+            .expose_secret()
+            .starts_with("blnk_rt_")
+    );
+    assert_eq!(a.expires_in, Some(Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn server_errors_are_transient_and_carry_retry_after() {
+    let s = server().await;
+    assert_eq!(
+        s.failure(status(500, "", None)).await.kind,
+        FailureKind::Transient
+    );
+    assert_eq!(
+        s.failure(status(408, "", None)).await.kind,
+        FailureKind::Transient
+    );
+    let f = s.failure(status(503, "", Some("7"))).await;
+    assert_eq!(
+        (f.kind, f.retry_after),
+        (FailureKind::Transient, Some(Duration::from_secs(7)))
+    );
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+    let f = s.failure(status(503, "", Some(&date))).await;
+    let after = f.retry_after.expect("HTTP-date Retry-After");
+    assert!(
+        after > Duration::from_secs(27) && after <= Duration::from_secs(30),
+        "{after:?}"
+    );
+    let f = s
+        .failure(status(429, r#"{"error":"slow_down"}"#, Some("3")))
+        .await;
+    assert_eq!(
+        (f.kind, f.retry_after),
+        (FailureKind::Transient, Some(Duration::from_secs(3)))
+    );
+    assert_eq!(s.failure(status(429, "", None)).await.retry_after, None);
+}
+
+#[tokio::test]
+async fn lost_answers_are_ambiguous() {
+    let s = server().await;
+    let f = s.failure(Fault::Reset).await;
+    assert_eq!(f.kind, FailureKind::Ambiguous, "{}", f.detail);
+    let f = s.failure(Fault::Delay { ms: 1500 }).await;
+    assert_eq!(f.kind, FailureKind::Ambiguous, "{}", f.detail);
+    assert!(f.detail.contains("timed out"), "{}", f.detail);
+    assert_eq!(s.failure(Fault::Garbage).await.kind, FailureKind::Ambiguous);
+    let f = s.failure(Fault::HugeBody { bytes: 70 * 1024 }).await;
+    assert_eq!(f.kind, FailureKind::Ambiguous);
+    assert!(f.detail.contains("over 65536 bytes"), "{}", f.detail);
+}
+
+#[tokio::test]
+async fn nothing_sent_is_transient() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = endpoint(
+        &format!("http://127.0.0.1:{port}/oauth/token"),
+        "basic",
+        "x",
+    );
+    let f = ep.refresh(&SecretString::from("rt")).await.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Transient, "{}", f.detail);
+}
+
+#[tokio::test]
+async fn optional_answer_fields() {
+    let s = server().await;
+    let a = s.refresh_with(Some(Fault::OmitRefreshToken)).await.unwrap();
+    assert!(a.refresh_token.is_none());
+    let a = s.refresh_with(Some(Fault::OmitExpiresIn)).await.unwrap();
+    assert!(a.expires_in.is_none());
+}
+
+#[tokio::test]
+async fn permanent_refusals() {
+    let s = server().await;
+    s.emu.revoke_all();
+    let token = SecretString::from("blnk_rt_unknown");
+    assert_eq!(
+        s.ep.refresh(&token).await.unwrap_err().kind,
+        FailureKind::Permanent(Permanent::Grant)
+    );
+    for code in [400, 401] {
+        let f = s
+            .failure(status(code, r#"{"error":"invalid_client"}"#, None))
+            .await;
+        assert_eq!(f.kind, FailureKind::Permanent(Permanent::Client), "{code}");
+    }
+    let f = s
+        .failure(status(
+            401,
+            r#"{"error":"invalid_grant","error_description":"expired"}"#,
+            None,
+        ))
+        .await;
+    assert_eq!(f.kind, FailureKind::Permanent(Permanent::Grant));
+    assert!(f.detail.contains("invalid_grant (expired)"), "{}", f.detail);
+    let f = s
+        .failure(status(400, r#"{"error":"invalid_scope"}"#, None))
+        .await;
+    assert_eq!(f.kind, FailureKind::Permanent(Permanent::Configuration));
+    assert_eq!(
+        s.failure(status(403, "nope", None)).await.kind,
+        FailureKind::Unexpected
+    );
+    // A real refusal of a wrong secret, not a queued one.
+    let wrong = endpoint(&s.emu.token_url(), "basic", "wrong");
+    let f = wrong
+        .refresh(&SecretString::from(s.emu.issue_refresh_token()))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent(Permanent::Client));
+}
+
+const SPECIAL_SECRET: &str = "p+a/s:s=w%rd";
+
+async fn auth_case(server_auth: ClientAuth, client_auth: &str) -> Outcome {
+    let emu = Emulator::start(
+        emu_config(server_auth, SPECIAL_SECRET),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let ep = endpoint(&emu.token_url(), client_auth, SPECIAL_SECRET);
+    ep.refresh(&SecretString::from(emu.issue_refresh_token()))
+        .await
+}
+
+#[tokio::test]
+async fn basic_encodes_special_characters_for_an_rfc_decoding_server() {
+    assert!(auth_case(ClientAuth::Basic, "basic").await.is_ok());
+}
+
+#[tokio::test]
+async fn basic_unencoded_matches_a_server_that_does_not_decode() {
+    assert!(
+        auth_case(ClientAuth::BasicUnencoded, "basic_unencoded")
+            .await
+            .is_ok()
+    );
+    // The RFC encoding of the same secret is refused there: that is why the mode exists.
+    let f = auth_case(ClientAuth::BasicUnencoded, "basic")
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent(Permanent::Client));
+}
+
+#[tokio::test]
+async fn post_sends_credentials_in_the_body() {
+    assert!(auth_case(ClientAuth::Post, "post").await.is_ok());
+    assert!(auth_case(ClientAuth::Post, "basic").await.is_err());
+}
+
+/// A throwaway CA, and a certificate for 127.0.0.1 signed by it.
+fn test_ca() -> (String, tokend::emulator::TlsIdentity) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tokend test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+    let identity = tokend::emulator::TlsIdentity {
+        cert_chain_pem: leaf.pem().into_bytes(),
+        key_pem: leaf_key.serialize_pem().into_bytes(),
+    };
+    (ca_cert.pem(), identity)
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_from_ca_file() {
+    let (ca_pem, identity) = test_ca();
+    let emu = Emulator::start_with(
+        emu_config(ClientAuth::Basic, "s3cret"),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(identity),
+    )
+    .await
+    .unwrap();
+    assert!(emu.token_url().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let load = |extra: &str| {
+        let toml = format!(
+            r#"
+            [credentials.c]
+            token_url = "{}"
+            client_id = "client"
+            client_secret = "s3cret"
+            refresh_token = "unused"
+            [credentials.c.http]
+            {extra}
+            "#,
+            emu.token_url()
+        );
+        let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+        Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap()
+    };
+    let trusted = load(&format!("ca_file = \"{}\"", ca_file.display()));
+    let token = SecretString::from(emu.issue_refresh_token());
+    assert!(
+        trusted.refresh(&token).await.is_ok(),
+        "the private CA is trusted through ca_file"
+    );
+
+    let untrusted = load("");
+    let f = untrusted
+        .refresh(&SecretString::from(emu.issue_refresh_token()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        f.kind,
+        FailureKind::Transient,
+        "an unknown CA fails before anything is sent: {}",
+        f.detail
+    );
+    assert_eq!(
+        emu.stats().token_requests,
+        1,
+        "no request reached the server without trust"
+    );
+
+    std::fs::write(&ca_file, "not a certificate").unwrap();
+    let toml = format!(
+        "[credentials.c]\ntoken_url = \"{}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n[credentials.c.http]\nca_file = \"{}\"\n",
+        emu.token_url(),
+        ca_file.display()
+    );
+    let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+    let err = Endpoint::new(&cfg.credentials["c"], &Clients::default())
+        .err()
+        .expect("a bad CA file is refused");
+    assert!(err.to_string().contains("ca.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_echoing_secrets_in_its_error_text_does_not_leak_them() {
+    let emu = Emulator::start(
+        emu_config(ClientAuth::Basic, "s3cret/+x"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let ep = endpoint(&emu.token_url(), "basic", "s3cret/+x");
+    let token = emu.issue_refresh_token();
+    let body = format!(
+        r#"{{"error":"invalid_grant","error_description":"{token} unknown; client secret s3cret%2F%2Bx"}}"#
+    );
+    emu.push_fault(Fault::Status {
+        status: 400,
+        body,
+        retry_after: None,
+    });
+    let f = ep
+        .refresh(&SecretString::from(token.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent(Permanent::Grant));
+    assert!(
+        !f.detail.contains(&token) && !f.detail.contains("s3cret"),
+        "{}",
+        f.detail
+    );
+    assert!(f.detail.contains("[redacted] unknown"), "{}", f.detail);
+}
