@@ -16,7 +16,7 @@
 //!
 //! Leaves that several layers share: [`atomic`] (durable atomic file replacement),
 //! [`rfc3339`] (timestamps), [`http_server`] (a small HTTP/1 server), [`tls`] (the
-//! crypto provider).
+//! crypto provider), [`out`] (printing that a closed pipe cannot crash).
 
 pub mod atomic;
 pub mod cli;
@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod emulator;
 pub mod http_server;
 pub mod oauth;
+pub mod out;
 pub mod publish;
 pub mod rfc3339;
 pub mod store;

@@ -1,5 +1,7 @@
-//! Interoperability with a real third-party OAuth server: django-oauth-toolkit, pinned,
-//! installed into tests/interop/.venv by the script on first use (needs python3 and PyPI).
+//! Interoperability with real third-party OAuth servers: django-oauth-toolkit, pinned,
+//! installed into tests/interop/.venv by its script on first use (needs python3 and
+//! PyPI); and node-oidc-provider, pinned, installed into tests/interop/oidc/node_modules
+//! (needs node and npm).
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -40,6 +42,37 @@ fn run_dot(mode: &str, rotations: &str) {
 #[test]
 fn rotates_against_django_oauth_toolkit() {
     run_dot("password", "6");
+}
+
+/// Issue 12: `tokend login` against an OpenID provider that grants a refresh token only
+/// with `offline_access` and `prompt=consent` (OpenID Connect Core §11), through its
+/// development login and consent pages; then `tokend run` for 3 rotations, every
+/// published token active per the provider's introspection.
+#[test]
+fn login_against_an_openid_provider_that_enforces_consent() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/run_oidc.py");
+    let out = Command::new("python3")
+        .args([
+            script,
+            "--tokend",
+            env!("CARGO_BIN_EXE_tokend"),
+            "--rotations",
+            "3",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("python3 is needed for the interoperability test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "interoperability test failed:\n{text}"
+    );
+    assert!(text.contains("interop: 1 passed, 0 failed"), "{text}");
 }
 
 /// Issue 6: `tokend login` through the server's real login and consent pages (cancel,

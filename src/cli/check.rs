@@ -1,25 +1,29 @@
-//! `tokend check`: validate the configuration and print it with every secret redacted.
+//! `tokend check`: validate the configuration, look at what it names on this host, and
+//! print it with every secret redacted.
 
 use std::path::Path;
 
 use crate::cli::exit::{self, load_config};
+use crate::cli::preflight::preflight;
+use crate::out::{errln, out};
 
-/// Validates, warns about secrets it cannot read yet, prints the redacted configuration.
+/// Validates, reports what this host would refuse (exit 78) or should be warned about,
+/// prints the redacted configuration.
 pub fn check(path: &Path) -> u8 {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    for c in config.credentials.values() {
-        for (what, read) in [
-            ("client secret", c.client_secret.read()),
-            ("bootstrap refresh token", c.read_bootstrap()),
-        ] {
-            if let Err(e) = read {
-                eprintln!("tokend: warning: credentials.{}: {what}: {e}", c.name);
-            }
-        }
+    let findings = preflight(&config);
+    for w in &findings.warnings {
+        errln!("tokend: warning: {w}");
     }
-    print!("{}", config.redacted_toml());
+    for e in &findings.errors {
+        errln!("tokend: configuration error: {e}");
+    }
+    if !findings.errors.is_empty() {
+        return exit::CONFIG;
+    }
+    out!("{}", config.redacted_toml());
     exit::OK
 }

@@ -12,6 +12,7 @@ use crate::cli::exit::{self, start_error_code};
 use crate::config::{self, Config, LogConfig};
 use crate::daemon::{self, ConfigSource, Daemon};
 use crate::emulator::{Emulator, EmulatorConfig, TlsIdentity};
+use crate::out::{errln, outln};
 use crate::telemetry::logging;
 
 /// Pinned log target: operators filter on it, whatever the module is called.
@@ -80,6 +81,11 @@ mode = "0600"
 /// `tokend demo`: the emulator and the daemon against it, until Ctrl-C.
 pub async fn run(dir: &Path) -> u8 {
     logging::init(&LogConfig::default());
+    // Fail before promising anything: the banner below names files in `dir`.
+    if let Err(e) = std::fs::create_dir_all(dir.join("state")) {
+        error!(target: LOG, dir = %dir.display(), error = %e, "cannot use the demo directory");
+        return exit::OTHER;
+    }
     let emu_cfg = EmulatorConfig {
         access_lifetime: DEMO_LIFETIME,
         ..EmulatorConfig::default()
@@ -99,15 +105,13 @@ pub async fn run(dir: &Path) -> u8 {
         }
     };
     let shown = dir.display();
-    eprintln!(
+    errln!(
         "tokend demo: emulator at {} (access tokens live {}s)",
         emulator.token_url(),
         DEMO_LIFETIME.as_secs()
     );
-    eprintln!(
-        "tokend demo: keeping {shown}/access_token and {shown}/token.json fresh; Ctrl-C stops"
-    );
-    eprintln!(
+    errln!("tokend demo: keeping {shown}/access_token and {shown}/token.json fresh; Ctrl-C stops");
+    errln!(
         "tokend demo: try  curl -H \"Authorization: Bearer $(cat {shown}/access_token)\" {}",
         emulator.resource_url()
     );
@@ -163,7 +167,7 @@ pub async fn emulator(o: EmulatorOptions) -> u8 {
                 key_pem,
             }),
             (Err(e), _) | (_, Err(e)) => {
-                eprintln!("tokend: cannot read the TLS certificate or key: {e}");
+                errln!("tokend: cannot read the TLS certificate or key: {e}");
                 return exit::CONFIG;
             }
         },
@@ -171,20 +175,20 @@ pub async fn emulator(o: EmulatorOptions) -> u8 {
     let emulator = match Emulator::start_with(cfg, o.listen, tls).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("tokend: cannot serve on {}: {e}", o.listen);
+            errln!("tokend: cannot serve on {}: {e}", o.listen);
             return exit::OTHER;
         }
     };
     let c = emulator.config();
-    println!("token_url     {}", emulator.token_url());
-    println!("client_id     {}", c.client_id);
-    println!("client_secret {}", c.client_secret);
-    println!("refresh_token {}", emulator.issue_refresh_token());
-    println!("resource_url  {}", emulator.resource_url());
+    outln!("token_url     {}", emulator.token_url());
+    outln!("client_id     {}", c.client_id);
+    outln!("client_secret {}", c.client_secret);
+    outln!("refresh_token {}", emulator.issue_refresh_token());
+    outln!("resource_url  {}", emulator.resource_url());
     let mut signals = match signal_hook_tokio::Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("tokend: cannot install signal handlers: {e}");
+            errln!("tokend: cannot install signal handlers: {e}");
             return exit::OTHER;
         }
     };

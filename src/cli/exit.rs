@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::config::{self, Config};
 use crate::daemon::StartError;
+use crate::out::errln;
 use crate::store::StoreError;
 
 pub const OK: u8 = 0;
@@ -18,9 +19,20 @@ pub const CONFIG: u8 = 78;
 /// Loads the configuration, or says why not (exit 78).
 pub fn load_config(path: &Path) -> Result<Config, u8> {
     config::load(path).map_err(|e| {
-        eprintln!("tokend: configuration error: {e}");
+        errln!("tokend: configuration error: {e}");
         CONFIG
     })
+}
+
+/// Says that `name` is not a configured credential, and which are: a usage error.
+pub fn unknown_credential(name: &str, path: &Path, config: &Config) -> u8 {
+    let names: Vec<&str> = config.credentials.keys().map(String::as_str).collect();
+    errln!(
+        "tokend: no credential named {name} in {}; configured: {}",
+        path.display(),
+        names.join(", ")
+    );
+    USAGE
 }
 
 /// The exit code for an error that stops the daemon from starting.

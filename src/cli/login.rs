@@ -7,6 +7,7 @@ use crate::cli::exit::{self, load_config};
 use crate::config::CredentialConfig;
 use crate::credential::schedule::ChainAge;
 use crate::oauth::login::{self, LoginError, Options, Outcome, Written};
+use crate::out::{errln, out, outln};
 use crate::rfc3339;
 
 /// Logs in credential `name`; the exit code says how it went.
@@ -16,12 +17,11 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
         Err(code) => return code,
     };
     let Some(cred) = config.credentials.get(name) else {
-        eprintln!("tokend: no credential named {name} in {}", path.display());
-        return exit::CONFIG;
+        return exit::unknown_credential(name, path, &config);
     };
     let show = |url: &url::Url| {
-        eprintln!("tokend: open this URL in a browser and authorize tokend:");
-        println!("{url}");
+        errln!("tokend: open this URL in a browser and authorize tokend:");
+        outln!("{url}");
     };
     match login::login(cred, options, show).await {
         Ok(outcome) => {
@@ -29,7 +29,7 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("tokend: login failed: {e}");
+            errln!("tokend: login failed: {e}");
             match e {
                 LoginError::Config(_) => exit::CONFIG,
                 LoginError::Refused(_) => exit::NOPERM,
@@ -43,32 +43,32 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
 /// The summary of a login: expiry, scope and chain, never a token.
 fn print_login(cred: &CredentialConfig, outcome: &Outcome) {
     let s = &outcome.state;
-    println!("logged in: credential {}", cred.name);
+    outln!("logged in: credential {}", cred.name);
     if let Some(exp) = s.expires_at {
         let left = exp
             .duration_since(SystemTime::now())
             .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
             .unwrap_or_else(|_| "expired".into());
-        println!(
+        outln!(
             "  access token expires: {} (in {left})",
             rfc3339::format(exp)
         );
     }
-    println!("  scope: {}", s.scope.as_deref().unwrap_or("(not stated)"));
-    print!(
+    outln!("  scope: {}", s.scope.as_deref().unwrap_or("(not stated)"));
+    out!(
         "  refresh-token chain started: {}",
         rfc3339::format(s.chain_started_at)
     );
     match ChainAge::of(&cred.chain, s.chain_started_at) {
-        Some(age) => println!("; log in again before {}", rfc3339::format(age.ends_at)),
-        None => println!(),
+        Some(age) => outln!("; log in again before {}", rfc3339::format(age.ends_at)),
+        None => outln!(),
     }
     match &outcome.written {
-        Written::StateFile(p) => println!("  saved to {}", p.display()),
+        Written::StateFile(p) => outln!("  saved to {}", p.display()),
         Written::Adopted(pid) => {
-            println!("  handed to the running tokend (pid {pid}), which adopted it")
+            outln!("  handed to the running tokend (pid {pid}), which adopted it")
         }
-        Written::HandedOver { path, holder } => println!(
+        Written::HandedOver { path, holder } => outln!(
             "  left at {} for the running tokend ({holder}); it adopts it on SIGHUP, at start, or within seconds if blocked",
             path.display()
         ),

@@ -9,6 +9,7 @@ pub mod check;
 pub mod demo;
 pub mod exit;
 pub mod login;
+pub mod preflight;
 pub mod run;
 pub mod status;
 
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::DEFAULT_PATH;
 use crate::oauth::login::Options as LoginOptions;
+use crate::out::errln;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +51,8 @@ enum Command {
     Check(ConfigArg),
     /// Show each credential's expiry, last refresh, last error and health
     Status {
+        /// Only this credential
+        name: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON instead of text
@@ -85,16 +89,23 @@ enum Command {
         #[arg(long, default_value = "./tokend-demo")]
         dir: PathBuf,
     },
-    /// Run the built-in Blnk-Cloud-compatible token endpoint alone
+    /// Run the built-in Blnk-Cloud-compatible token endpoint alone, for local tests of
+    /// an app: it prints its client id, secret and a first refresh token. Make it
+    /// misbehave through its control endpoints (README, "The emulator for app
+    /// developers"): POST /_emulator/faults, POST /_emulator/bootstrap,
+    /// GET /_emulator/stats
     Emulator {
+        /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Lifetime of the access tokens it issues
         #[arg(long, default_value = "1h")]
         lifetime: humantime::Duration,
-        /// Seconds a rotated refresh token may be replayed for the same answer (0: strict)
+        /// How long a rotated refresh token may be replayed for the same answer, as a
+        /// duration such as "30s" (0s: strict, a replay revokes the whole chain)
         #[arg(long, default_value = "0s")]
         reuse_grace: humantime::Duration,
+        /// The client id it accepts
         #[arg(long, default_value = "tokend-demo")]
         client_id: String,
         /// The client secret; random when not given
@@ -128,7 +139,7 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("tokend: cannot start the runtime: {e}");
+            errln!("tokend: cannot start the runtime: {e}");
             return ExitCode::from(exit::OTHER);
         }
     };
@@ -136,7 +147,9 @@ pub fn main() -> ExitCode {
         Command::Run(c) => runtime.block_on(run::run(&c.config)),
         Command::Once(c) => runtime.block_on(run::once(&c.config)),
         Command::Check(c) => check::check(&c.config),
-        Command::Status { config, json } => status::status(&config.config, json),
+        Command::Status { name, config, json } => {
+            status::status(&config.config, name.as_deref(), json)
+        }
         Command::Token { name, config } => status::token(&config.config, name.as_deref()),
         Command::Login {
             name,

@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::{Instrument, error};
+use tracing::{Instrument, error, warn};
 
 use crate::cli::exit::{self, load_config, start_error_code, worse};
-use crate::config::CredentialConfig;
+use crate::cli::preflight::preflight;
+use crate::config::{Config, CredentialConfig};
 use crate::credential::OnceResult;
 use crate::daemon::{self, ConfigSource, Daemon};
 use crate::oauth::Clients;
@@ -22,6 +23,7 @@ pub async fn run(path: &Path) -> u8 {
         Err(code) => return code,
     };
     logging::init(&config.log);
+    warn_preflight(&config);
     let result = match daemon::signals() {
         Ok(controls) => match Daemon::start(ConfigSource::File(path.to_owned()), &config).await {
             Ok(d) => d.run(controls).await,
@@ -45,6 +47,7 @@ pub async fn once(path: &Path) -> u8 {
         Err(code) => return code,
     };
     logging::init(&config.log);
+    warn_preflight(&config);
     let mut worst = exit::OK;
     let board = Arc::new(Board::default());
     let clients = Clients::default();
@@ -68,6 +71,10 @@ async fn once_one(cfg: &CredentialConfig, board: &Arc<Board>, clients: &Clients)
                 error!(target: LOG, error = %m, "no fresh token yet; try again later");
                 exit::TEMPFAIL
             }
+            OnceResult::Local(m) => {
+                error!(target: LOG, error = %m, "cannot refresh");
+                exit::CONFIG
+            }
             OnceResult::Permanent(m) => {
                 error!(target: LOG, error = %m, "refused");
                 exit::NOPERM
@@ -77,5 +84,13 @@ async fn once_one(cfg: &CredentialConfig, board: &Arc<Board>, clients: &Clients)
                 exit::OTHER
             }
         },
+    }
+}
+
+/// Logs what `check` would warn about; its errors surface where they bite, each with
+/// its own message (a blocked credential, a refused start).
+fn warn_preflight(config: &Config) {
+    for w in preflight(config).warnings {
+        warn!(target: LOG, "{w}");
     }
 }

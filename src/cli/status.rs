@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::cli::exit::{self, load_config};
 use crate::credential::schedule::ChainAge;
+use crate::out::{errln, outln};
 use crate::rfc3339;
 use crate::store::file::read_state_file;
 
@@ -26,6 +27,8 @@ pub struct Report {
     /// Within `warn_before` of that: a person should run `tokend login` soon. Health is
     /// not affected until the chain actually fails.
     pub chain_warning: bool,
+    /// The chain is past that maximum age.
+    pub chain_ended: bool,
     pub last_error: Option<String>,
     pub blocked: bool,
 }
@@ -49,6 +52,7 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
                     chain_started_at: Some(rfc3339::format(s.chain_started_at)),
                     chain_ends_at: chain.map(|a| rfc3339::format(a.ends_at)),
                     chain_warning: chain.is_some_and(|a| a.warning(now)),
+                    chain_ended: chain.is_some_and(|a| a.ends_at <= now),
                     last_error: s
                         .last_error
                         .map(|e| format!("{}: {}", rfc3339::format(e.at), e.message)),
@@ -72,21 +76,29 @@ impl Report {
             chain_started_at: None,
             chain_ends_at: None,
             chain_warning: false,
+            chain_ended: false,
             last_error: Some(why),
             blocked: false,
         }
     }
 }
 
-/// Prints every credential's report; exit 0 only when all are healthy.
-pub fn status(path: &Path, json: bool) -> u8 {
-    let config = match load_config(path) {
+/// Prints the report of every credential (or of `name`); exit 0 only when all it
+/// shows are healthy.
+pub fn status(path: &Path, name: Option<&str>, json: bool) -> u8 {
+    let mut config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(name) = name {
+        if !config.credentials.contains_key(name) {
+            return exit::unknown_credential(name, path, &config);
+        }
+        config.credentials.retain(|n, _| n == name);
+    }
     let reports = reports(&config, SystemTime::now());
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&reports).unwrap_or_else(|_| "[]".into())
         );
@@ -102,29 +114,31 @@ pub fn status(path: &Path, json: bool) -> u8 {
             let left = r
                 .seconds_left
                 .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string());
-            println!("{}: {health}", r.name);
-            println!(
+            outln!("{}: {health}", r.name);
+            outln!(
                 "  expires at:   {} ({} left)",
                 r.expires_at.as_deref().unwrap_or("-"),
                 left.as_deref().unwrap_or("none")
             );
-            println!(
+            outln!(
                 "  last refresh: {}",
                 r.last_refresh.as_deref().unwrap_or("-")
             );
-            println!(
+            outln!(
                 "  chain start:  {}",
                 r.chain_started_at.as_deref().unwrap_or("-")
             );
             if let Some(end) = &r.chain_ends_at {
-                let warning = if r.chain_warning {
+                let warning = if r.chain_ended {
+                    format!(" WARNING: past it: run `tokend login {}`", r.name)
+                } else if r.chain_warning {
                     format!(" WARNING: run `tokend login {}` before then", r.name)
                 } else {
                     String::new()
                 };
-                println!("  chain ends:   {end}{warning}");
+                outln!("  chain ends:   {end}{warning}");
             }
-            println!("  last error:   {}", r.last_error.as_deref().unwrap_or("-"));
+            outln!("  last error:   {}", r.last_error.as_deref().unwrap_or("-"));
         }
     }
     if reports.iter().all(|r| r.healthy) {
@@ -144,7 +158,7 @@ pub fn token(path: &Path, name: Option<&str>) -> u8 {
         Some(n) => config.credentials.get(n),
         None if config.credentials.len() == 1 => config.credentials.values().next(),
         None => {
-            eprintln!(
+            errln!(
                 "tokend: name the credential: {}",
                 config
                     .credentials
@@ -157,8 +171,7 @@ pub fn token(path: &Path, name: Option<&str>) -> u8 {
         }
     };
     let Some(cred) = cred else {
-        eprintln!("tokend: no credential named {}", name.unwrap_or(""));
-        return exit::USAGE;
+        return exit::unknown_credential(name.unwrap_or(""), path, &config);
     };
     match read_state_file(&cred.state_file) {
         Ok(Some(s)) => match s.valid_access_token(SystemTime::now()) {
@@ -175,16 +188,16 @@ pub fn token(path: &Path, name: Option<&str>) -> u8 {
                 exit::OK
             }
             None => {
-                eprintln!("tokend: {}: the access token has expired", cred.name);
+                errln!("tokend: {}: the access token has expired", cred.name);
                 exit::OTHER
             }
         },
         Ok(None) => {
-            eprintln!("tokend: {}: no token yet", cred.name);
+            errln!("tokend: {}: no token yet", cred.name);
             exit::OTHER
         }
         Err(e) => {
-            eprintln!("tokend: {e}");
+            errln!("tokend: {e}");
             exit::OTHER
         }
     }

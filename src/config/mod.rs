@@ -25,7 +25,7 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use model::*;
-pub use secret::{SecretReadError, SecretSource};
+pub use secret::{MIN_SECRET_LEN, SecretReadError, SecretSource};
 pub use validate::check_server_url;
 
 use error::{ENV_PREFIX, Sources};
@@ -45,8 +45,16 @@ pub fn load_with_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
     let file_name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(&file_name, "(file)", format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "; name the configuration with -c FILE or TOKEND_CONFIG (default {DEFAULT_PATH})"
+            )
+        } else {
+            String::new()
+        };
+        ConfigError::new(&file_name, "(file)", format!("cannot read: {e}{hint}"))
+    })?;
     load_from_str(&text, &file_name, env)
 }
 
@@ -56,6 +64,7 @@ pub fn load_from_str(
     file_name: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
+    check_file_types(text, file_name)?;
     let env_map: config::Map<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_CONFIG.contains(&k.as_str()))
@@ -80,6 +89,34 @@ pub fn load_from_str(
         sources.error(&key, message)
     })?;
     validate::validate(raw, &sources)
+}
+
+/// The file alone, read with TOML's own types: a string is not a boolean, a number not
+/// a string. (The merged view coerces, since environment variables are all strings.)
+fn check_file_types(text: &str, file_name: &str) -> Result<(), ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let at = e.span().map_or_else(
+            || "(syntax)".to_owned(),
+            |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}")
+            },
+        );
+        ConfigError::new(
+            file_name,
+            at,
+            format!("TOML syntax: {}", one_line(e.message())),
+        )
+    })?;
+    serde_path_to_error::deserialize::<_, RawConfig>(de)
+        .map(|_| ())
+        .map_err(|e| {
+            let message =
+                one_line(e.inner().message()).replace("expected f64", "expected a number");
+            ConfigError::new(file_name, e.path().to_string(), message)
+        })
 }
 
 /// The `config` crate appends its own location to some messages; we give ours instead.
@@ -304,6 +341,28 @@ mod tests {
         );
         let e = with("issuer = \"http://id.example\"").unwrap_err();
         assert_eq!(e.key, "credentials.blnk.issuer");
+    }
+
+    #[test]
+    fn a_log_level_typo_is_refused_not_silenced() {
+        let with = |level: &str| load(&format!("{MINIMAL}\n[log]\nlevel = \"{level}\"\n"), &[]);
+        for typo in ["inf", "warnig", "", "info,tokend=verbose", "tokend"] {
+            let e = with(typo).unwrap_err();
+            assert_eq!(e.key, "log.level", "{typo}: {e}");
+            assert!(
+                e.message.contains("trace, debug, info, warn, error, off"),
+                "{e}"
+            );
+        }
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "info,tokend::credential=debug",
+            "warn,hyper=error",
+        ] {
+            assert!(with(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

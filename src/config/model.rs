@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
 use crate::config::secret::{SecretReadError, SecretSource};
-use crate::config::text::{duration_text, mode_text, signal_text};
+use crate::config::text::{duration_text, listen_text, mode_text, one_of, signal_text};
 
 /// Where the configuration is read from when neither `-c` nor `$TOKEND_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/tokend/tokend.toml";
@@ -49,21 +49,32 @@ impl Default for LogConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+    fn try_from(word: String) -> Result<Self, String> {
+        one_of(
+            &word,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
+    #[serde(deserialize_with = "listen_text::deserialize")]
     pub listen: SocketAddr,
 }
 
 /// How the client authenticates to the token endpoint (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum ClientAuth {
     /// RFC 6749 §2.3.1: id and secret form-urlencoded, then `id:secret` base64-encoded.
     #[default]
@@ -72,6 +83,18 @@ pub enum ClientAuth {
     BasicUnencoded,
     /// `client_id` and `client_secret` in the form body.
     Post,
+}
+
+impl TryFrom<String> for ClientAuth {
+    type Error = String;
+    fn try_from(word: String) -> Result<Self, String> {
+        let choices = [
+            ("basic", ClientAuth::Basic),
+            ("basic_unencoded", ClientAuth::BasicUnencoded),
+            ("post", ClientAuth::Post),
+        ];
+        one_of(&word, &choices)
+    }
 }
 
 /// One credential: a client, a refresh-token chain, and where its access token goes.
@@ -106,6 +129,9 @@ pub struct LoginConfig {
     pub authorize_url: Option<Url>,
     /// Default: `http://127.0.0.1:<port>/callback`.
     pub redirect_uri: Option<Url>,
+    /// Extra parameters of the authorization request (Google's `access_type`, Auth0's
+    /// `audience`, RFC 8707's `resource`...); never the flow's own.
+    pub params: BTreeMap<String, String>,
 }
 
 /// How long a refresh-token chain may live, and when to start warning about it.
@@ -240,13 +266,26 @@ impl Default for HttpConfig {
 
 /// What an output file holds (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum OutputFormat {
     #[default]
     Raw,
     Json,
     Env,
     Header,
+}
+
+impl TryFrom<String> for OutputFormat {
+    type Error = String;
+    fn try_from(word: String) -> Result<Self, String> {
+        let choices = [
+            ("raw", OutputFormat::Raw),
+            ("json", OutputFormat::Json),
+            ("env", OutputFormat::Env),
+            ("header", OutputFormat::Header),
+        ];
+        one_of(&word, &choices)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -31,6 +31,8 @@ pub struct RawCredential {
     pub issuer: Option<String>,
     pub authorize_url: Option<String>,
     pub redirect_uri: Option<String>,
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
     #[serde(default, with = "duration_text::option")]
     pub refresh_token_max_age: Option<Duration>,
     #[serde(default, with = "duration_text::option")]
@@ -72,11 +74,35 @@ fn default_hook_timeout() -> Duration {
 }
 
 /// A user or group by name or numeric id (TOML integer or a string of digits).
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub enum RawAccount {
     Id(u32),
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for RawAccount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawAccount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a user or group name, or a numeric id")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawAccount, E> {
+                Ok(RawAccount::Name(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawAccount, E> {
+                u32::try_from(v).map(RawAccount::Id).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is not an id: expected a user or group name, or a numeric id"
+                    ))
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawAccount, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,10 @@ use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 
+/// Secrets shorter than this are easy to guess, and too short to be scrubbed from a
+/// server's error text without mangling it: `check` and `run` warn about them.
+pub const MIN_SECRET_LEN: usize = 8;
+
 /// A secret given inline or read from a file each time it is needed.
 #[derive(Debug, Clone)]
 pub enum SecretSource {

@@ -1,4 +1,5 @@
-//! How durations, file modes and signal names are written in the configuration.
+//! How durations, file modes, signal names, listen addresses and enumerated words are
+//! written in the configuration, and what an error says when they are not.
 
 use std::fmt;
 use std::time::Duration;
@@ -14,6 +15,33 @@ pub mod signal_text {
             Some(sig) => s.serialize_str(sig.as_str()),
             None => s.serialize_none(),
         }
+    }
+}
+
+/// The value of `word` among `choices`, or an error that lists them.
+pub fn one_of<T: Copy>(word: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    match choices.iter().find(|(name, _)| *name == word) {
+        Some((_, value)) => Ok(*value),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            Err(format!("{word:?} is not one of {}", names.join(", ")))
+        }
+    }
+}
+
+/// `[health] listen`: an IP address and a port; names are not resolved.
+pub mod listen_text {
+    use std::net::SocketAddr;
+
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an IP address and port such as \"127.0.0.1:9464\" or \"[::1]:9464\" (host names are not resolved)"
+            ))
+        })
     }
 }
 

@@ -23,11 +23,13 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
     let state_dir = raw
         .state_dir
         .unwrap_or_else(|| PathBuf::from("/var/lib/tokend"));
-    if raw.log.level.trim().is_empty() {
-        return Err(src.error("log.level", "must not be empty"));
+    validate_log_level(&raw.log.level).map_err(|m| src.error("log.level", m))?;
+    if raw.credentials.is_empty() {
+        return Err(src.error(
+            "credentials",
+            "no credential is configured: add a [credentials.NAME] table",
+        ));
     }
-    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
-        .map_err(|e| src.error("log.level", format!("not a valid level or filter: {e}")))?;
     let mut credentials = BTreeMap::new();
     for (name, rc) in raw.credentials {
         let cred = validate_credential(&name, rc, &state_dir, src)?;
@@ -51,6 +53,33 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         health: raw.health,
         credentials,
     })
+}
+
+/// The levels `log.level` takes, alone or after `target=` in a filter directive.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A level, or `tracing` filter directives such as `info,tokend::credential=debug`. A
+/// bare word that is not a level would be read as a target to log at every level, and
+/// everything else silenced: that is a typo (`inf`, `warnig`), not what anyone means.
+fn validate_log_level(text: &str) -> Result<(), String> {
+    let valid = || {
+        format!(
+            "use one of {}, or directives such as \"info,tokend::credential=debug\"",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    if text.trim().is_empty() {
+        return Err(format!("must not be empty; {}", valid()));
+    }
+    for directive in text.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LOG_LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!("{directive:?} is not a level: {}", valid()));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| ())
+        .map_err(|e| format!("not a valid level or filter ({e}): {}", valid()))
 }
 
 fn validate_credential(
@@ -164,6 +193,17 @@ fn check_state_file(
     Ok(())
 }
 
+/// Parameters of the authorization request that tokend sets itself.
+const AUTHORIZE_OWN_PARAMS: [&str; 7] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
 /// The server's URLs, with Blnk Cloud's as the defaults when no issuer is given.
 struct Server {
     token_url: Option<Url>,
@@ -208,12 +248,28 @@ fn validate_server(name: &str, rc: &RawCredential, src: &Sources) -> Result<Serv
             Ok(u)
         })
         .transpose()?;
+    for (name, value) in &rc.authorize_params {
+        let k = key(&format!("authorize_params.{name}"));
+        if AUTHORIZE_OWN_PARAMS.contains(&name.as_str()) {
+            return Err(src.error(
+                &k,
+                format!(
+                    "is the flow's own parameter; set it through its key, or not at all ({})",
+                    AUTHORIZE_OWN_PARAMS.join(", ")
+                ),
+            ));
+        }
+        if name.is_empty() || value.chars().any(char::is_control) {
+            return Err(src.error(&k, "names and values must be non-empty printable text"));
+        }
+    }
     Ok(Server {
         token_url,
         login: LoginConfig {
             issuer,
             authorize_url,
             redirect_uri,
+            params: rc.authorize_params.clone(),
         },
         blnk,
     })
@@ -231,10 +287,23 @@ fn validate_policies(
     if !(p.at > 0.0 && p.at < 1.0) {
         return Err(src.error(&key("refresh.at"), "must be between 0 and 1 (exclusive)"));
     }
-    if !(p.jitter >= 0.0 && p.jitter < p.at && p.at + p.jitter < 1.0) {
+    if !(p.jitter >= 0.0 && p.jitter < 1.0) {
+        return Err(src.error(&key("refresh.jitter"), "must be at least 0 and below 1"));
+    }
+    if !(p.jitter < p.at && p.at + p.jitter < 1.0) {
+        // Blame the one that was changed from its default (`at`, when both were).
+        let blamed =
+            if p.jitter != RefreshPolicy::default().jitter && p.at == RefreshPolicy::default().at {
+                "refresh.jitter"
+            } else {
+                "refresh.at"
+            };
         return Err(src.error(
-            &key("refresh.jitter"),
-            "must be at least 0 and keep at ± jitter inside (0, 1)",
+            &key(blamed),
+            format!(
+                "at ± jitter ({} ± {}) must stay inside (0, 1): lower refresh.at or refresh.jitter",
+                p.at, p.jitter
+            ),
         ));
     }
     if p.default_lifetime.is_zero() {

@@ -1,6 +1,7 @@
 //! The configuration as `tokend check` prints it: the keys of the file, loadable again,
 //! with every inline secret redacted.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Serialize, Serializer};
@@ -23,6 +24,8 @@ struct CredentialView<'a> {
     authorize_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     redirect_uri: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    authorize_params: &'a BTreeMap<String, String>,
     client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<&'static str>,
@@ -57,6 +60,7 @@ impl Serialize for CredentialConfig {
             issuer: self.login.issuer.as_ref().map(Url::as_str),
             authorize_url: self.login.authorize_url.as_ref().map(Url::as_str),
             redirect_uri: self.login.redirect_uri.as_ref().map(Url::as_str),
+            authorize_params: &self.login.params,
             client_id: &self.client_id,
             client_secret: inline(&self.client_secret),
             client_secret_file: self.client_secret.path(),

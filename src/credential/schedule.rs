@@ -91,6 +91,18 @@ pub fn jitter_unit(credential: &str, obtained: SystemTime) -> f64 {
     unit * 2.0 - 1.0
 }
 
+/// A time left, rounded as a person would say it: whole hours from an hour up, whole
+/// minutes from a minute up, seconds below.
+pub fn round_for_people(left: Duration) -> String {
+    let secs = left.as_secs();
+    let rounded = match secs {
+        3600.. => secs / 3600 * 3600,
+        60.. => secs / 60 * 60,
+        _ => secs,
+    };
+    humantime::format_duration(Duration::from_secs(rounded)).to_string()
+}
+
 /// Exponential backoff with full jitter: uniform between `initial` and
 /// `min(max, initial * 2^attempt)`; `random` is uniform in [0, 1).
 pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {
@@ -190,6 +202,16 @@ mod tests {
         assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)));
         let below = values.iter().filter(|v| **v < 0.0).count();
         assert!((400..600).contains(&below), "{below}");
+    }
+
+    #[test]
+    fn time_left_is_rounded_as_people_say_it() {
+        assert_eq!(
+            round_for_people(Duration::from_secs(5 * 86_400 + 7)),
+            "5days"
+        );
+        assert_eq!(round_for_people(Duration::from_secs(179)), "2m");
+        assert_eq!(round_for_people(Duration::from_secs(42)), "42s");
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub enum FailureKind {
     Ambiguous,
     /// The server refused for a reason only a person can fix.
     Permanent(Permanent),
+    /// Nothing was sent: something on this host (the client secret's file) is missing
+    /// or unreadable. A person fixes it; the server has said nothing.
+    Local,
+    /// Nothing was sent: the server's certificate is not trusted (`http.ca_file`, the
+    /// system's roots). A setup problem, retried with backoff in case it is the
+    /// server's to fix; `once` reports it as configuration.
+    Untrusted,
     /// An answer the table does not cover; retry at the maximum backoff, loudly.
     Unexpected,
 }
@@ -120,6 +127,7 @@ impl TokenAnswer {
             expires_at: Some(origin.sent_at + lifetime),
             chain_started_at: origin.chain_started_at,
             bootstrap_sha256: origin.bootstrap_sha256,
+            refused_bootstrap_sha256: None,
             last_error: None,
         }
     }

@@ -10,8 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{OnceCell, Semaphore};
 use url::Url;
 
-use crate::config::{ClientAuth, CredentialConfig, SecretSource};
-use crate::oauth::answer::{Failure, FailureKind, Outcome, Permanent, classify, parse_retry_after};
+use crate::config::{ClientAuth, CredentialConfig, MIN_SECRET_LEN, SecretSource};
+use crate::oauth::answer::{Failure, FailureKind, Outcome, classify, parse_retry_after};
 use crate::oauth::clients::{Clients, EndpointError};
 use crate::oauth::discovery;
 use crate::oauth::http::{error_chain, read_capped};
@@ -31,6 +31,8 @@ pub struct Endpoint {
     client_secret: SecretSource,
     auth: ClientAuth,
     scope: Option<String>,
+    /// Whose roots the server's certificate must chain to, for messages.
+    trust: String,
 }
 
 /// What a token request asks for.
@@ -59,6 +61,10 @@ impl Endpoint {
                 .unwrap_or_default(),
             issuer: cfg.login.issuer.clone(),
             allow_insecure_http: cfg.http.allow_insecure_http,
+            trust: match &cfg.http.ca_file {
+                Some(ca) => format!("http.ca_file ({}) or the system's roots", ca.display()),
+                None => "the system's roots (set http.ca_file for a private CA)".into(),
+            },
             client_id: cfg.client_id.clone(),
             client_secret: cfg.client_secret.clone(),
             auth: cfg.client_auth,
@@ -103,12 +109,10 @@ impl Endpoint {
     /// Sends one token request and classifies the answer; no secret reaches the
     /// failure's text.
     pub async fn request(&self, grant: Grant<'_>) -> Outcome {
-        let secret = self.client_secret.read().map_err(|e| {
-            Failure::new(
-                FailureKind::Permanent(Permanent::Client),
-                format!("client secret: {e}"),
-            )
-        })?;
+        let secret = self
+            .client_secret
+            .read()
+            .map_err(|e| Failure::new(FailureKind::Local, format!("client secret: {e}")))?;
         let url = self.token_url().await?.clone();
         // The semaphore is never closed, so acquiring cannot fail; if it did, sending
         // without a permit is the better failure.
@@ -175,7 +179,7 @@ impl Endpoint {
         }
         let response = match request.form(&form).send().await {
             Ok(r) => r,
-            Err(e) => return Err(transport_failure(&e)),
+            Err(e) => return Err(transport_failure(&e, &self.trust)),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -197,9 +201,11 @@ const FORM_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
     .remove(b'~');
 
 /// `text` with every occurrence of each secret (as sent, raw or form-encoded) replaced.
+/// Values shorter than [`MIN_SECRET_LEN`] are left alone: replacing every `s` of a
+/// message mangles it and spells the secret out by its gaps (`check` warns about them).
 fn scrub(text: &str, secrets: &[&str]) -> String {
     let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET_LEN) {
         let encoded = percent_encoding::utf8_percent_encode(secret, FORM_COMPONENT).to_string();
         for form in [secret.to_string(), encoded] {
             text = text.replace(&form, "[redacted]");
@@ -226,9 +232,19 @@ pub fn basic_header(id: &str, secret: &str, encode: bool) -> reqwest::header::He
 }
 
 /// Failures where no status line came back.
-fn transport_failure(e: &reqwest::Error) -> Failure {
+fn transport_failure(e: &reqwest::Error, trust: &str) -> Failure {
     let detail = error_chain(e);
-    if e.is_connect() {
+    if e.is_connect() && detail.contains("invalid peer certificate") {
+        // A setup problem, not the network's: said plainly, once.
+        let reason = detail
+            .rsplit("invalid peer certificate: ")
+            .next()
+            .unwrap_or("");
+        Failure::new(
+            FailureKind::Untrusted,
+            format!("the server's certificate is not trusted by {trust}: {reason}"),
+        )
+    } else if e.is_connect() {
         // DNS, refused, unreachable, TLS handshake: the request never left.
         Failure::new(
             FailureKind::Transient,
@@ -250,6 +266,16 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_values_long_enough_to_be_secrets_are_scrubbed() {
+        let text = "error sending request: s3cret-value%2B echoed, s3cret-value+ too";
+        let out = scrub(text, &["s", "s3cret-value+"]);
+        assert_eq!(
+            out,
+            "error sending request: [redacted] echoed, [redacted] too"
+        );
+    }
 
     #[test]
     fn rfc_basic_encoding_differs_from_curl_only_for_special_characters() {

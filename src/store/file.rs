@@ -204,6 +204,7 @@ mod tests {
             expires_at: Some(now + std::time::Duration::from_secs(3600)),
             chain_started_at: now,
             bootstrap_sha256: bootstrap_digest(&SecretString::from("boot")),
+            refused_bootstrap_sha256: None,
             last_error: None,
         }
     }

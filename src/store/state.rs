@@ -33,6 +33,10 @@ pub struct State {
     #[serde(with = "rfc3339")]
     pub chain_started_at: SystemTime,
     pub bootstrap_sha256: String,
+    /// A bootstrap token the server refused (`invalid_grant`) while this chain was live:
+    /// never adopted again until the bootstrap file holds something else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_bootstrap_sha256: Option<String>,
     /// The last failed refresh, cleared by the next success; for `tokend status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,

@@ -28,6 +28,7 @@ pub struct Entry {
 
 impl Board {
     pub fn set(&self, name: &str, health: watch::Receiver<Health>) {
+        self.metrics.register(name);
         self.write().insert(name.to_owned(), health);
         self.changed.notify_one();
     }

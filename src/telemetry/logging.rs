@@ -15,6 +15,12 @@ pub fn init(cfg: &LogConfig) {
         }
         _ => EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // rustls' verifier logs its own error for an untrusted certificate; tokend says the
+    // same once, with what to do.
+    let filter = match "rustls_platform_verifier=off".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -21,15 +21,18 @@ pub enum AttemptResult {
     Ambiguous,
     Permanent,
     Unexpected,
+    /// Nothing was sent: a local file could not be read.
+    Local,
 }
 
 impl AttemptResult {
-    const ALL: [AttemptResult; 5] = [
+    const ALL: [AttemptResult; 6] = [
         AttemptResult::Success,
         AttemptResult::Transient,
         AttemptResult::Ambiguous,
         AttemptResult::Permanent,
         AttemptResult::Unexpected,
+        AttemptResult::Local,
     ];
 
     fn label(self) -> &'static str {
@@ -39,6 +42,7 @@ impl AttemptResult {
             AttemptResult::Ambiguous => "ambiguous",
             AttemptResult::Permanent => "permanent",
             AttemptResult::Unexpected => "unexpected",
+            AttemptResult::Local => "local",
         }
     }
 }
@@ -190,6 +194,16 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 impl Metrics {
+    /// Creates a credential's counters and histogram at zero, so that every series is
+    /// there from the first scrape, not from the first attempt.
+    pub fn register(&self, credential: &str) {
+        for result in AttemptResult::ALL {
+            self.attempts
+                .with_label_values(&[credential, result.label()]);
+        }
+        self.duration.with_label_values(&[credential]);
+    }
+
     /// Counts one refresh attempt and how long its request took.
     pub fn attempt(&self, credential: &str, result: AttemptResult, took: Duration) {
         self.attempts

@@ -308,12 +308,15 @@ async fn https_with_a_private_ca_from_ca_file() {
         .refresh(&SecretString::from(emu.issue_refresh_token()))
         .await
         .unwrap_err();
+    // Issue 12: a setup problem, with its own class (retried with backoff by `run`,
+    // exit 78 from `once`) and a message that says where trust comes from.
     assert_eq!(
         f.kind,
-        FailureKind::Transient,
+        FailureKind::Untrusted,
         "an unknown CA fails before anything is sent: {}",
         f.detail
     );
+    assert!(f.detail.contains("http.ca_file"), "{}", f.detail);
     assert_eq!(
         emu.stats().token_requests,
         1,

@@ -13,6 +13,7 @@ mod endpoint;
 mod faults;
 mod health;
 mod login;
+mod newcomer;
 mod outputs;
 mod packaging;
 mod readers;

@@ -24,8 +24,6 @@ Usage: run_dot.py [--tokend PATH] [--rotations N] [--mode password|login]
 """
 import argparse
 import base64
-import html.parser
-import http.cookiejar
 import json
 import os
 import secrets
@@ -38,6 +36,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from ua import Browser, free_port, page_form  # noqa: E402 (beside this script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -61,12 +61,6 @@ def ensure_venv():
                     os.path.join(HERE, "requirements.txt")], check=True)
     with open(stamp, "w") as f:
         f.write(wanted)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def basic(client_id, secret):
@@ -96,42 +90,6 @@ def accepted(port, token):
             return r.status == 200
     except urllib.error.HTTPError:
         return False
-
-
-class FormParser(html.parser.HTMLParser):
-    """The inputs of one page's forms: what a browser would submit."""
-
-    def __init__(self):
-        super().__init__()
-        self.fields = {}
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "input" and a.get("name") and a.get("type") != "submit":
-            self.fields[a["name"]] = a.get("value") or ""
-
-
-def page_form(html_text):
-    p = FormParser()
-    p.feed(html_text)
-    return p.fields
-
-
-class Browser:
-    """A scripted user agent: cookies, redirects followed, forms submitted."""
-
-    def __init__(self):
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-
-    def get(self, url):
-        with self.opener.open(url, timeout=20) as r:
-            return r.geturl(), r.read().decode()
-
-    def post(self, url, fields):
-        data = urllib.parse.urlencode(fields).encode()
-        with self.opener.open(urllib.request.Request(url, data=data), timeout=20) as r:
-            return r.geturl(), r.read().decode()
 
 
 def tokend_login(args, cfg, env, browser, password, allow):

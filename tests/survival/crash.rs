@@ -74,10 +74,21 @@ async fn crash_loop(grace: Duration, signal: i32, kills: usize) -> Tally {
             assert!(started.elapsed() < 10 * SEC, "start {i}");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // Aim at the refresh from what the server sees, not from a guess of how long a
+        // loaded machine takes to get there: once the request has arrived (the rotation
+        // follows within microseconds), kill within the next few milliseconds, which is
+        // where the answer is read and the state written.
+        let requests = env.emu.stats().token_requests;
         d.signal(libc::SIGUSR1);
-        // A refresh takes a few ms here: kill somewhere in the first 20.
-        let delay = rand::random_range(0..20u64);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let asked = Instant::now();
+        while env.emu.stats().token_requests == requests && asked.elapsed() < 5 * SEC {
+            tokio::task::yield_now().await;
+        }
+        let delay = Duration::from_micros(rand::random_range(0..8_000u64));
+        let arrived = Instant::now();
+        while arrived.elapsed() < delay {
+            tokio::task::yield_now().await;
+        }
         let killed_at = Instant::now();
         d.signal(signal);
         let code = d.wait_exit(15 * SEC).await;

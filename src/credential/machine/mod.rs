@@ -24,7 +24,7 @@ use secrecy::SecretString;
 
 use crate::config::{ChainPolicy, CredentialConfig, RefreshPolicy, RetryPolicy};
 use crate::credential::schedule;
-use crate::oauth::{FailureKind, Permanent};
+use crate::oauth::FailureKind;
 use crate::store::State;
 
 pub use types::{
@@ -190,7 +190,9 @@ impl Machine {
     ) -> Start {
         match (stored, bootstrap) {
             (Some(state), bootstrap) => {
-                let changed = bootstrap.filter(|b| b.digest != state.bootstrap_sha256);
+                let refused = state.refused_bootstrap_sha256.as_deref();
+                let changed = bootstrap
+                    .filter(|b| b.digest != state.bootstrap_sha256 && refused != Some(&b.digest));
                 self.state = Some(state);
                 match changed {
                     Some(b) => {
@@ -208,6 +210,14 @@ impl Machine {
             }
             (None, None) => Start::NoBootstrap,
         }
+    }
+
+    /// Whether the server refused this bootstrap token while the chain in hand was live.
+    fn refused(&self, digest: &str) -> bool {
+        self.state
+            .as_ref()
+            .and_then(|s| s.refused_bootstrap_sha256.as_deref())
+            == Some(digest)
     }
 
     /// When the chain in memory began, if there is one.
@@ -269,7 +279,7 @@ impl Machine {
                 .as_ref()
                 .map(|b| &b.digest)
                 .or(self.state.as_ref().map(|s| &s.bootstrap_sha256));
-            if chain != Some(&b.digest) {
+            if chain != Some(&b.digest) && !self.refused(&b.digest) {
                 self.adopt_bootstrap(b, now);
                 return Resume::AdoptedBootstrap;
             }
@@ -295,6 +305,7 @@ impl Machine {
         };
         if let Some(b) = bootstrap
             && Some(&b.digest) != marks.bootstrap.as_ref()
+            && !self.refused(&b.digest)
         {
             self.adopt_bootstrap(b, now);
             return Some(Unblocked::Bootstrap);
@@ -320,10 +331,10 @@ impl Machine {
     /// Stops refreshing until a person acts; `marks` are the files' digests now.
     pub fn block(&mut self, why: Block, marks: Marks) {
         if self.last_failure.is_none() {
-            self.last_failure = Some(FailureKind::Permanent(match why {
-                Block::Server(p) => p,
-                Block::UnreadableState | Block::NoBootstrap => Permanent::Configuration,
-            }));
+            self.last_failure = Some(match why {
+                Block::Server(p) => FailureKind::Permanent(p),
+                Block::Local | Block::UnreadableState | Block::NoBootstrap => FailureKind::Local,
+            });
         }
         self.phase = Phase::Blocked { why, marks };
     }
@@ -332,6 +343,12 @@ impl Machine {
     pub fn block_message(&self, why: Block) -> String {
         match why {
             Block::Server(p) => p.remedy().to_owned(),
+            Block::Local => format!(
+                "{}; nothing was sent, and refreshing resumes when the file can be read",
+                self.last_error
+                    .as_deref()
+                    .unwrap_or("a local file cannot be read")
+            ),
             Block::UnreadableState => {
                 format!("the state file {} cannot be read", self.state_file)
             }

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 use secrecy::SecretString;
 
 use crate::credential::machine::Machine;
-use crate::credential::machine::types::{Phase, Reaction, RetryKind, Rotated};
+use crate::credential::machine::types::{Block, Phase, Reaction, RetryKind, Rotated};
 use crate::credential::schedule;
-use crate::oauth::{Failure, FailureKind, Origin, TokenAnswer};
+use crate::oauth::{Failure, FailureKind, Origin, Permanent, TokenAnswer};
 use crate::store::{LastError, State, VERSION};
 
 impl Machine {
@@ -45,9 +45,15 @@ impl Machine {
         from_bootstrap: bool,
     ) -> Rotated {
         let origin = self.chain_origin(sent_at, from_bootstrap);
-        let previous_scope = self.state.as_ref().and_then(|s| s.scope.clone());
-        let fallback_scope = self.scope.clone().or(previous_scope);
-        let state = answer.into_state(sent, origin, self.refresh.default_lifetime, fallback_scope);
+        let previous = self.state.as_ref();
+        let fallback_scope = self
+            .scope
+            .clone()
+            .or(previous.and_then(|s| s.scope.clone()));
+        let refused = previous.and_then(|s| s.refused_bootstrap_sha256.clone());
+        let mut state =
+            answer.into_state(sent, origin, self.refresh.default_lifetime, fallback_scope);
+        state.refused_bootstrap_sha256 = refused;
         let expires_at = state.expires_at.unwrap_or(sent_at);
         self.state = Some(state);
         self.bootstrap = None;
@@ -87,7 +93,9 @@ impl Machine {
         let backoff = cap(schedule::backoff(&self.retry, self.failures - 1, random));
         let retry_after = failure.retry_after.unwrap_or(Duration::ZERO);
         let (delay, kind) = match failure.kind {
-            FailureKind::Transient => (backoff.max(retry_after), RetryKind::Transient),
+            FailureKind::Transient | FailureKind::Untrusted => {
+                (backoff.max(retry_after), RetryKind::Transient)
+            }
             FailureKind::Ambiguous if !self.quick_retry_used => {
                 self.quick_retry_used = true;
                 (schedule::AMBIGUOUS_RETRY, RetryKind::Quick)
@@ -96,9 +104,18 @@ impl Machine {
             FailureKind::Unexpected => {
                 (cap(self.retry.max).max(retry_after), RetryKind::Unexpected)
             }
+            FailureKind::Permanent(Permanent::Grant) if from_bootstrap && self.fall_back() => {
+                self.record_error(now, &failure.detail, false);
+                self.phase = Phase::RetryAt(now);
+                return Reaction::FellBack;
+            }
             FailureKind::Permanent(p) => {
                 self.record_error(now, &failure.detail, true);
-                return Reaction::Block(p);
+                return Reaction::Block(Block::Server(p));
+            }
+            FailureKind::Local => {
+                self.record_error(now, &failure.detail, true);
+                return Reaction::Block(Block::Local);
             }
         };
         self.record_error(now, &failure.detail, false);
@@ -108,6 +125,20 @@ impl Machine {
             kind,
             token_expired: self.current_token(now).is_none(),
         }
+    }
+
+    /// A bootstrap token adopted over a live chain was refused: back to that chain, and
+    /// the refused token remembered (in the state, across restarts) so that it is never
+    /// sent again until the bootstrap file changes. False when there is no chain to
+    /// fall back to.
+    fn fall_back(&mut self) -> bool {
+        let (Some(bootstrap), Some(state)) = (&self.bootstrap, &mut self.state) else {
+            return false;
+        };
+        state.refused_bootstrap_sha256 = Some(bootstrap.digest.clone());
+        self.bootstrap = None;
+        self.unsaved = true;
+        true
     }
 
     /// The server rotated in an answer we cannot use: keep the new token, the old one
@@ -131,6 +162,7 @@ impl Machine {
                 expires_at: None,
                 chain_started_at: origin.chain_started_at,
                 bootstrap_sha256: origin.bootstrap_sha256,
+                refused_bootstrap_sha256: None,
                 last_error: None,
             },
         };

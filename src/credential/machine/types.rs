@@ -10,6 +10,9 @@ use crate::oauth::Permanent;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Block {
     Server(Permanent),
+    /// A local file the request needs (the client secret's) cannot be read; nothing was
+    /// sent. Resumes when the file changes.
+    Local,
     /// The state file cannot be read; using the bootstrap token instead could replay a
     /// token rotated away long ago and revoke the chain the file still holds.
     UnreadableState,
@@ -65,7 +68,10 @@ pub enum Reaction {
         token_expired: bool,
     },
     /// Refreshing stops until a person acts: the caller blocks with fresh marks.
-    Block(Permanent),
+    Block(Block),
+    /// A new bootstrap token was refused while the chain before it was live: that chain
+    /// goes on at once, and the refused token is never sent again.
+    FellBack,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

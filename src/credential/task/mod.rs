@@ -56,7 +56,10 @@ pub enum Command {
 pub enum OnceResult {
     Fresh,
     Temporary(String),
+    /// The server refused: only a person can fix it (exit 77).
     Permanent(String),
+    /// Something on this host is missing: a file, a first token (exit 78).
+    Local(String),
     Other(String),
 }
 
@@ -69,6 +72,8 @@ pub struct Credential<S: StateStore> {
     hooks: JoinSet<()>,
     health: watch::Sender<Health>,
     board: Arc<Board>,
+    /// `tokend once`: no retry follows a failure but the quick one.
+    one_pass: bool,
 }
 
 impl<S: StateStore> Credential<S> {
@@ -88,6 +93,7 @@ impl<S: StateStore> Credential<S> {
             hooks: JoinSet::new(),
             health,
             board,
+            one_pass: false,
         };
         (cred, rx)
     }
@@ -144,11 +150,17 @@ impl<S: StateStore> Credential<S> {
 
     /// One pass for `tokend once`: refresh only if due, make sure the outputs are written.
     pub async fn once(mut self) -> OnceResult {
+        self.one_pass = true;
         self.start();
         let mut tries = 0;
         loop {
             if let Phase::Blocked { why, .. } = self.machine.phase() {
-                return OnceResult::Permanent(self.machine.block_message(*why));
+                let message = self.machine.block_message(*why);
+                return match why {
+                    Block::Server(_) => OnceResult::Permanent(message),
+                    Block::Local | Block::NoBootstrap => OnceResult::Local(message),
+                    Block::UnreadableState => OnceResult::Other(message),
+                };
             }
             if !self.machine.is_due(SystemTime::now()) {
                 break;
@@ -161,11 +173,13 @@ impl<S: StateStore> Credential<S> {
                 Some(FailureKind::Ambiguous) if tries == 1 => {
                     tokio::time::sleep(schedule::AMBIGUOUS_RETRY).await
                 }
-                Some(FailureKind::Permanent(p)) => {
-                    return OnceResult::Permanent(p.remedy().to_owned());
-                }
+                // Blocked: the top of the loop says how.
+                Some(FailureKind::Permanent(_) | FailureKind::Local) => {}
                 Some(FailureKind::Unexpected) => {
                     return OnceResult::Other(self.machine.last_error_text());
+                }
+                Some(FailureKind::Untrusted) => {
+                    return OnceResult::Local(self.machine.last_error_text());
                 }
                 Some(_) => return OnceResult::Temporary(self.machine.last_error_text()),
             }
@@ -195,7 +209,7 @@ impl<S: StateStore> Credential<S> {
         let stored = match self.store.load() {
             Ok(stored) => stored,
             Err(e) => {
-                error!(target: LOG, error = %e, "cannot read the state file; not refreshing, so that the chain it holds is not revoked by replaying an old token. Repair or remove the file, or write a new refresh token to the bootstrap file");
+                error!(target: LOG, error = %e, "cannot read the state file; not refreshing, so that the chain it holds is not revoked by replaying an old token. Repair the file, or run `tokend login`, or write a new refresh token to the bootstrap file. Removing the file starts over from the bootstrap token, which has usually been rotated away: the server then refuses it, and a strict one revokes the chain");
                 return self.block(Block::UnreadableState);
             }
         };
@@ -288,10 +302,24 @@ impl<S: StateStore> Credential<S> {
         self.save_if_needed();
         let detail = &failure.detail;
         match reaction {
-            Reaction::Block(p) => {
-                error!(target: LOG, error = %detail, "refreshing stopped: {}", p.remedy());
-                self.block(Block::Server(p));
+            Reaction::Block(why) => {
+                match why {
+                    Block::Server(p) => {
+                        error!(target: LOG, error = %detail, "refreshing stopped: {}", p.remedy())
+                    }
+                    _ => error!(
+                        target: LOG,
+                        error = %detail,
+                        "cannot refresh: nothing was sent; refreshing resumes when the file can be read"
+                    ),
+                }
+                self.block(why);
             }
+            Reaction::FellBack => warn!(
+                target: LOG,
+                error = %detail,
+                "the new bootstrap refresh token was refused; going on with the chain in the state file, which was live before it. The refused token is not sent again until the bootstrap file changes"
+            ),
             Reaction::Retry {
                 delay,
                 kind,
@@ -299,6 +327,12 @@ impl<S: StateStore> Credential<S> {
             } => {
                 let retry_in = fmt_delay(delay);
                 match kind {
+                    // `once` gives up here; its caller says why, once, with the exit code.
+                    RetryKind::Transient | RetryKind::Ambiguous | RetryKind::Unexpected
+                        if self.one_pass =>
+                    {
+                        return;
+                    }
                     RetryKind::Transient => {
                         warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh failed; will retry")
                     }
@@ -329,6 +363,7 @@ fn attempt_result(kind: FailureKind) -> AttemptResult {
         FailureKind::Transient => AttemptResult::Transient,
         FailureKind::Ambiguous => AttemptResult::Ambiguous,
         FailureKind::Permanent(_) => AttemptResult::Permanent,
+        FailureKind::Local | FailureKind::Untrusted => AttemptResult::Local,
         FailureKind::Unexpected => AttemptResult::Unexpected,
     }
 }

@@ -2,13 +2,14 @@
 //! by `tokend login`, a new bootstrap token or client secret on disk, SIGHUP, SIGUSR1;
 //! and the chain-age warning that asks for a login.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use secrecy::SecretString;
 use tracing::{error, info, warn};
 
 use crate::config::SecretReadError;
 use crate::credential::machine::{Block, Bootstrap, Marks, Resume, Unblocked};
+use crate::credential::schedule;
 use crate::credential::task::{Credential, LOG};
 use crate::rfc3339;
 use crate::store::{StateStore, bootstrap_digest};
@@ -29,13 +30,20 @@ impl<S: StateStore> Credential<S> {
         let Some(w) = self.machine.chain_warning_due(SystemTime::now()) else {
             return;
         };
+        let name = &self.cfg.name;
+        let when = if w.left.is_zero() {
+            format!("has reached its maximum age: run `tokend login {name}`")
+        } else {
+            format!(
+                "reaches its maximum age in {}: run `tokend login {name}` before then",
+                schedule::round_for_people(w.left)
+            )
+        };
         warn!(
             target: LOG,
             chain_started_at = %rfc3339::format(w.started),
             chain_ends_at = %rfc3339::format(w.ends_at),
-            "the refresh-token chain reaches its maximum age in {}: run `tokend login {}` before then",
-            humantime::format_duration(Duration::from_secs(w.left.as_secs() / 3600 * 3600)),
-            self.cfg.name
+            "the refresh-token chain {when}"
         );
     }
 

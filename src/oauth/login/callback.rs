@@ -18,6 +18,7 @@ use url::Url;
 use crate::config::CredentialConfig;
 use crate::http_server::{accept_loop, serve_http1};
 use crate::oauth::login::error::LoginError;
+use crate::out::errln;
 
 /// The redirect URI, and the loopback listener that receives it (if it can be bound).
 pub async fn redirect(
@@ -42,7 +43,7 @@ pub async fn redirect(
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) if no_browser => {
-            eprintln!("tokend: not listening on {addr} ({e}); paste the URL instead");
+            errln!("tokend: not listening on {addr} ({e}); paste the URL instead");
             let uri = configured.unwrap_or_else(|| default_redirect(addr));
             return Ok((uri, None));
         }
@@ -132,9 +133,7 @@ fn callback_page(
 
 /// `--no-browser`: the URL the browser was sent to, pasted on stdin.
 pub async fn read_pasted(tx: mpsc::Sender<String>) {
-    eprintln!(
-        "tokend: after authorizing, paste the full URL your browser was sent to, then Enter:"
-    );
+    errln!("tokend: after authorizing, paste the full URL your browser was sent to, then Enter:");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();

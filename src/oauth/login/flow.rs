@@ -108,11 +108,12 @@ pub async fn login(
             FailureKind::Permanent(_) => LoginError::Refused(message),
             FailureKind::Transient | FailureKind::Ambiguous => LoginError::Temporary(message),
             FailureKind::Unexpected => LoginError::Other(message),
+            FailureKind::Local | FailureKind::Untrusted => LoginError::Config(message),
         }
     })?;
     let Some(refresh_token) = answer.refresh_token.take() else {
         return Err(LoginError::Refused(
-            "the server issued no refresh token: allow the refresh_token grant for this client (some servers also need an offline_access scope)".into(),
+            "the server issued no refresh token: allow the refresh_token grant for this client; OpenID providers also need offline_access in scope (tokend then asks for consent, as OpenID Connect requires), and some need more: authorize_params = { access_type = \"offline\" } for Google".into(),
         ));
     };
     let origin = Origin {
@@ -187,6 +188,18 @@ fn authorize_request(base: &Url, cfg: &CredentialConfig, redirect_uri: &Url, s: 
         q.append_pair("state", &s.state)
             .append_pair("code_challenge", &s.challenge)
             .append_pair("code_challenge_method", "S256");
+        for (name, value) in &cfg.login.params {
+            q.append_pair(name, value);
+        }
+        // OpenID Connect Core §11: a certified provider grants offline_access (the
+        // refresh token) only when the user is asked for consent.
+        let offline = cfg
+            .scope
+            .as_deref()
+            .is_some_and(|s| s.split(' ').any(|t| t == "offline_access"));
+        if offline && !cfg.login.params.contains_key("prompt") {
+            q.append_pair("prompt", "consent");
+        }
     }
     url
 }
@@ -213,6 +226,55 @@ fn open_browser(url: &Url) {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    fn credential(extra: &str) -> CredentialConfig {
+        let text = format!(
+            "[credentials.c]\nissuer = \"https://id.example\"\nclient_id = \"id\"\nclient_secret = \"s3cret-value\"\n{extra}"
+        );
+        crate::config::load_from_str(&text, "t.toml", [])
+            .unwrap()
+            .credentials["c"]
+            .clone()
+    }
+
+    fn query(url: &Url) -> Vec<(String, String)> {
+        url.query_pairs().into_owned().collect()
+    }
+
+    #[test]
+    fn offline_access_asks_for_consent_and_extra_params_are_sent() {
+        let base = Url::parse("https://id.example/authorize").unwrap();
+        let redirect = Url::parse("http://127.0.0.1:9/callback").unwrap();
+        let s = Secrets::new();
+        let has =
+            |q: &[(String, String)], k: &str, v: &str| q.iter().any(|(a, b)| a == k && b == v);
+        let q = query(&authorize_request(
+            &base,
+            &credential("scope = \"openid offline_access\""),
+            &redirect,
+            &s,
+        ));
+        assert!(has(&q, "prompt", "consent"), "{q:?}");
+        let q = query(&authorize_request(
+            &base,
+            &credential("scope = \"openid\""),
+            &redirect,
+            &s,
+        ));
+        assert!(!q.iter().any(|(k, _)| k == "prompt"), "{q:?}");
+        let cfg = credential(
+            "scope = \"offline_access\"\nauthorize_params = { access_type = \"offline\", prompt = \"login consent\" }",
+        );
+        let q = query(&authorize_request(&base, &cfg, &redirect, &s));
+        assert!(
+            has(&q, "access_type", "offline") && has(&q, "prompt", "login consent"),
+            "{q:?}"
+        );
+        assert_eq!(q.iter().filter(|(k, _)| k == "prompt").count(), 1, "{q:?}");
+        let text = "[credentials.c]\nclient_id = \"id\"\nclient_secret = \"s3cret-value\"\nauthorize_params = { state = \"x\" }";
+        let e = crate::config::load_from_str(text, "t.toml", []).unwrap_err();
+        assert_eq!(e.key, "credentials.c.authorize_params.state", "{e}");
+    }
 
     #[test]
     fn pkce_challenge_is_s256_of_the_verifier() {

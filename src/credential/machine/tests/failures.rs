@@ -162,7 +162,7 @@ fn a_permanent_failure_blocks_until_a_file_changes_or_sighup() {
         t(2700),
         0.0,
     );
-    assert_eq!(r, Reaction::Block(Permanent::Grant));
+    assert_eq!(r, Reaction::Block(Block::Server(Permanent::Grant)));
     assert!(m.state().unwrap().last_error.as_ref().unwrap().blocked);
     let marks = Marks {
         bootstrap: Some(bootstrap("b").digest),
@@ -237,4 +237,87 @@ fn write_failures_are_retried_soon_and_reported() {
     m.published_ok();
     assert!(m.health(t(1)).ready);
     assert_eq!(m.write_error(), None);
+}
+
+#[test]
+fn an_unreadable_secret_file_blocks_locally_until_it_can_be_read() {
+    let mut m = machine();
+    m.start(t(0), Some(stored("rt-1", t(0), "b")), None);
+    let mut f = Failure::new(
+        FailureKind::Local,
+        "client secret: cannot read /etc/tokend/s: No such file or directory",
+    );
+    let r = m.failed(&mut f, t(10), false, t(10), 0.0);
+    assert_eq!(r, Reaction::Block(Block::Local));
+    m.block(Block::Local, Marks::default());
+    let message = m.block_message(Block::Local);
+    assert!(message.contains("/etc/tokend/s") && message.contains("nothing was sent"));
+    assert!(!message.contains("refused"), "{message}");
+    assert_eq!(m.last_failure(), Some(FailureKind::Local));
+    // The file appears: refreshing resumes.
+    assert_eq!(
+        m.unblock_by_files(t(15), None, Some("now-readable".into()), true),
+        Some(Unblocked::Secret)
+    );
+    assert!(m.is_due(t(15)));
+}
+
+#[test]
+fn a_refused_bootstrap_falls_back_to_the_live_chain_and_is_never_sent_again() {
+    let mut m = machine();
+    let live = stored("rt-live", t(0), "b-old");
+    // A person writes a dead token into the bootstrap file; SIGHUP adopts it.
+    m.start(t(10), Some(live), Some(bootstrap("b-old")));
+    assert_eq!(
+        m.resume(t(20), Some(bootstrap("rt-dead"))),
+        Resume::AdoptedBootstrap
+    );
+    assert_eq!(sent(&m), ("rt-dead".into(), true));
+    let mut f = failure(FailureKind::Permanent(Permanent::Grant));
+    assert_eq!(
+        m.failed(&mut f, t(20), true, t(20), 0.0),
+        Reaction::FellBack
+    );
+    assert!(!m.is_blocked());
+    assert!(m.needs_save(), "the refusal is remembered on disk");
+    assert_eq!(sent(&m), ("rt-live".into(), false));
+    assert!(m.is_due(t(20)));
+    // Neither SIGHUP, nor the files, nor a restart adopt it again.
+    assert_eq!(
+        m.resume(t(30), Some(bootstrap("rt-dead"))),
+        Resume::Unchanged
+    );
+    m.succeeded(
+        answer("at-2", Some("rt-live-2"), Some(3600)),
+        SecretString::from("rt-live".to_owned()),
+        t(40),
+        false,
+    );
+    let saved = m.state().unwrap().clone();
+    assert_eq!(
+        saved.refused_bootstrap_sha256,
+        Some(bootstrap("rt-dead").digest)
+    );
+    let mut restarted = machine();
+    assert_eq!(
+        restarted.start(t(50), Some(saved), Some(bootstrap("rt-dead"))),
+        Start::Resumed
+    );
+    assert_eq!(sent(&restarted), ("rt-live-2".into(), false));
+    // A different token in the file is adopted as usual.
+    assert_eq!(
+        restarted.resume(t(60), Some(bootstrap("rt-fresh"))),
+        Resume::AdoptedBootstrap
+    );
+}
+
+#[test]
+fn a_refused_bootstrap_without_a_chain_before_it_blocks() {
+    let mut m = machine();
+    m.start(t(0), None, Some(bootstrap("rt-dead")));
+    let mut f = failure(FailureKind::Permanent(Permanent::Grant));
+    assert_eq!(
+        m.failed(&mut f, t(0), true, t(0), 0.0),
+        Reaction::Block(Block::Server(Permanent::Grant))
+    );
 }

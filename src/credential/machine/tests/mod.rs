@@ -56,6 +56,7 @@ pub(super) fn stored(refresh: &str, obtained: SystemTime, boot: &str) -> State {
         expires_at: Some(obtained + HOUR),
         chain_started_at: obtained,
         bootstrap_sha256: bootstrap(boot).digest,
+        refused_bootstrap_sha256: None,
         last_error: None,
     }
 }

@@ -1,0 +1,117 @@
+//! What a valid configuration can still get wrong on this host, found before anything
+//! runs: files that cannot be read, a CA file that holds no certificate, a state
+//! directory that cannot be written; and what deserves a warning: short secrets,
+//! paths that depend on the working directory. `check` reports all of it (errors exit
+//! 78); `run` and `once` log the warnings.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use secrecy::ExposeSecret;
+
+use crate::config::{Config, CredentialConfig, MIN_SECRET_LEN, SecretReadError, SecretSource};
+use crate::oauth::Clients;
+
+/// What the preflight found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Looks at every credential's files and settings as this process would use them.
+pub fn preflight(config: &Config) -> Findings {
+    let mut f = Findings::default();
+    let clients = Clients::default();
+    for c in config.credentials.values() {
+        let key = |k: &str| format!("credentials.{}.{k}", c.name);
+        match c.client_secret.read() {
+            Ok(secret) => short(&mut f, &key("client_secret"), secret.expose_secret()),
+            Err(e) => f.errors.push(format!("{}: {e}", key("client_secret"))),
+        }
+        match c.read_bootstrap() {
+            Ok(token) => short(&mut f, &key("refresh_token"), token.expose_secret()),
+            // Optional: a login may start the chain, or the state holds it already.
+            Err(SecretReadError::NotConfigured { .. }) => {}
+            Err(e) => f.warnings.push(format!("{}: {e}", key("refresh_token"))),
+        }
+        if let Some(ca) = &c.http.ca_file
+            && let Err(e) = clients.get(&c.http, true)
+        {
+            f.errors
+                .push(format!("{}: {}: {e}", key("http.ca_file"), ca.display()));
+        }
+        if let Some(dir) = c.state_file.parent()
+            && let Err(e) = writable_dir(dir)
+        {
+            f.errors.push(format!("{}: {e}", key("state_file")));
+        }
+        relative_paths(&mut f, c);
+    }
+    f
+}
+
+/// A secret shorter than [`MIN_SECRET_LEN`] is easy to guess, and not scrubbed from a
+/// server's error text (that would mangle every message).
+fn short(f: &mut Findings, key: &str, value: &str) {
+    if value.len() < MIN_SECRET_LEN {
+        f.warnings.push(format!(
+            "{key}: shorter than {MIN_SECRET_LEN} characters: easy to guess, and not scrubbed from a server's error text"
+        ));
+    }
+}
+
+fn relative_paths(f: &mut Findings, c: &CredentialConfig) {
+    let mut paths = vec![("state_file", c.state_file.as_path())];
+    if let SecretSource::File(p) = &c.client_secret {
+        paths.push(("client_secret_file", p));
+    }
+    if let Some(SecretSource::File(p)) = &c.refresh_token {
+        paths.push(("refresh_token_file", p));
+    }
+    if let Some(p) = &c.publish_dir {
+        paths.push(("publish_dir", p));
+    }
+    for out in c.outputs.iter().filter(|o| !c.in_publish_dir(o)) {
+        paths.push(("outputs", &out.path));
+    }
+    for (what, path) in paths {
+        if path.is_relative() {
+            f.warnings.push(format!(
+                "credentials.{}.{what}: {} is relative: it depends on the directory tokend is started in",
+                c.name,
+                path.display()
+            ));
+        }
+    }
+}
+
+/// `dir` is a directory this process can create files in, or can be created (its
+/// nearest existing ancestor is such a directory).
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    let c_path = CString::new(existing.as_os_str().as_bytes())
+        .map_err(|_| format!("{} holds a NUL byte", existing.display()))?;
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    let rc = unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) };
+    if rc != 0 {
+        return Err(format!(
+            "{} is not writable by this user: {}",
+            existing.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
