@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ua import Browser, free_port, page_form  # noqa: E402 (beside this script)
+from helpers import Browser, free_port, page_form, wait_listening  # noqa: E402 (beside this script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -183,15 +182,7 @@ Application.objects.create(name="tokend", client_id={CLIENT_ID!r}, client_secret
                               stdout=open(os.path.join(work, "server.log"), "w"), stderr=subprocess.STDOUT)
     tokend = None
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit("the django-oauth-toolkit server did not start; see " + work)
-                time.sleep(0.2)
+        wait_listening(port, server, "the django-oauth-toolkit server", work)
 
         with open(os.path.join(work, "client_secret"), "w") as f:
             f.write(secret)

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ua import Browser, free_port, page_form  # noqa: E402 (beside this script)
+from helpers import Browser, free_port, page_form, wait_listening  # noqa: E402 (beside this script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "oidc")
@@ -111,15 +110,7 @@ def main():
     tokend = None
     failures = []
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit("oidc-provider did not start; see " + work)
-                time.sleep(0.2)
+        wait_listening(port, server, "oidc-provider", work)
         with open(os.path.join(work, "client_secret"), "w") as f:
             f.write(secret)
         out = os.path.join(work, "out", "access_token")

@@ -1,8 +1,10 @@
-"""A scripted user agent for the interoperability tests: cookies kept, redirects
-followed, forms read and submitted, as a person's browser would."""
+"""What the interoperability scripts share: a scripted user agent (cookies kept,
+redirects followed, forms read and submitted, as a person's browser would), a free
+loopback port, and waiting for a server to listen."""
 import html.parser
 import http.cookiejar
 import socket
+import time
 import urllib.parse
 import urllib.request
 
@@ -11,6 +13,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_listening(port, server, what, work, seconds=30):
+    """Waits until `port` accepts connections; exits if `server` dies or time runs out."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                raise SystemExit(f"{what} did not start; see {work}")
+            time.sleep(0.2)
 
 
 class FormParser(html.parser.HTMLParser):
