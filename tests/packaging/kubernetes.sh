@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates config/kubernetes/*.yaml offline against the Kubernetes API schema (strict:
 # unknown fields are errors) for the versions tokend supports as a native sidecar, and
-# checks the tokend.toml embedded in each ConfigMap with `tokend check`.
+# checks the tokend.toml embedded in each ConfigMap with `tokend check`, with the secret
+# files the pod mounts stood in for (through TOKEND_ overrides, as check reads them).
 # Usage: kubernetes.sh TOOLS_VENV [TOKEND_BINARY]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,19 +15,30 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" - "$work" "$repo"/config/kubernetes/*.yaml <<'PY'
-import pathlib, sys, yaml
+import pathlib, sys, tomllib, yaml
 out = pathlib.Path(sys.argv[1])
 n = 0
 for path in sys.argv[2:]:
     for doc in yaml.safe_load_all(open(path)):
         if doc and doc.get("kind") == "ConfigMap" and "tokend.toml" in doc.get("data", {}):
             n += 1
-            (out / f"{n}.toml").write_text(doc["data"]["tokend.toml"])
+            text = doc["data"]["tokend.toml"]
+            (out / f"{n}.toml").write_text(text)
+            # The secret files come from a mounted Secret in the pod: stand-ins here.
+            env = []
+            for name, cred in tomllib.loads(text).get("credentials", {}).items():
+                for key in ("client_secret_file", "refresh_token_file"):
+                    if key in cred:
+                        stand_in = out / f"{n}.{name}.{key}"
+                        stand_in.write_text("stand-in-for-the-mounted-secret\n")
+                        env.append(f"TOKEND_CREDENTIALS__{name.upper()}__{key.upper()}={stand_in}")
+            (out / f"{n}.env").write_text("\n".join(env) + "\n")
 if n == 0:
     sys.exit("no ConfigMap with a tokend.toml found")
 PY
 for f in "$work"/*.toml; do
-    "$bin" check -c "$f" > /dev/null
+    mapfile -t stand_ins < "${f%.toml}.env"
+    env "${stand_ins[@]}" "$bin" check -c "$f" > /dev/null
     echo "embedded tokend.toml: valid"
 done
 echo "kubernetes manifests: 1 passed, 0 failed"
