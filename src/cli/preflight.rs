@@ -22,6 +22,17 @@ pub struct Findings {
 
 /// Looks at every credential's files and settings as this process would use them.
 pub fn preflight(config: &Config) -> Findings {
+    look(config, true)
+}
+
+/// What `run` and `once` log: the warnings alone. The rest they find where it bites
+/// (the daemon builds its own HTTP clients, and says if it cannot), so start-up does
+/// not load trust roots twice.
+pub fn warnings(config: &Config) -> Vec<String> {
+    look(config, false).warnings
+}
+
+fn look(config: &Config, full: bool) -> Findings {
     let mut f = Findings::default();
     let clients = Clients::default();
     for c in config.credentials.values() {
@@ -37,12 +48,14 @@ pub fn preflight(config: &Config) -> Findings {
             Err(e) => f.warnings.push(format!("{}: {e}", key("refresh_token"))),
         }
         if let Some(ca) = &c.http.ca_file
+            && full
             && let Err(e) = clients.get(&c.http, true)
         {
             f.errors
                 .push(format!("{}: {}: {e}", key("http.ca_file"), ca.display()));
         }
         if let Some(dir) = c.state_file.parent()
+            && full
             && let Err(e) = writable_dir(dir)
         {
             f.errors.push(format!("{}: {e}", key("state_file")));

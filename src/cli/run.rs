@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::{Instrument, error, warn};
 
 use crate::cli::exit::{self, load_config, start_error_code, worse};
-use crate::cli::preflight::preflight;
+use crate::cli::preflight;
 use crate::config::{Config, CredentialConfig};
 use crate::credential::OnceResult;
 use crate::daemon::{self, ConfigSource, Daemon};
@@ -23,12 +23,15 @@ pub async fn run(path: &Path) -> u8 {
         Err(code) => return code,
     };
     logging::init(&config.log);
-    warn_preflight(&config);
     let result = match daemon::signals() {
-        Ok(controls) => match Daemon::start(ConfigSource::File(path.to_owned()), &config).await {
-            Ok(d) => d.run(controls).await,
-            Err(e) => Err(e),
-        },
+        Ok(controls) => {
+            // After the signal handlers, so that a signal during start-up is handled.
+            warn_preflight(&config);
+            match Daemon::start(ConfigSource::File(path.to_owned()), &config).await {
+                Ok(d) => d.run(controls).await,
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -90,7 +93,7 @@ async fn once_one(cfg: &CredentialConfig, board: &Arc<Board>, clients: &Clients)
 /// Logs what `check` would warn about; its errors surface where they bite, each with
 /// its own message (a blocked credential, a refused start).
 fn warn_preflight(config: &Config) {
-    for w in preflight(config).warnings {
+    for w in preflight::warnings(config) {
         warn!(target: LOG, "{w}");
     }
 }

@@ -98,7 +98,8 @@ fn check_file_types(text: &str, file_name: &str) -> Result<(), ConfigError> {
         let at = e.span().map_or_else(
             || "(syntax)".to_owned(),
             |span| {
-                let before = &text[..span.start.min(text.len())];
+                // (`get`: a span off a character boundary must not panic.)
+                let before = text.get(..span.start).unwrap_or(text);
                 let line = before.matches('\n').count() + 1;
                 let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
                 format!("line {line}, column {column}")
