@@ -31,17 +31,42 @@ impl ConfigError {
 pub struct Sources {
     pub env: config::Map<String, String>,
     pub file: String,
+    /// The file's own tables, to tell what the environment alone made.
+    pub file_table: toml::Table,
 }
 
 impl Sources {
-    /// The variable that set `key`, or else the file.
+    /// The variable that set `key`; for a key missing from a table that only variables
+    /// made (a credential defined in the environment alone), the variable that made it;
+    /// else the file.
     fn origin_of(&self, key: &str) -> String {
         let var = env_var_for(key);
         if self.env.contains_key(&var) {
-            var
-        } else {
-            self.file.clone()
+            return var;
         }
+        let parts: Vec<&str> = key.split('.').collect();
+        for depth in (1..parts.len()).rev() {
+            if self.file_has(&parts[..depth]) {
+                break;
+            }
+            let made_by = format!("{}__", env_var_for(&parts[..depth].join(".")));
+            if let Some(var) = self.env.keys().filter(|k| k.starts_with(&made_by)).min() {
+                return var.clone();
+            }
+        }
+        self.file.clone()
+    }
+
+    fn file_has(&self, path: &[&str]) -> bool {
+        let mut table = &self.file_table;
+        for part in path {
+            match table.get(*part) {
+                Some(toml::Value::Table(t)) => table = t,
+                Some(_) => return true,
+                None => return false,
+            }
+        }
+        true
     }
 
     /// An error about `key`, blamed on the source that set it.

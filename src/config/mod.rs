@@ -82,6 +82,8 @@ pub fn load_from_str(
     let sources = Sources {
         env: env_map,
         file: file_name.to_owned(),
+        // It parsed above; an empty table only makes messages blame the file.
+        file_table: toml::from_str(text).unwrap_or_default(),
     };
     let raw: RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
         let key = e.path().to_string();
@@ -186,6 +188,27 @@ mod tests {
         let e = load(MINIMAL, &[("TOKEND_CREDENTIALS__BLNK__RETRY__MAX", "soon")]).unwrap_err();
         assert_eq!(e.key, "credentials.blnk.retry.max", "{e}");
         assert_eq!(e.source_name, "TOKEND_CREDENTIALS__BLNK__RETRY__MAX");
+    }
+
+    #[test]
+    fn a_credential_made_by_variables_alone_is_blamed_on_them() {
+        let e = load(MINIMAL, &[("TOKEND_CREDENTIALS__D__CLIENT_ID", "x")]).unwrap_err();
+        assert_eq!(
+            (e.source_name.as_str(), e.key.as_str()),
+            (
+                "TOKEND_CREDENTIALS__D__CLIENT_ID",
+                "credentials.d.client_secret"
+            ),
+            "{e}"
+        );
+        // A key missing from a table of the file is still the file's.
+        let e = load(&MINIMAL.replace("client_id = \"id\"", ""), &[]).unwrap_err();
+        assert_eq!(e.source_name, "t.toml");
+        let e = load(MINIMAL, &[("TOKEND_STATE_DIR", "")]).unwrap_err();
+        assert_eq!(
+            (e.source_name.as_str(), e.key.as_str()),
+            ("TOKEND_STATE_DIR", "state_dir")
+        );
     }
 
     #[test]

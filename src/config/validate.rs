@@ -23,6 +23,9 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
     let state_dir = raw
         .state_dir
         .unwrap_or_else(|| PathBuf::from("/var/lib/tokend"));
+    if state_dir.as_os_str().is_empty() {
+        return Err(src.error("state_dir", "must not be empty"));
+    }
     validate_log_level(&raw.log.level).map_err(|m| src.error("log.level", m))?;
     if raw.credentials.is_empty() {
         return Err(src.error(
