@@ -10,6 +10,7 @@
 //! - [`credential`]: one credential: schedule, state machine, task
 //! - [`oauth`]: the token endpoint, its answers, discovery, `tokend login`
 //! - [`store`]: the state record and the state file
+//! - [`coordination`]: several replicas on one chain: leadership and the shared record
 //! - [`publish`]: output files, `publish_dir`, rotation hooks
 //! - [`telemetry`]: health, metrics, the health endpoints, logs
 //! - [`emulator`]: the built-in token server for `demo`, `emulator` and tests
@@ -21,6 +22,7 @@
 pub mod atomic;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod credential;
 pub mod daemon;
 pub mod emulator;

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::cli::exit::{self, load_config};
 use crate::config::CredentialConfig;
+use crate::config::coordination::CoordinationConfig;
 use crate::credential::schedule::ChainAge;
 use crate::oauth::login::{self, LoginError, Options, Outcome, Written};
 use crate::out::{errln, out, outln};
@@ -26,7 +27,10 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
     match login::login(cred, options, show).await {
         Ok(outcome) => {
             print_login(cred, &outcome);
-            exit::OK
+            match &config.coordination {
+                Some(c) => seed_store(c, cred, &outcome).await,
+                None => exit::OK,
+            }
         }
         Err(e) => {
             errln!("tokend: login failed: {e}");
@@ -36,6 +40,27 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
                 LoginError::Temporary(_) => exit::TEMPFAIL,
                 LoginError::Other(_) => exit::OTHER,
             }
+        }
+    }
+}
+
+/// With `[coordination]`: the new chain becomes the shared record, as the newest
+/// generation, so that every replica adopts it (SPEC §11).
+async fn seed_store(c: &CoordinationConfig, cred: &CredentialConfig, outcome: &Outcome) -> u8 {
+    match crate::coordination::connect(c)
+        .seed(&cred.name, &outcome.state)
+        .await
+    {
+        Ok(generation) => {
+            outln!("  stored in etcd as generation {generation}: every replica adopts it");
+            exit::OK
+        }
+        Err(e) => {
+            errln!(
+                "tokend: the new chain is saved on this host only: etcd could not be written ({e}). Run `tokend login {}` again once etcd is reachable; until then the other replicas go on with the old chain",
+                cred.name
+            );
+            exit::TEMPFAIL
         }
     }
 }

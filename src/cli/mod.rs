@@ -148,7 +148,7 @@ pub fn main() -> ExitCode {
         Command::Once(c) => runtime.block_on(run::once(&c.config)),
         Command::Check(c) => check::check(&c.config),
         Command::Status { name, config, json } => {
-            status::status(&config.config, name.as_deref(), json)
+            runtime.block_on(status::status(&config.config, name.as_deref(), json))
         }
         Command::Token { name, config } => status::token(&config.config, name.as_deref()),
         Command::Login {

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use secrecy::ExposeSecret;
 
+use crate::config::coordination::EtcdConfig;
 use crate::config::{Config, CredentialConfig, MIN_SECRET_LEN, SecretReadError, SecretSource};
 use crate::oauth::Clients;
 
@@ -62,7 +63,31 @@ fn look(config: &Config, full: bool) -> Findings {
         }
         relative_paths(&mut f, c);
     }
+    if full && let Some(coordination) = &config.coordination {
+        store_files(&mut f, &coordination.etcd);
+    }
     f
+}
+
+/// The files etcd's connection reads when it first connects: readable now, or said so.
+fn store_files(f: &mut Findings, etcd: &EtcdConfig) {
+    let files = [
+        ("ca_file", etcd.ca_file.as_deref()),
+        ("cert_file", etcd.cert_file.as_deref()),
+        ("key_file", etcd.key_file.as_deref()),
+    ];
+    for (key, path) in files {
+        if let Some(path) = path
+            && let Err(e) = std::fs::read(path)
+        {
+            f.errors
+                .push(format!("coordination.etcd.{key}: {}: {e}", path.display()));
+        }
+    }
+    if let Some(Err(e)) = etcd.password.as_ref().map(SecretSource::read) {
+        f.errors
+            .push(format!("coordination.etcd.password_file: {e}"));
+    }
 }
 
 /// A secret shorter than [`MIN_SECRET_LEN`] is easy to guess, and not scrubbed from a

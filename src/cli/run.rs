@@ -50,6 +50,12 @@ pub async fn once(path: &Path) -> u8 {
         Err(code) => return code,
     };
     logging::init(&config.log);
+    if config.coordination.is_some() {
+        // One pass cannot hold a lease: refreshing outside it could replay a token the
+        // leader already rotated.
+        error!(target: LOG, "tokend once does not take part in [coordination]: replicas share the chain through `tokend run`");
+        return exit::CONFIG;
+    }
     warn_preflight(&config);
     let mut worst = exit::OK;
     let board = Arc::new(Board::default());

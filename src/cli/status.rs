@@ -11,7 +11,7 @@ use crate::cli::exit::{self, load_config};
 use crate::credential::schedule::ChainAge;
 use crate::out::{errln, outln};
 use crate::rfc3339;
-use crate::store::file::read_state_file;
+use crate::store::file::{local_holder_pid, lock_path, read_state_file};
 
 /// One credential's condition as `status` reports it.
 #[derive(Debug, Serialize)]
@@ -31,6 +31,22 @@ pub struct Report {
     pub chain_ended: bool,
     pub last_error: Option<String>,
     pub blocked: bool,
+    /// With `[coordination]`: the credential as the store holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedReport>,
+}
+
+/// A shared credential (SPEC §11): who leads, and which generation the store holds.
+#[derive(Debug, Serialize)]
+pub struct SharedReport {
+    /// This host's daemon: "leader", "follower", or "not running".
+    pub role: String,
+    pub leader: Option<String>,
+    /// The generation in the store; `local_generation` is this host's state file's.
+    pub generation: Option<u64>,
+    pub local_generation: Option<u64>,
+    /// Why the store could not be read.
+    pub error: Option<String>,
 }
 
 /// Builds the report of every configured credential from its state file.
@@ -57,6 +73,7 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
                         .last_error
                         .map(|e| format!("{}: {}", rfc3339::format(e.at), e.message)),
                     blocked,
+                    shared: None,
                 }
             }
             Ok(None) => Report::missing(&c.name, "no state yet".into()),
@@ -79,13 +96,56 @@ impl Report {
             chain_ended: false,
             last_error: Some(why),
             blocked: false,
+            shared: None,
         }
+    }
+}
+
+/// Adds what the store says of each credential, when coordination is configured.
+async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
+    let Some(coordination) = &config.coordination else {
+        return;
+    };
+    let etcd = crate::coordination::connect(coordination);
+    for r in reports.iter_mut() {
+        let Some(cred) = config.credentials.get(&r.name) else {
+            continue;
+        };
+        let local = read_state_file(&cred.state_file).ok().flatten();
+        // The daemon's identity: its own pid when none is configured.
+        let daemon = std::fs::read_to_string(lock_path(&cred.state_file))
+            .ok()
+            .and_then(|h| local_holder_pid(h.trim()))
+            .filter(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), None).is_ok())
+            .map(|pid| coordination.identity_of(pid as u32));
+        let mut shared = SharedReport {
+            role: "not running".into(),
+            leader: None,
+            generation: None,
+            local_generation: local.map(|s| s.generation),
+            error: None,
+        };
+        match etcd.describe(&r.name).await {
+            Ok((leader, stored)) => {
+                if daemon.is_some() {
+                    shared.role = if leader.is_some() && leader == daemon {
+                        "leader".into()
+                    } else {
+                        "follower".into()
+                    };
+                }
+                shared.leader = leader;
+                shared.generation = Some(stored.generation());
+            }
+            Err(e) => shared.error = Some(e.to_string()),
+        }
+        r.shared = Some(shared);
     }
 }
 
 /// Prints the report of every credential (or of `name`); exit 0 only when all it
 /// shows are healthy.
-pub fn status(path: &Path, name: Option<&str>, json: bool) -> u8 {
+pub async fn status(path: &Path, name: Option<&str>, json: bool) -> u8 {
     let mut config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -96,7 +156,8 @@ pub fn status(path: &Path, name: Option<&str>, json: bool) -> u8 {
         }
         config.credentials.retain(|n, _| n == name);
     }
-    let reports = reports(&config, SystemTime::now());
+    let mut reports = reports(&config, SystemTime::now());
+    add_shared(&config, &mut reports).await;
     if json {
         outln!(
             "{}",
@@ -139,6 +200,22 @@ pub fn status(path: &Path, name: Option<&str>, json: bool) -> u8 {
                 outln!("  chain ends:   {end}{warning}");
             }
             outln!("  last error:   {}", r.last_error.as_deref().unwrap_or("-"));
+            if let Some(sh) = &r.shared {
+                let number = |g: Option<u64>| g.map_or("-".into(), |g| g.to_string());
+                outln!(
+                    "  role:         {} (leader: {})",
+                    sh.role,
+                    sh.leader.as_deref().unwrap_or("none")
+                );
+                outln!(
+                    "  generation:   {} in the store, {} here",
+                    number(sh.generation),
+                    number(sh.local_generation)
+                );
+                if let Some(e) = &sh.error {
+                    outln!("  store error:  {e}");
+                }
+            }
         }
     }
     if reports.iter().all(|r| r.healthy) {

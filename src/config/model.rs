@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
+use crate::config::coordination::CoordinationConfig;
 use crate::config::secret::{SecretReadError, SecretSource};
 use crate::config::text::{duration_text, listen_text, mode_text, one_of, signal_text};
 
@@ -29,6 +30,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<CoordinationConfig>,
     pub credentials: BTreeMap<String, CredentialConfig>,
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::config::coordination::RawCoordination;
 use crate::config::model::{
     ClientAuth, HealthConfig, HttpConfig, LogConfig, OutputFormat, RefreshPolicy, RetryPolicy,
 };
@@ -20,6 +21,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: LogConfig,
     pub health: Option<HealthConfig>,
+    pub coordination: Option<RawCoordination>,
     #[serde(default)]
     pub credentials: BTreeMap<String, RawCredential>,
 }

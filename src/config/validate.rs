@@ -9,6 +9,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::config::coordination::validate_coordination;
 use crate::config::error::{ConfigError, Sources};
 use crate::config::model::{
     BLNK_AUTHORIZE_URL, BLNK_REFRESH_TOKEN_MAX_AGE, BLNK_TOKEN_URL, ChainPolicy, Config,
@@ -50,10 +51,19 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
             ));
         }
     }
+    let coordination = match raw.coordination {
+        Some(c) => Some(validate_coordination(
+            c,
+            &credentials.values().collect::<Vec<_>>(),
+            src,
+        )?),
+        None => None,
+    };
     Ok(Config {
         state_dir,
         log: raw.log,
         health: raw.health,
+        coordination,
         credentials,
     })
 }

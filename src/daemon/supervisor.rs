@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{self, Config, CredentialConfig, HealthConfig, LogConfig};
+use crate::coordination::Coordination;
 use crate::credential::{Command, Credential};
 use crate::daemon::control::Control;
 use crate::daemon::error::StartError;
@@ -63,6 +64,8 @@ pub struct Daemon {
     clients: Clients,
     running: BTreeMap<String, Running>,
     health_server: Option<JoinHandle<()>>,
+    /// With `[coordination]`: this replica's lease and store connection.
+    coordination: Option<Coordination>,
 }
 
 impl Daemon {
@@ -91,6 +94,10 @@ impl Daemon {
             }
             None => None,
         };
+        let coordination = config
+            .coordination
+            .as_ref()
+            .map(|c| Coordination::start(c, board.clone()));
         let mut daemon = Daemon {
             source,
             log: config.log.clone(),
@@ -99,6 +106,7 @@ impl Daemon {
             clients,
             running: BTreeMap::new(),
             health_server,
+            coordination,
         };
         for (cfg, (cred, health)) in prepared {
             daemon.spawn(cfg, cred, health);
@@ -112,6 +120,10 @@ impl Daemon {
         credential: Credential<FileStore>,
         health: watch::Receiver<Health>,
     ) {
+        let credential = match &self.coordination {
+            Some(c) => credential.with_member(c.member(&cfg.name)),
+            None => credential,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let span = info_span!(target: LOG, "credential", credential = %cfg.name);
         let task = tokio::spawn(credential.run(rx).instrument(span));
@@ -166,6 +178,9 @@ impl Daemon {
         info!(target: LOG, "stopping");
         notify::stopping();
         self.stop_all().await;
+        if let Some(coordination) = self.coordination.take() {
+            coordination.release().await;
+        }
         if let Some(server) = self.health_server.take() {
             server.abort();
         }
@@ -241,8 +256,12 @@ impl Daemon {
                 self.add(cfg);
             }
         }
-        if new.log != self.log || new.health != self.health {
-            warn!(target: LOG, "log and health settings take effect at the next start");
+        let coordination = self.coordination.as_ref().map(|c| c.config());
+        if new.log != self.log
+            || new.health != self.health
+            || new.coordination.as_ref() != coordination
+        {
+            warn!(target: LOG, "log, health and coordination settings take effect at the next start");
         }
     }
 

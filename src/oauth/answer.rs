@@ -119,6 +119,7 @@ impl TokenAnswer {
         let lifetime = self.expires_in.unwrap_or(default_lifetime);
         State {
             version: VERSION,
+            generation: 0,
             refresh_token: self.refresh_token.unwrap_or(kept_refresh_token),
             access_token: Some(self.access_token),
             token_type: self.token_type,

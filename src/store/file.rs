@@ -94,7 +94,8 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn hostname() -> String {
+/// This host's name, as the lock file and replica identities (SPEC §11) give it.
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -196,6 +197,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         State {
             version: VERSION,
+            generation: 1,
             refresh_token: SecretString::from("rt"),
             access_token: Some(SecretString::from("at")),
             token_type: "Bearer".into(),

@@ -16,6 +16,10 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
+    /// Grows by one with every new refresh token, so that replicas sharing a chain
+    /// (SPEC §11) can tell which copy is newer; 0 in files written before it existed.
+    #[serde(default)]
+    pub generation: u64,
     #[serde(with = "secret_text")]
     pub refresh_token: SecretString,
     /// Absent only when a server rotated the refresh token in an otherwise unusable answer

@@ -21,4 +21,14 @@ pub struct Health {
     pub chain_warning: bool,
     /// Why it is not ready, when it is not.
     pub reason: Option<String>,
+    /// With coordination (SPEC §11): whether this replica leads, and the generation
+    /// of the chain in hand.
+    pub shared: Option<Shared>,
+}
+
+/// A credential's part in a shared chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shared {
+    pub leader: bool,
+    pub generation: u64,
 }

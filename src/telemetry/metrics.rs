@@ -84,6 +84,46 @@ impl HookResult {
     }
 }
 
+/// A store operation (SPEC §11), as the `op` label of
+/// `tokend_coordination_errors_total` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreOp {
+    /// Granting or renewing this replica's lease.
+    Lease,
+    /// Trying to become a credential's leader.
+    Campaign,
+    /// Reading or watching the shared record.
+    Read,
+    /// Recording the intent to refresh.
+    Intent,
+    /// Storing a rotated (or newer local) record.
+    Write,
+    /// Giving the lease back on stop.
+    Release,
+}
+
+impl StoreOp {
+    pub const ALL: [StoreOp; 6] = [
+        StoreOp::Lease,
+        StoreOp::Campaign,
+        StoreOp::Read,
+        StoreOp::Intent,
+        StoreOp::Write,
+        StoreOp::Release,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreOp::Lease => "lease",
+            StoreOp::Campaign => "campaign",
+            StoreOp::Read => "read",
+            StoreOp::Intent => "intent",
+            StoreOp::Write => "write",
+            StoreOp::Release => "release",
+        }
+    }
+}
+
 /// Every series tokend exports.
 pub struct Metrics {
     registry: Registry,
@@ -97,6 +137,9 @@ pub struct Metrics {
     attempts: IntCounterVec,
     duration: HistogramVec,
     hooks: IntCounterVec,
+    leader: IntGaugeVec,
+    generation: IntGaugeVec,
+    coordination_errors: IntCounterVec,
 }
 
 const CREDENTIAL: &[&str] = &["credential"];
@@ -167,8 +210,24 @@ impl Default for Metrics {
                 &["credential", "hook", "result"],
             )
             .expect("valid metric"),
+            leader: int_gauge(
+                "tokend_leader",
+                "With coordination: 1 on the replica that refreshes the credential, 0 elsewhere.",
+            ),
+            generation: int_gauge(
+                "tokend_state_generation",
+                "With coordination: the generation of the chain this replica holds.",
+            ),
+            coordination_errors: IntCounterVec::new(
+                Opts::new(
+                    "tokend_coordination_errors_total",
+                    "Failed store operations by operation; credential is empty for the replica's lease.",
+                ),
+                &["credential", "op"],
+            )
+            .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(m.expiry.clone()),
             Box::new(m.last_success.clone()),
             Box::new(m.chain_age.clone()),
@@ -179,6 +238,9 @@ impl Default for Metrics {
             Box::new(m.attempts.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.hooks.clone()),
+            Box::new(m.leader.clone()),
+            Box::new(m.generation.clone()),
+            Box::new(m.coordination_errors.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("distinct metric names");
@@ -221,6 +283,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one failed store operation (SPEC §11); `credential` is empty for the
+    /// replica's own lease.
+    pub fn coordination_error(&self, credential: &str, op: StoreOp) {
+        self.coordination_errors
+            .with_label_values(&[credential, op.label()])
+            .inc();
+    }
+
     /// Sets the condition gauges of one credential, as of `now`.
     pub fn observe(&self, credential: &str, health: &Health, now: SystemTime) {
         let set = |family: &GaugeVec, value: Option<f64>| match value {
@@ -247,6 +317,14 @@ impl Metrics {
         self.blocked
             .with_label_values(&[credential])
             .set(health.blocked as i64);
+        if let Some(shared) = &health.shared {
+            self.leader
+                .with_label_values(&[credential])
+                .set(shared.leader as i64);
+            self.generation
+                .with_label_values(&[credential])
+                .set(shared.generation as i64);
+        }
     }
 
     /// Drops every series of a credential that no longer exists.
@@ -262,6 +340,13 @@ impl Metrics {
         let _ = self.chain_warning.remove_label_values(&[credential]);
         let _ = self.ready.remove_label_values(&[credential]);
         let _ = self.blocked.remove_label_values(&[credential]);
+        let _ = self.leader.remove_label_values(&[credential]);
+        let _ = self.generation.remove_label_values(&[credential]);
+        for op in StoreOp::ALL {
+            let _ = self
+                .coordination_errors
+                .remove_label_values(&[credential, op.label()]);
+        }
         let _ = self.duration.remove_label_values(&[credential]);
         for result in AttemptResult::ALL {
             let _ = self

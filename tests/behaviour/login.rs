@@ -3,11 +3,10 @@
 //! timeout, adoption by a running daemon; and the chain-age warning. The end-to-end
 //! run through a real server's login and consent pages is in tests/interop.rs.
 
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use crate::common::{Env, free_port, get, wait_for};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use crate::common::{Env, authorize, finish, free_port, get, start_login, wait_for};
+use tokio::io::AsyncWriteExt;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -35,58 +34,6 @@ path = "{dir}/out/access_token"
         id = c.client_id,
         secret = c.client_secret,
     ))
-}
-
-struct Login {
-    child: tokio::process::Child,
-    /// The authorize URL tokend printed.
-    url: String,
-}
-
-async fn start_login(cfg: &std::path::Path, args: &[&str]) -> Login {
-    let mut child = tokio::process::Command::new(crate::common::BIN)
-        .args(["login", "c", "-c", cfg.to_str().unwrap()])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.as_mut().unwrap()).lines();
-    let url = tokio::time::timeout(10 * SEC, lines.next_line())
-        .await
-        .expect("login printed no URL")
-        .unwrap()
-        .unwrap();
-    Login { child, url }
-}
-
-/// What the user's browser does: follows the authorize URL to the redirect.
-async fn authorize(url: &str) -> String {
-    tokend::tls::install_crypto_provider();
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = browser.get(url).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 302, "{url}");
-    r.headers()["location"].to_str().unwrap().to_owned()
-}
-
-async fn finish(login: Login) -> (i32, String, String) {
-    let out = tokio::time::timeout(20 * SEC, login.child.wait_with_output())
-        .await
-        .expect("login did not finish")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn assert_no_token(env: &Env, text: &str) {

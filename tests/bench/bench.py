@@ -4,8 +4,9 @@
 Starts `tokend emulator` on 127.0.0.1 and measures the static musl binary (built if
 missing) on this machine: binary size, resident memory, threads and wakeups while idle,
 time from exec to the first token on disk (HTTP and HTTPS with a private CA), the time
-from the server's answer to the state durable and the outputs visible, and 1,000
-credentials in one process. A naive Python `requests` loop doing the same job runs in
+from the server's answer to the state durable and the outputs visible, 1,000
+credentials in one process, and two replicas sharing one chain through a real etcd
+(the leader's and a follower's idle memory and wakeups; skipped without `etcd`). A naive Python `requests` loop doing the same job runs in
 the same invocation as the baseline.
 
 Usage: tests/bench/bench.py [--idle-seconds 60] [--credentials 1000] [--tokend PATH]
@@ -325,6 +326,71 @@ def measure_python(seconds):
     return results
 
 
+def measure_coordinated(tokend, seconds, lease=15):
+    """Two replicas sharing one chain through a real etcd (issue 13): the leader's and a
+    follower's RSS and wakeups while idle. None when etcd is not installed."""
+    if not shutil.which("etcd"):
+        return None
+    work = tempfile.mkdtemp(prefix="tokend-bench-")
+    client, peer = free_port(), free_port()
+    etcd = subprocess.Popen(
+        ["etcd", "--data-dir", f"{work}/etcd", "--listen-client-urls", f"http://127.0.0.1:{client}",
+         "--advertise-client-urls", f"http://127.0.0.1:{client}", "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait(lambda: _healthy(f"http://127.0.0.1:{client}/health"), 30, "etcd")
+    emu = Emulator(tokend, "1h")
+    procs, ports = [], []
+    for i in range(2):
+        rwork = os.path.join(work, f"r{i}")
+        os.makedirs(rwork)
+        cfg = config(rwork, emu, ["c"], health=True)
+        port = int(open(cfg).read().split('listen = "127.0.0.1:')[1].split('"')[0])
+        with open(cfg, "a") as f:
+            f.write(f'[coordination]\nbackend = "etcd"\nidentity = "r{i}"\nlease = "{lease}s"\n'
+                    f'[coordination.etcd]\nendpoints = ["http://127.0.0.1:{client}"]\n')
+        # The default token request timeout (15 s) needs a longer lease; 10 s fits 15 s.
+        text = open(cfg).read().replace("allow_insecure_http = true", 'allow_insecure_http = true\ntimeout = "10s"')
+        open(cfg, "w").write(text)
+        procs.append(start(tokend, cfg, rwork))
+        ports.append(port)
+    wait(lambda: all(os.path.exists(os.path.join(work, f"r{i}", "out", "c")) for i in range(2)), 20,
+         "both replicas' tokens")
+    time.sleep(2)
+    before = [proc_status(p.pid) for p in procs]
+    time.sleep(seconds)
+    after = [proc_status(p.pid) for p in procs]
+    roles = []
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+            roles.append("leader" if 'tokend_leader{credential="c"} 1' in r.read().decode() else "follower")
+    out = {}
+    for role, p, s0, s1 in zip(roles, procs, before, after):
+        out[role] = {
+            "rss": int(s1["VmRSS"].split()[0]),
+            "hwm": int(s1["VmHWM"].split()[0]),
+            "vol": int(s1["voluntary_ctxt_switches"]) - int(s0["voluntary_ctxt_switches"]),
+            "invol": int(s1["nonvoluntary_ctxt_switches"]) - int(s0["nonvoluntary_ctxt_switches"]),
+        }
+    for p in procs:
+        stop(p)
+    emu.stop()
+    etcd.terminate()
+    etcd.wait()
+    shutil.rmtree(work)
+    out["renewals"] = seconds // (lease // 3)
+    return out
+
+
+def _healthy(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return b"true" in r.read()
+    except OSError:
+        return False
+
+
 def main():
     global TOKEND
     ap = argparse.ArgumentParser()
@@ -349,6 +415,8 @@ def main():
     first_tls = measure_first_token(TOKEND, tls=True)
     log(f"{args.credentials} credentials in one process")
     many = measure_many(TOKEND, args.credentials)
+    log(f"two replicas on one chain through etcd, idle {args.idle_seconds}s")
+    co = measure_coordinated(TOKEND, args.idle_seconds)
     log(f"the Python requests baseline (idle {args.idle_seconds}s)")
     py = measure_python(args.idle_seconds)
 
@@ -375,6 +443,16 @@ def main():
          f"{many['second_spread']:.2f} s / {many['second_stdev']:.2f} s ({many['window']:.1f} s)",
          "spread over the window", "-"),
     ]
+    if co:
+        for role in ("leader", "follower"):
+            c = co[role]
+            target = "<= 5 MiB" if role == "follower" else "-"
+            rows.append((f"etcd-coordinated {role}, idle: RSS (VmRSS / VmHWM)",
+                         f"{mib(c['rss'])} / {mib(c['hwm'])}", target, "-"))
+            rows.append((f"etcd-coordinated {role}, idle: wakeups (vol / invol)",
+                         f"{c['vol']} / {c['invol']}", f"~ lease renewals ({co['renewals']}) and pings", "-"))
+    else:
+        rows.append(("etcd-coordinated replicas", "skipped: no etcd", "-", "-"))
     width = [max(len(r[i]) for r in rows + [("figure", "tokend", "target", "python")]) for i in range(4)]
     fmt = "| " + " | ".join(f"{{:<{w}}}" for w in width) + " |"
     print(fmt.format("figure", "tokend", "target", "python requests loop"))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokend::config::ClientAuth;
 use tokend::emulator::{Emulator, EmulatorConfig};
+use tokio::io::AsyncBufReadExt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
 
@@ -428,4 +429,61 @@ pub async fn get(url: &str) -> (u16, String) {
         }
         Err(_) => (0, String::new()),
     }
+}
+
+// ---- tokend login, as a person runs it ----
+
+/// A `tokend login c` in progress.
+pub struct Login {
+    pub child: tokio::process::Child,
+    /// The authorize URL tokend printed.
+    pub url: String,
+}
+
+/// Starts `tokend login c -c CFG ARGS` and reads the authorize URL it prints.
+pub async fn start_login(cfg: &std::path::Path, args: &[&str]) -> Login {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["login", "c", "-c", cfg.to_str().unwrap()])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.as_mut().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("login printed no URL")
+        .unwrap()
+        .unwrap();
+    Login { child, url }
+}
+
+/// What the user's browser does: follows the authorize URL to the redirect.
+pub async fn authorize(url: &str) -> String {
+    tokend::tls::install_crypto_provider();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser.get(url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 302, "{url}");
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Waits for login to end: its exit code, stdout and stderr.
+pub async fn finish(login: Login) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(20), login.child.wait_with_output())
+        .await
+        .expect("login did not finish")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -2,7 +2,8 @@
 # Validates config/kubernetes/*.yaml offline against the Kubernetes API schema (strict:
 # unknown fields are errors) for the versions tokend supports as a native sidecar, and
 # checks the tokend.toml embedded in each ConfigMap with `tokend check`, with the secret
-# files the pod mounts stood in for (through TOKEND_ overrides, as check reads them).
+# files the pod mounts stood in for (through TOKEND_ overrides, as check reads them),
+# etcd's CA and password files included.
 # Usage: kubernetes.sh TOOLS_VENV [TOKEND_BINARY]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,6 +33,12 @@ for path in sys.argv[2:]:
                         stand_in = out / f"{n}.{name}.{key}"
                         stand_in.write_text("stand-in-for-the-mounted-secret\n")
                         env.append(f"TOKEND_CREDENTIALS__{name.upper()}__{key.upper()}={stand_in}")
+            etcd = tomllib.loads(text).get("coordination", {}).get("etcd", {})
+            for key in ("ca_file", "cert_file", "key_file", "password_file"):
+                if key in etcd:
+                    stand_in = out / f"{n}.etcd.{key}"
+                    stand_in.write_text("stand-in-for-the-mounted-secret\n")
+                    env.append(f"TOKEND_COORDINATION__ETCD__{key.upper()}={stand_in}")
             (out / f"{n}.env").write_text("\n".join(env) + "\n")
 if n == 0:
     sys.exit("no ConfigMap with a tokend.toml found")

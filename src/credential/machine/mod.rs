@@ -34,6 +34,8 @@ pub use types::{
 
 /// How often the files that can unblock a credential are checked while it is blocked.
 pub const BLOCKED_POLL: Duration = Duration::from_secs(5);
+/// The longest a follower sleeps when nothing else wakes it.
+pub const MAX_FOLLOWER_SLEEP: Duration = Duration::from_secs(3600);
 /// How soon a failed state save or output write is tried again.
 pub const WRITE_RETRY: Duration = Duration::from_secs(5);
 
@@ -97,6 +99,11 @@ impl Machine {
         self.state.as_ref()
     }
 
+    /// The generation of the chain in hand (SPEC §11); 0 without one.
+    pub fn generation(&self) -> u64 {
+        self.state.as_ref().map_or(0, |s| s.generation)
+    }
+
     pub fn phase(&self) -> &Phase {
         &self.phase
     }
@@ -143,9 +150,11 @@ impl Machine {
         }
     }
 
-    /// When the loop must next wake up.
-    pub fn next_wake(&self, now: SystemTime) -> SystemTime {
+    /// When the loop must next wake up; `refreshing` is false on a replica that only
+    /// follows a chain another one refreshes (SPEC §11): its schedule is not its own.
+    pub fn next_wake(&self, now: SystemTime, refreshing: bool) -> SystemTime {
         let mut wake = match &self.phase {
+            _ if !refreshing => now + MAX_FOLLOWER_SLEEP,
             Phase::Scheduled => self.deadline().unwrap_or(now),
             Phase::RetryAt(at) => *at,
             Phase::Blocked { .. } => now + BLOCKED_POLL,
@@ -188,6 +197,7 @@ impl Machine {
         stored: Option<State>,
         bootstrap: Option<Bootstrap>,
     ) -> Start {
+        self.bootstrap = None;
         match (stored, bootstrap) {
             (Some(state), bootstrap) => {
                 let refused = state.refused_bootstrap_sha256.as_deref();
@@ -233,8 +243,9 @@ impl Machine {
         current.is_none_or(|c| handover.chain_started_at > c)
     }
 
-    /// Adopts the chain `tokend login` started; the caller saves it.
-    pub fn adopt_handover(&mut self, state: State, now: SystemTime) {
+    /// Adopts a chain someone else moved on: `tokend login`, or the leader of the
+    /// replicas that share it (SPEC §11). The caller saves and publishes it.
+    pub fn adopt(&mut self, state: State, now: SystemTime) {
         self.state = Some(state);
         self.bootstrap = None;
         self.unsaved = true;
@@ -315,6 +326,13 @@ impl Machine {
             return Some(Unblocked::Secret);
         }
         None
+    }
+
+    /// Not now: the store did not let this replica refresh (SPEC §11); ask again `at`.
+    pub fn postpone(&mut self, at: SystemTime) {
+        if !self.is_blocked() {
+            self.phase = Phase::RetryAt(at);
+        }
     }
 
     /// SIGUSR1: refresh now, unless blocked (then `Err` with why).

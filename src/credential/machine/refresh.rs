@@ -51,9 +51,11 @@ impl Machine {
             .clone()
             .or(previous.and_then(|s| s.scope.clone()));
         let refused = previous.and_then(|s| s.refused_bootstrap_sha256.clone());
+        let generation = self.generation() + 1;
         let mut state =
             answer.into_state(sent, origin, self.refresh.default_lifetime, fallback_scope);
         state.refused_bootstrap_sha256 = refused;
+        state.generation = generation;
         let expires_at = state.expires_at.unwrap_or(sent_at);
         self.state = Some(state);
         self.bootstrap = None;
@@ -145,7 +147,8 @@ impl Machine {
     /// is probably dead.
     fn keep_rotated(&mut self, rotated: SecretString, sent_at: SystemTime, from_bootstrap: bool) {
         let origin = self.chain_origin(sent_at, from_bootstrap);
-        let state = match self.state.take() {
+        let generation = self.generation() + 1;
+        let mut state = match self.state.take() {
             Some(mut s) => {
                 s.refresh_token = rotated;
                 s.chain_started_at = origin.chain_started_at;
@@ -154,6 +157,7 @@ impl Machine {
             }
             None => State {
                 version: VERSION,
+                generation,
                 refresh_token: rotated,
                 access_token: None,
                 token_type: String::new(),
@@ -166,6 +170,7 @@ impl Machine {
                 last_error: None,
             },
         };
+        state.generation = generation;
         self.state = Some(state);
         self.bootstrap = None;
         self.unsaved = true;

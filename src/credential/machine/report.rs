@@ -45,6 +45,7 @@ impl Machine {
             last_refresh: state.and_then(|s| s.obtained_at),
             last_error: self.write_error.clone().or_else(|| self.last_error.clone()),
             blocked,
+            shared: None,
         }
     }
 

@@ -10,8 +10,11 @@
 //! - [`operator`]: what a person does: a login handed over, a new bootstrap token or
 //!   secret, SIGHUP, SIGUSR1, and blocking until then
 //! - [`writes`]: saving, publishing, hooks and health reports
+//! - [`shared`]: with coordination, following the stored record and the leader's
+//!   fenced writes around each refresh (SPEC §11)
 
 mod operator;
+mod shared;
 mod writes;
 
 use std::sync::Arc;
@@ -23,11 +26,12 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::CredentialConfig;
+use crate::coordination::Member;
 use crate::credential::machine::{Block, Machine, Phase, Reaction, RetryKind, Start};
 use crate::credential::schedule;
 use crate::oauth::{Endpoint, Failure, FailureKind, TokenAnswer};
 use crate::rfc3339;
-use crate::store::StateStore;
+use crate::store::{State, StateStore};
 use crate::telemetry::metrics::AttemptResult;
 use crate::telemetry::{Board, Health};
 
@@ -74,6 +78,14 @@ pub struct Credential<S: StateStore> {
     board: Arc<Board>,
     /// `tokend once`: no retry follows a failure but the quick one.
     one_pass: bool,
+    /// With coordination: this credential's place among the replicas.
+    member: Option<Member>,
+    /// The stored record has been read once and the chain's origin decided.
+    synced: bool,
+    /// A corrupt stored record has been reported.
+    corrupt_logged: bool,
+    /// Whether this replica led at the last look, for the log.
+    leading: Option<bool>,
 }
 
 impl<S: StateStore> Credential<S> {
@@ -94,23 +106,38 @@ impl<S: StateStore> Credential<S> {
             health,
             board,
             one_pass: false,
+            member: None,
+            synced: false,
+            corrupt_logged: false,
+            leading: None,
         };
         (cred, rx)
+    }
+
+    /// Shares the chain with other replicas through `member` (SPEC §11).
+    pub fn with_member(mut self, member: Member) -> Self {
+        self.member = Some(member);
+        self
     }
 
     /// Runs until told to stop (or the daemon goes away).
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.start();
         loop {
+            self.reconcile().await;
             self.catch_up_writes();
             self.report();
             let now = SystemTime::now();
-            let sleep = self
+            let mut sleep = self
                 .machine
-                .next_wake(now)
+                .next_wake(now, self.may_refresh())
                 .duration_since(now)
                 .unwrap_or(Duration::ZERO)
                 .min(MAX_SLEEP);
+            if self.ahead_of_store() {
+                // A rotation the store does not have yet: try again soon.
+                sleep = sleep.min(shared::NOT_NOW);
+            }
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Stop) | None => break,
@@ -118,9 +145,11 @@ impl<S: StateStore> Credential<S> {
                     Some(Command::Resume) => self.resume(),
                 },
                 _ = tokio::time::sleep(sleep) => {}
+                _ = member_changed(&mut self.member) => {}
             }
+            self.reconcile().await;
             let now = SystemTime::now();
-            if self.machine.is_due(now) {
+            if self.machine.is_due(now) && self.may_refresh() {
                 self.attempt().await;
             } else if self.machine.is_blocked() {
                 self.check_unblock_files();
@@ -145,6 +174,9 @@ impl<S: StateStore> Credential<S> {
         }
         // Hooks still running are killed: stopping is bounded by the request timeout.
         self.hooks.shutdown().await;
+        if let Some(member) = self.member.take() {
+            member.stop().await;
+        }
         self.report();
     }
 
@@ -198,14 +230,15 @@ impl<S: StateStore> Credential<S> {
         OnceResult::Fresh
     }
 
-    /// Loads the state and decides which refresh token the chain continues from.
+    /// Loads the state and decides which refresh token the chain continues from. With
+    /// coordination the decision waits for the stored record (see [`shared`]); the
+    /// state file only serves the outputs until then.
     fn start(&mut self) {
         // A login that was handed over but not yet adopted (say, tokend was stopped
         // first) starts the new chain now.
         if self.adopt_handover() {
             return;
         }
-        let bootstrap = self.cfg.read_bootstrap();
         let stored = match self.store.load() {
             Ok(stored) => stored,
             Err(e) => {
@@ -213,6 +246,19 @@ impl<S: StateStore> Credential<S> {
                 return self.block(Block::UnreadableState);
             }
         };
+        if self.member.is_some() {
+            self.synced = false;
+            if stored.is_some() {
+                self.machine.start(SystemTime::now(), stored, None);
+            }
+            return;
+        }
+        self.begin(stored);
+    }
+
+    /// Decides where the chain continues from, given the newest state known.
+    fn begin(&mut self, stored: Option<State>) {
+        let bootstrap = self.cfg.read_bootstrap();
         let bootstrap_error = bootstrap.as_ref().err().map(ToString::to_string);
         let now = SystemTime::now();
         match self
@@ -245,6 +291,9 @@ impl<S: StateStore> Credential<S> {
         let Some((token, from_bootstrap)) = self.machine.token_to_send() else {
             return self.block(Block::NoBootstrap);
         };
+        if !self.gate().await {
+            return;
+        }
         let sent_at = SystemTime::now();
         let started = Instant::now();
         debug!(target: LOG, from_bootstrap, "refreshing");
@@ -256,12 +305,15 @@ impl<S: StateStore> Credential<S> {
         };
         self.board.metrics.attempt(&self.cfg.name, result, took);
         match outcome {
-            Ok(answer) => self.on_success(answer, token, sent_at, from_bootstrap, took),
+            Ok(answer) => {
+                self.on_success(answer, token, sent_at, from_bootstrap, took)
+                    .await
+            }
             Err(failure) => self.on_failure(failure, sent_at, from_bootstrap),
         }
     }
 
-    fn on_success(
+    async fn on_success(
         &mut self,
         answer: TokenAnswer,
         sent: SecretString,
@@ -272,9 +324,15 @@ impl<S: StateStore> Credential<S> {
         let rotated = self
             .machine
             .succeeded(answer, sent, sent_at, from_bootstrap);
-        // Durable first; outputs and the success log line only after.
+        // Durable first (here, then in the shared store); outputs and the success log
+        // line only after.
         let writing = Instant::now();
         self.save();
+        if self.member.is_some()
+            && let Some(state) = self.machine.state().cloned()
+        {
+            self.push(state).await;
+        }
         self.publish();
         info!(
             target: LOG,
@@ -284,6 +342,7 @@ impl<S: StateStore> Credential<S> {
             // From the answer in hand to the state durable and the outputs visible.
             write_us = writing.elapsed().as_micros() as u64,
             saved = !self.machine.needs_save(),
+            generation = self.machine.generation(),
             "rotated"
         );
     }
@@ -354,6 +413,14 @@ impl<S: StateStore> Credential<S> {
                 }
             }
         }
+    }
+}
+
+/// Waits for a change in the store, or forever without coordination.
+async fn member_changed(member: &mut Option<Member>) {
+    match member {
+        Some(m) => m.changed().await,
+        None => std::future::pending().await,
     }
 }
 

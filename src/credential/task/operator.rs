@@ -69,7 +69,7 @@ impl<S: StateStore> Credential<S> {
             target: LOG,
             "adopting the refresh-token chain that `tokend login` started"
         );
-        self.machine.adopt_handover(state, SystemTime::now());
+        self.machine.adopt(state, SystemTime::now());
         self.save();
         if !self.machine.needs_save()
             && let Err(e) = self.store.clear_handover()

@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 use crate::credential::task::{Credential, LOG};
 use crate::publish::{self, Published};
 use crate::store::StateStore;
+use crate::telemetry::health::Shared;
 
 impl<S: StateStore> Credential<S> {
     pub(super) fn save(&mut self) {
@@ -78,7 +79,13 @@ impl<S: StateStore> Credential<S> {
     /// Publishes the credential's health to the board, logging readiness changes.
     pub(super) fn report(&self) {
         let now = SystemTime::now();
-        let health = self.machine.health(now);
+        let mut health = self.machine.health(now);
+        if let Some(member) = &self.member {
+            health.shared = Some(Shared {
+                leader: member.view().role.is_leader(),
+                generation: self.machine.generation(),
+            });
+        }
         let changed = self.health.send_if_modified(|h| {
             match (h.ready, health.ready) {
                 (false, true) => info!(target: LOG, "ready"),

@@ -34,7 +34,7 @@ fn start_from_state_waits_for_the_deadline() {
     assert!(m.is_due(deadline));
     assert_eq!(sent(&m), ("rt-1".into(), false));
     // Nothing to write: it sleeps until the deadline, not the write retry.
-    assert_eq!(m.next_wake(t(10)), deadline.min(t(10) + WRITE_RETRY));
+    assert_eq!(m.next_wake(t(10), true), deadline.min(t(10) + WRITE_RETRY));
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn no_state_and_no_bootstrap_blocks_until_sighup_restarts() {
     m.block(Block::NoBootstrap, Marks::default());
     assert!(m.is_blocked());
     assert!(!m.is_due(t(100)));
-    assert_eq!(m.next_wake(t(0)), t(0) + BLOCKED_POLL);
+    assert_eq!(m.next_wake(t(0), true), t(0) + BLOCKED_POLL);
     assert!(
         m.block_message(Block::NoBootstrap)
             .contains("tokend login c")
@@ -118,7 +118,7 @@ fn success_saves_first_then_publishes_then_schedules() {
     assert_eq!(sent(&m), ("rt-2".into(), false));
     // Readiness ends at expiry, and the loop wakes for it.
     assert!(!m.health(t(601)).ready);
-    assert!(m.next_wake(t(500)) <= t(601));
+    assert!(m.next_wake(t(500), true) <= t(601));
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn a_login_handover_is_adopted_only_when_newer() {
         0.0,
     );
     m.block(Block::Server(Permanent::Grant), Marks::default());
-    m.adopt_handover(login, t(200));
+    m.adopt(login, t(200));
     assert_eq!(m.phase(), &Phase::Scheduled);
     assert!(m.needs_save() && m.needs_publish());
     assert_eq!(sent(&m), ("rt-login".into(), false));

@@ -230,7 +230,7 @@ fn write_failures_are_retried_soon_and_reported() {
     let mut m = machine();
     m.start(t(0), Some(stored("rt-1", t(0), "b")), None);
     m.publish_failed("output /x: read-only".into());
-    assert_eq!(m.next_wake(t(1)), t(1) + WRITE_RETRY);
+    assert_eq!(m.next_wake(t(1), true), t(1) + WRITE_RETRY);
     let health = m.health(t(1));
     assert_eq!(health.last_error.as_deref(), Some("output /x: read-only"));
     assert!(!health.ready);

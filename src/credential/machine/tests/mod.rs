@@ -48,6 +48,7 @@ pub(super) fn bootstrap(token: &str) -> Bootstrap {
 pub(super) fn stored(refresh: &str, obtained: SystemTime, boot: &str) -> State {
     State {
         version: VERSION,
+        generation: 1,
         refresh_token: SecretString::from(refresh.to_owned()),
         access_token: Some(SecretString::from("at-old".to_owned())),
         token_type: "Bearer".into(),

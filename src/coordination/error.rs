@@ -1,0 +1,104 @@
+//! The store's failures, classified like the token endpoint's (SPEC §11): what went
+//! wrong, during which operation, and what an operator should do about it.
+
+use std::fmt;
+
+/// The operation that failed; it is the metrics' `op` label, so it lives there.
+pub use crate::telemetry::metrics::StoreOp as Op;
+
+/// What kind of failure it was; each kind says what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No member answered: the network, the endpoints, or the store is down.
+    Unreachable,
+    /// No answer within `timeout`.
+    Timeout,
+    /// The store refused our credentials or permissions.
+    AuthRefused,
+    /// The record changed since we read it: someone else moved the chain.
+    ConditionFailed,
+    /// The stored record cannot be read.
+    Corrupt,
+}
+
+impl Kind {
+    /// What an operator can do about it, for the log line.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            Kind::Unreachable => {
+                "check coordination.etcd.endpoints and that etcd is up and reachable from this host; nobody refreshes until it is"
+            }
+            Kind::Timeout => {
+                "etcd answered too slowly: check its health and load, or raise coordination.etcd.timeout"
+            }
+            Kind::AuthRefused => {
+                "check coordination.etcd.username and password_file (or the client certificate), and that the user's role may read and write the prefix"
+            }
+            Kind::ConditionFailed => {
+                "another replica moved the chain; this one adopts the stored record (nothing to do)"
+            }
+            Kind::Corrupt => {
+                "the stored record is not one tokend wrote: repair or delete the key (a deleted record is seeded again from the bootstrap token)"
+            }
+        }
+    }
+}
+
+/// One failed store operation. The detail never holds a token: records are not quoted.
+#[derive(Debug, Clone)]
+pub struct StoreFailure {
+    pub op: Op,
+    pub kind: Kind,
+    pub detail: String,
+}
+
+impl fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: {}", self.op.label(), self.detail)
+    }
+}
+
+impl StoreFailure {
+    pub fn new(op: Op, kind: Kind, detail: impl Into<String>) -> Self {
+        StoreFailure {
+            op,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn condition(op: Op) -> Self {
+        StoreFailure::new(
+            op,
+            Kind::ConditionFailed,
+            "the record changed since it was read",
+        )
+    }
+
+    /// An etcd client error, classified.
+    pub fn from_etcd(op: Op, err: &etcd_client::Error) -> Self {
+        use etcd_client::Error as E;
+        use tonic::Code;
+        let kind = match err {
+            E::GRpcStatus(status) => match status.code() {
+                Code::DeadlineExceeded => Kind::Timeout,
+                Code::Unauthenticated | Code::PermissionDenied => Kind::AuthRefused,
+                _ => Kind::Unreachable,
+            },
+            _ => Kind::Unreachable,
+        };
+        let detail = match err {
+            E::GRpcStatus(status) => format!("{:?}: {}", status.code(), status.message()),
+            other => other.to_string(),
+        };
+        StoreFailure::new(op, kind, detail)
+    }
+
+    pub fn timeout(op: Op, after: std::time::Duration) -> Self {
+        StoreFailure::new(
+            op,
+            Kind::Timeout,
+            format!("no answer within {}", humantime::format_duration(after)),
+        )
+    }
+}

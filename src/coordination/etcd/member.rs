@@ -1,0 +1,388 @@
+//! One credential's place among the replicas: who leads it, and the record as last
+//! read. A task campaigns for the leader key whenever it is free, watches the
+//! credential's keys, and re-lists after a broken or compacted watch and every
+//! [`RE_READ`] as a safety net. Writes are the credential task's, through [`Member`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchOptions,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::coordination::error::{Op, StoreFailure};
+use crate::coordination::etcd::Etcd;
+use crate::coordination::etcd::session::{Lease, Session};
+use crate::coordination::record::{Record, Stored};
+use crate::coordination::report::Complaints;
+use crate::coordination::{Role, View};
+
+/// The slow periodic re-read, in case a watch missed something silently.
+pub const RE_READ: Duration = Duration::from_secs(30);
+/// How soon a failed read is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The keys of one credential and what the task and the handle share.
+struct Keys {
+    leader: String,
+    state: String,
+    prefix: String,
+    identity: String,
+}
+
+/// A credential's handle on its membership: the view, and the conditional writes.
+pub struct Member {
+    etcd: Arc<Etcd>,
+    keys: Arc<Keys>,
+    view_tx: Arc<watch::Sender<View>>,
+    view: watch::Receiver<View>,
+    session: Session,
+    complaints: Complaints,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Member {
+    pub fn start(
+        etcd: Arc<Etcd>,
+        session: Session,
+        credential: &str,
+        identity: &str,
+        complaints: Complaints,
+    ) -> Member {
+        let cfg = etcd.config();
+        let keys = Arc::new(Keys {
+            leader: cfg.key(credential, "leader"),
+            state: cfg.key(credential, "state"),
+            prefix: cfg.key(credential, ""),
+            identity: identity.to_owned(),
+        });
+        let (view_tx, view) = watch::channel(View::default());
+        let view_tx = Arc::new(view_tx);
+        let (stop, stop_rx) = watch::channel(false);
+        let follower = Follower {
+            etcd: etcd.clone(),
+            keys: keys.clone(),
+            view: view_tx.clone(),
+            lease: session.watch(),
+            complaints: complaints.clone(),
+        };
+        let task = tokio::spawn(follower.run(stop_rx));
+        Member {
+            etcd,
+            keys,
+            view_tx,
+            view,
+            session,
+            complaints,
+            stop,
+            task,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.keys.identity
+    }
+
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// Waits until the view changes.
+    pub async fn changed(&mut self) {
+        if self.view.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The lease this replica holds now, if any.
+    pub fn lease(&self) -> Option<Lease> {
+        self.session.current()
+    }
+
+    /// Renews the lease now (before an intent), returning its fresh deadline.
+    pub async fn renew(&self) -> Result<Lease, StoreFailure> {
+        self.session.renew().await
+    }
+
+    /// Writes `record` if this replica still leads and the record is still the one
+    /// last read (its mod_revision); otherwise reads what is there into the view and
+    /// fails with `ConditionFailed`.
+    pub async fn write(&self, record: &Record, op: Op) -> Result<(), StoreFailure> {
+        let (revision, role) = {
+            let v = self.view_tx.borrow();
+            (v.stored.as_ref().map(|s| s.revision), v.role)
+        };
+        let (Some(revision), Role::Leader { fence }) = (revision, role) else {
+            let f = StoreFailure::condition(op);
+            self.complaints.failed(&f);
+            return Err(f);
+        };
+        let keys = &self.keys;
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(keys.state.clone(), CompareOp::Equal, revision),
+                Compare::create_revision(keys.leader.clone(), CompareOp::Equal, fence),
+            ])
+            .and_then([TxnOp::put(keys.state.clone(), record.to_bytes(), None)])
+            .or_else([TxnOp::get(
+                keys.prefix.clone(),
+                Some(GetOptions::new().with_prefix()),
+            )]);
+        let answer = match self
+            .etcd
+            .call(op, |mut c| async move { c.txn(txn).await })
+            .await
+        {
+            Ok(a) => a,
+            Err(f) => {
+                self.complaints.failed(&f);
+                return Err(f);
+            }
+        };
+        let at = answer.header().map_or(0, |h| h.revision());
+        if answer.succeeded() {
+            self.complaints.ok(op);
+            let stored = Stored {
+                record: Some(record.clone()),
+                revision: at,
+                corrupt: None,
+            };
+            self.view_tx.send_if_modified(|v| v.apply_state(stored, at));
+            return Ok(());
+        }
+        for kv in listed(&answer) {
+            apply(&self.view_tx, &self.keys, &kv, None, at);
+        }
+        let f = StoreFailure::condition(op);
+        self.complaints.failed(&f);
+        Err(f)
+    }
+
+    /// Stops watching; the lease (and with it the leader key) goes with the session.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The key-values an `or_else` get returned.
+fn listed(answer: &TxnResponse) -> Vec<KeyValue> {
+    answer
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(mut g) => Some(g.take_kvs()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Applies one key's value (a put; `None` value for a delete) at revision `at`.
+fn apply(view: &watch::Sender<View>, keys: &Keys, kv: &KeyValue, lease: Option<Lease>, at: i64) {
+    let key = kv.key();
+    if key == keys.state.as_bytes() {
+        let stored = Stored::read(Some(kv.value()), kv.mod_revision());
+        view.send_if_modified(|v| v.apply_state(stored, at));
+    } else if key == keys.leader.as_bytes() {
+        let identity = String::from_utf8_lossy(kv.value()).into_owned();
+        let role = match lease {
+            Some(l) if kv.lease() == l.id => Role::Leader {
+                fence: kv.create_revision(),
+            },
+            _ => Role::Follower,
+        };
+        view.send_if_modified(|v| v.set_leader(Some(identity), role));
+    }
+}
+
+/// The task that keeps the view: leadership and the record.
+struct Follower {
+    etcd: Arc<Etcd>,
+    keys: Arc<Keys>,
+    view: Arc<watch::Sender<View>>,
+    lease: watch::Receiver<Option<Lease>>,
+    complaints: Complaints,
+}
+
+enum Next {
+    Stop,
+    /// List again (and campaign if the key is free).
+    Relist,
+    /// Wait a moment, then list again.
+    Retry,
+}
+
+impl Follower {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => Next::Stop,
+                next = self.round() => next,
+            };
+            match next {
+                Next::Stop => return,
+                Next::Relist => {}
+                Next::Retry => {
+                    // Not knowing who leads is not leading.
+                    self.view
+                        .send_if_modified(|v| v.set_leader(v.leader.clone(), Role::Unknown));
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = self.lease.changed() => {}
+                        _ = tokio::time::sleep(RETRY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists the credential's keys, campaigns if the leader key is free, then follows
+    /// the watch until something calls for listing again.
+    async fn round(&mut self) -> Next {
+        let lease = *self.lease.borrow_and_update();
+        let prefix = self.keys.prefix.clone();
+        let listed = match self
+            .etcd
+            .call(Op::Read, |mut c| async move {
+                c.get(prefix, Some(GetOptions::new().with_prefix())).await
+            })
+            .await
+        {
+            Ok(l) => l,
+            Err(f) => {
+                self.complaints.failed(&f);
+                return Next::Retry;
+            }
+        };
+        self.complaints.ok(Op::Read);
+        let at = listed.header().map_or(0, |h| h.revision());
+        let mut leader_seen = false;
+        let mut state_seen = false;
+        for kv in listed.kvs() {
+            leader_seen |= kv.key() == self.keys.leader.as_bytes();
+            state_seen |= kv.key() == self.keys.state.as_bytes();
+            apply(&self.view, &self.keys, kv, lease, at);
+        }
+        if !state_seen {
+            self.view
+                .send_if_modified(|v| v.apply_state(Stored::default(), at));
+        }
+        if !leader_seen && !self.campaign(lease).await {
+            return Next::Retry;
+        }
+        self.follow(at + 1).await
+    }
+
+    /// Tries to take the free leader key on our lease; false when etcd cannot be asked.
+    async fn campaign(&mut self, lease: Option<Lease>) -> bool {
+        let Some(lease) = lease.filter(|l| l.deadline > std::time::Instant::now()) else {
+            self.view
+                .send_if_modified(|v| v.set_leader(None, Role::Follower));
+            return true;
+        };
+        let keys = &self.keys;
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                keys.leader.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                keys.leader.clone(),
+                keys.identity.clone(),
+                Some(PutOptions::new().with_lease(lease.id)),
+            )])
+            .or_else([TxnOp::get(keys.leader.clone(), None)]);
+        let answer = match self
+            .etcd
+            .call(Op::Campaign, |mut c| async move { c.txn(txn).await })
+            .await
+        {
+            Ok(a) => a,
+            Err(f) => {
+                self.complaints.failed(&f);
+                return false;
+            }
+        };
+        self.complaints.ok(Op::Campaign);
+        let at = answer.header().map_or(0, |h| h.revision());
+        if answer.succeeded() {
+            let identity = Some(keys.identity.clone());
+            self.view
+                .send_if_modified(|v| v.set_leader(identity, Role::Leader { fence: at }));
+        } else {
+            for kv in listed(&answer) {
+                apply(&self.view, keys, &kv, Some(lease), at);
+            }
+        }
+        true
+    }
+
+    /// Follows the watch from `from` until it breaks, the lease changes or it is time
+    /// for the safety-net re-read.
+    async fn follow(&mut self, from: i64) -> Next {
+        let prefix = self.keys.prefix.clone();
+        let mut stream = match self
+            .etcd
+            .call(Op::Read, |mut c| async move {
+                c.watch(
+                    prefix,
+                    Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+                )
+                .await
+            })
+            .await
+        {
+            Ok(s) => s,
+            Err(f) => {
+                self.complaints.failed(&f);
+                return Next::Retry;
+            }
+        };
+        let re_read = tokio::time::sleep(RE_READ);
+        tokio::pin!(re_read);
+        loop {
+            let message = tokio::select! {
+                _ = &mut re_read => return Next::Relist,
+                _ = self.lease.changed() => return Next::Relist,
+                m = stream.message() => m,
+            };
+            let answer = match message {
+                Ok(Some(a)) => a,
+                Ok(None) => return Next::Retry,
+                Err(e) => {
+                    self.complaints
+                        .failed(&StoreFailure::from_etcd(Op::Read, &e));
+                    return Next::Retry;
+                }
+            };
+            // Compacted past us, or cancelled by etcd: list again from now.
+            if answer.canceled() || answer.compact_revision() > 0 {
+                return Next::Relist;
+            }
+            let lease = *self.lease.borrow();
+            for event in answer.events() {
+                let Some(kv) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => apply(&self.view, &self.keys, kv, lease, kv.mod_revision()),
+                    EventType::Delete if kv.key() == self.keys.leader.as_bytes() => {
+                        // The leader is gone: campaign at once.
+                        self.view
+                            .send_if_modified(|v| v.set_leader(None, Role::Unknown));
+                        return Next::Relist;
+                    }
+                    EventType::Delete => {
+                        let at = kv.mod_revision();
+                        self.view
+                            .send_if_modified(|v| v.apply_state(Stored::default(), at));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! A credential whose chain several replicas share (SPEC §11): following the stored
+//! record, and the leader's fenced writes around each refresh. The decisions about the
+//! chain stay the machine's; this file only adds the store's say on who may refresh.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use secrecy::ExposeSecret;
+use tracing::{debug, info, warn};
+
+use crate::config::coordination::LEASE_MARGIN;
+use crate::coordination::{Intent, Op, Record, View};
+use crate::credential::task::{Credential, LOG};
+use crate::rfc3339;
+use crate::store::{State, StateStore};
+
+/// How soon a refresh the store did not allow is considered again (client-go's retry
+/// period).
+pub const NOT_NOW: Duration = Duration::from_secs(2);
+
+impl<S: StateStore> Credential<S> {
+    fn shared_view(&self) -> Option<View> {
+        self.member.as_ref().map(|m| m.view())
+    }
+
+    /// Whether this replica may refresh now: always alone; with coordination only as
+    /// the leader, holding the stored generation, on a live lease.
+    pub(super) fn may_refresh(&self) -> bool {
+        let Some(member) = &self.member else {
+            return true;
+        };
+        let view = member.view();
+        let in_sync = view
+            .stored
+            .as_ref()
+            .is_some_and(|s| s.corrupt.is_none() && s.generation() == self.machine.generation());
+        self.synced && in_sync && view.role.is_leader() && member.lease().is_some()
+    }
+
+    /// A rotation this replica holds and the store does not (it pushes it as leader).
+    pub(super) fn ahead_of_store(&self) -> bool {
+        self.shared_view()
+            .and_then(|v| v.stored)
+            .is_some_and(|s| self.machine.generation() > s.generation())
+    }
+
+    /// Brings the chain in hand and the stored record together: the first read decides
+    /// where the chain continues from; later, a newer (or, on a tie, different) stored
+    /// record is adopted and published; a newer local one is pushed by the leader.
+    pub(super) async fn reconcile(&mut self) {
+        let Some(view) = self.shared_view() else {
+            return;
+        };
+        self.note_role(&view);
+        let Some(stored) = view.stored else {
+            return;
+        };
+        if let Some(why) = &stored.corrupt {
+            if !self.corrupt_logged {
+                warn!(target: LOG, error = %why, "the stored record cannot be read: nobody refreshes until it is repaired or deleted");
+                self.corrupt_logged = true;
+            }
+            return;
+        }
+        self.corrupt_logged = false;
+        let local = self.machine.state().cloned();
+        let theirs = stored.state().cloned();
+        if !self.synced {
+            self.synced = true;
+            let newer = match (theirs, local) {
+                (Some(t), Some(l)) => Some(if l.generation > t.generation { l } else { t }),
+                (t, l) => t.or(l),
+            };
+            debug!(target: LOG, generation = newer.as_ref().map_or(0, |s| s.generation), leader = ?view.leader, "read the shared record");
+            self.begin(newer);
+            self.save_if_needed();
+            self.publish();
+            return;
+        }
+        match (theirs, local) {
+            (Some(t), l)
+                if l.as_ref()
+                    .is_none_or(|l| t.generation >= l.generation && !same_link(&t, l)) =>
+            {
+                self.adopt_shared(t, view.leader.as_deref());
+            }
+            (_, Some(l)) if l.generation > stored.generation() && view.role.is_leader() => {
+                self.push(l).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Logs when this replica starts or stops leading.
+    fn note_role(&mut self, view: &View) {
+        let leading = view.role.is_leader();
+        if self.leading == Some(leading) {
+            return;
+        }
+        self.leading = Some(leading);
+        match (leading, &view.leader) {
+            (true, _) => info!(target: LOG, "leading: this replica refreshes the shared chain"),
+            (false, Some(leader)) => info!(target: LOG, leader = %leader, "following"),
+            (false, None) => info!(target: LOG, "following; no leader is known yet"),
+        }
+    }
+
+    fn adopt_shared(&mut self, state: State, leader: Option<&str>) {
+        let generation = state.generation;
+        let expires_at = state.expires_at;
+        self.machine.adopt(state, SystemTime::now());
+        self.save();
+        self.publish();
+        info!(
+            target: LOG,
+            generation,
+            leader = leader.unwrap_or("none"),
+            expires_at = ?expires_at.map(rfc3339::format),
+            "adopted the shared record"
+        );
+    }
+
+    /// Stores a chain this replica holds and the store does not: after a refresh, or
+    /// after a restart with a local state newer than the stored one.
+    pub(super) async fn push(&mut self, state: State) {
+        let Some(member) = &self.member else {
+            return;
+        };
+        let generation = state.generation;
+        let record = Record {
+            state: Some(state),
+            intent: None,
+        };
+        if member.write(&record, Op::Write).await.is_ok() {
+            debug!(target: LOG, generation, "stored the record");
+        }
+        // A failure is logged and counted by the member; a condition that failed means
+        // the stored record is adopted at the next reconcile.
+    }
+
+    /// Before a refresh: renew the lease, record the intent (conditionally), and send
+    /// only with the request's timeout plus a margin of lease left.
+    pub(super) async fn gate(&mut self) -> bool {
+        let Some(member) = &self.member else {
+            return true;
+        };
+        let generation = self.machine.generation();
+        if let Some(previous) = member
+            .view()
+            .stored
+            .and_then(|s| s.record)
+            .and_then(|r| r.intent)
+            .filter(|i| i.identity != member.identity() && i.generation == generation)
+        {
+            warn!(
+                target: LOG,
+                previous_leader = %previous.identity,
+                since = %rfc3339::format(previous.since),
+                generation,
+                "the previous leader announced a refresh of this generation and stored no result; if its request reached the server, this refresh replays that token"
+            );
+        }
+        let lease = match member.renew().await {
+            Ok(lease) => lease,
+            Err(_) => return self.not_now(),
+        };
+        let record = Record {
+            state: self.machine.state().cloned(),
+            intent: Some(Intent {
+                identity: member.identity().to_owned(),
+                since: SystemTime::now(),
+                generation,
+            }),
+        };
+        if member.write(&record, Op::Intent).await.is_err() {
+            return self.not_now();
+        }
+        let budget = self.cfg.http.timeout + LEASE_MARGIN;
+        let left = lease.deadline.saturating_duration_since(Instant::now());
+        if left < budget {
+            warn!(
+                target: LOG,
+                left_ms = left.as_millis() as u64,
+                needed_ms = budget.as_millis() as u64,
+                "not refreshing: too little of the lease is left for the request"
+            );
+            return self.not_now();
+        }
+        true
+    }
+
+    fn not_now(&mut self) -> bool {
+        self.machine.postpone(SystemTime::now() + NOT_NOW);
+        false
+    }
+}
+
+/// The same link of the same chain.
+fn same_link(a: &State, b: &State) -> bool {
+    a.generation == b.generation
+        && a.refresh_token.expose_secret() == b.refresh_token.expose_secret()
+}

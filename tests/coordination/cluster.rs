@@ -1,0 +1,623 @@
+//! Real etcd members (Debian's `etcd` on loopback ports, temporary data directories), a
+//! pausable TCP proxy to cut one replica off from them, and a group of `tokend run`
+//! replicas sharing one credential.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::common::{self, Daemon, Env, free_port, get};
+
+/// A GET that gives up after a second (a stopped replica never answers).
+pub async fn fetch(url: &str) -> (u16, String) {
+    tokio::time::timeout(Duration::from_secs(1), get(url))
+        .await
+        .unwrap_or((0, String::new()))
+}
+
+/// One etcd member. Its data outlives kills, so that a restart is a real restart.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    peer_port: u16,
+    data: PathBuf,
+    cluster: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                &self.name,
+                "--data-dir",
+                self.data.to_str().unwrap(),
+                "--listen-client-urls",
+                &self.endpoint(),
+                "--advertise-client-urls",
+                &self.endpoint(),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", self.peer_port),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", self.peer_port),
+                "--initial-cluster",
+                &self.cluster,
+                "--initial-cluster-state",
+                "new",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd runs (.ci/run installs Debian's etcd-server)");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether this member answers as part of a cluster with a leader.
+    pub async fn healthy(&self) -> bool {
+        let (status, body) = fetch(&format!("{}/health", self.endpoint())).await;
+        status == 200 && body.contains("\"true\"")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` etcd members forming one cluster, data under `dir` (outside the test directory
+/// that the secrets scan reads: etcd holds the shared record, refresh token included,
+/// by design).
+pub struct Etcd {
+    pub members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub async fn start(n: usize) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Member> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| Member {
+                name: format!("m{i}"),
+                client_port: *client,
+                peer_port: *peer,
+                data: dir.path().join(format!("m{i}")),
+                cluster: cluster.clone(),
+                child: None,
+                log: dir.path().join(format!("m{i}.log")),
+            })
+            .collect();
+        for m in &mut members {
+            m.spawn();
+        }
+        let etcd = Etcd { members, _dir: dir };
+        etcd.wait_healthy().await;
+        etcd
+    }
+
+    pub async fn wait_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for m in &self.members {
+                all &= m.healthy().await;
+            }
+            if all {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "etcd did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+}
+
+/// A TCP proxy that can be cut: while cut, nothing is read or written either way, as on
+/// a network that drops every packet (the peers' buffers fill, their timers fire).
+/// It can also hold the answers once the client has sent a given marker.
+pub struct Proxy {
+    pub port: u16,
+    cut: watch::Sender<bool>,
+    hold: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    held: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cut_rx) = watch::channel(false);
+        let hold = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+        let held = Arc::new(AtomicBool::new(false));
+        let (hold2, held2) = (hold.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let up_hold = Some((hold2.clone(), held2.clone()));
+                tokio::spawn(pipe(cr, sw, cut_rx.clone(), up_hold, None));
+                tokio::spawn(pipe(sr, cw, cut_rx.clone(), None, Some(held2.clone())));
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            hold,
+            held,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+
+    /// From the moment the client sends `marker`, answers are held until [`release`].
+    pub fn hold_after(&self, marker: &[u8]) {
+        *self.hold.lock().unwrap() = Some(marker.to_vec());
+    }
+
+    pub fn holding(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    pub fn release(&self) {
+        *self.hold.lock().unwrap() = None;
+        self.held.store(false, Ordering::SeqCst);
+    }
+}
+
+type Hold = (Arc<std::sync::Mutex<Option<Vec<u8>>>>, Arc<AtomicBool>);
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: watch::Receiver<bool>,
+    arm: Option<Hold>,
+    held: Option<Arc<AtomicBool>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let blocked = |cut: &watch::Receiver<bool>| {
+            *cut.borrow() || held.as_ref().is_some_and(|h| h.load(Ordering::SeqCst))
+        };
+        while blocked(&cut) {
+            tokio::select! {
+                _ = cut.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some((marker, flag)) = &arm {
+            let armed = marker.lock().unwrap().clone();
+            if let Some(m) = armed
+                && buf[..n].windows(m.len()).any(|w| w == m.as_slice())
+            {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        while blocked(&cut) {
+            tokio::select! {
+                _ = cut.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One `tokend run` replica of the shared credential `c`.
+pub struct Replica {
+    pub id: usize,
+    pub config: PathBuf,
+    pub health: u16,
+    pub daemon: Option<Daemon>,
+    runs: usize,
+}
+
+impl Replica {
+    pub fn pid(&self) -> Option<i32> {
+        self.daemon
+            .as_ref()
+            .and_then(|d| d.child.id())
+            .map(|p| p as i32)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.child.kill().await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        if self.daemon.is_none() {
+            return String::new();
+        }
+        fetch(&format!("http://127.0.0.1:{}/metrics", self.health))
+            .await
+            .1
+    }
+
+    pub async fn is_leader(&self) -> bool {
+        self.metrics()
+            .await
+            .contains("tokend_leader{credential=\"c\"} 1")
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.daemon.is_some()
+            && fetch(&format!("http://127.0.0.1:{}/readyz", self.health))
+                .await
+                .0
+                == 200
+    }
+
+    pub fn log_text(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(Daemon::log_text)
+            .unwrap_or_default()
+    }
+}
+
+/// Three (or n) replicas of credential `c` against the emulator, each reaching etcd
+/// through `endpoints(i)`.
+pub struct Group {
+    pub env: Env,
+    pub replicas: Vec<Replica>,
+}
+
+pub const LEASE: Duration = Duration::from_secs(3);
+
+impl Group {
+    /// Writes each replica's configuration; `endpoints[i]` are replica i's etcd URLs.
+    pub async fn new(env: Env, endpoints: Vec<Vec<String>>) -> Group {
+        env.bootstrap("c");
+        let replicas = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, eps)| {
+                let health = free_port();
+                let text = replica_toml(&env, i, eps, health);
+                let config = env.path(&format!("r{i}.toml"));
+                std::fs::write(&config, text).unwrap();
+                Replica {
+                    id: i,
+                    config,
+                    health,
+                    daemon: None,
+                    runs: 0,
+                }
+            })
+            .collect();
+        Group { env, replicas }
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let r = &mut self.replicas[i];
+        let log = format!("r{i}-{}.log", r.runs);
+        r.runs += 1;
+        r.daemon = Some(
+            self.env
+                .spawn(&["run", "-c", r.config.to_str().unwrap()], &log, &[]),
+        );
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.replicas.len() {
+            self.start(i);
+        }
+    }
+
+    /// The replica that leads now, waiting up to `limit` for one.
+    pub async fn leader(&self, limit: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            for r in &self.replicas {
+                if r.is_leader().await {
+                    return r.id;
+                }
+            }
+            assert!(start.elapsed() < limit, "no replica leads after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The output of replica `i`: the raw access token.
+    pub fn output(&self, i: usize) -> Option<String> {
+        std::fs::read_to_string(self.env.path(&format!("out/r{i}/access_token"))).ok()
+    }
+
+    /// Every running replica's output holds a token the server accepts.
+    pub fn outputs_accepted(&self) -> bool {
+        self.replicas
+            .iter()
+            .filter(|r| r.daemon.is_some())
+            .all(|r| {
+                self.output(r.id)
+                    .is_some_and(|t| self.env.emu.accepts(t.trim()))
+            })
+    }
+
+    pub fn refreshes(&self) -> u64 {
+        self.env.emu.stats().refreshes
+    }
+
+    pub fn reuses(&self) -> u64 {
+        self.env.emu.stats().reuses
+    }
+
+    /// No replica log holds a panic.
+    pub fn assert_no_panic(&self) {
+        for r in &self.replicas {
+            for run in 0..r.runs {
+                let text = std::fs::read_to_string(self.env.path(&format!("r{}-{run}.log", r.id)))
+                    .unwrap_or_default();
+                assert!(
+                    !text.contains("panicked"),
+                    "replica {} panicked:\n{text}",
+                    r.id
+                );
+            }
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        for r in &mut self.replicas {
+            if let Some(d) = &mut r.daemon {
+                d.signal(libc::SIGCONT);
+                let _ = d.stop().await;
+            }
+            r.daemon = None;
+        }
+    }
+}
+
+/// A failing test shows what each replica said last.
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for r in &self.replicas {
+            for run in 0..r.runs {
+                let text = std::fs::read_to_string(self.env.path(&format!("r{}-{run}.log", r.id)))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                eprintln!("---- replica {} run {run} (last 30 lines)\n{tail}", r.id);
+            }
+        }
+    }
+}
+
+fn replica_toml(env: &Env, i: usize, endpoints: &[String], health: u16) -> String {
+    let c = env.emu.config();
+    std::fs::write(env.path("client_secret"), &c.client_secret).unwrap();
+    let dir = env.dir.path().display();
+    let eps = endpoints
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"state_dir = "{dir}/state/r{i}"
+[health]
+listen = "127.0.0.1:{health}"
+[coordination]
+backend = "etcd"
+identity = "replica-{i}"
+lease = "{lease}s"
+[coordination.etcd]
+endpoints = [{eps}]
+prefix = "/test/"
+timeout = "1s"
+[credentials.c]
+token_url = "{url}"
+authorize_url = "{authorize}"
+client_id = "{id}"
+client_secret_file = "{dir}/client_secret"
+refresh_token_file = "{dir}/c.bootstrap"
+[credentials.c.refresh]
+# Early enough that a takeover (the 3 s lease and a little) ends before a 5 s token
+# expires: refreshed at 1 s, a token has 4 s left.
+at = 0.2
+min_remaining = "1s"
+[credentials.c.retry]
+initial = "200ms"
+max = "1s"
+[credentials.c.http]
+allow_insecure_http = true
+timeout = "1s"
+connect_timeout = "1s"
+[[credentials.c.outputs]]
+path = "{dir}/out/r{i}/access_token"
+format = "raw"
+[[credentials.c.outputs]]
+path = "{dir}/out/r{i}/token.json"
+format = "json"
+"#,
+        lease = LEASE.as_secs(),
+        url = env.emu.token_url(),
+        authorize = env.emu.authorize_url(),
+        id = c.client_id,
+    )
+}
+
+/// Records every change of each replica's output (polled every 10 ms): when each token
+/// first appeared anywhere, and when each replica showed it.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    task: Option<std::thread::JoinHandle<Vec<Seen>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub token: String,
+    pub at: Instant,
+    /// A live replica's published token had expired at this sample.
+    pub expired: bool,
+    /// The replica was running undisturbed (not killed, stopped, cut or catching up).
+    pub steady: bool,
+}
+
+impl Watcher {
+    /// `alive(i)` says whether replica i runs undisturbed at a sample: only then is an
+    /// expired output a failure, and its lag counted.
+    pub fn start(dir: &Path, n: usize, alive: Arc<dyn Fn(usize) -> bool + Send + Sync>) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let dir = dir.to_owned();
+        let task = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut last: Vec<Option<String>> = vec![None; n];
+            while !stop2.load(Ordering::SeqCst) {
+                for (i, last) in last.iter_mut().enumerate() {
+                    let mut text = String::new();
+                    let ok = std::fs::File::open(dir.join(format!("out/r{i}/access_token")))
+                        .and_then(|mut f| f.read_to_string(&mut text))
+                        .is_ok();
+                    let steady = alive(i);
+                    let expired = steady && expired_output(&dir, i);
+                    if expired {
+                        seen.push(Seen {
+                            token: String::new(),
+                            at: Instant::now(),
+                            expired: true,
+                            steady,
+                        });
+                    }
+                    if ok && last.as_deref() != Some(text.as_str()) {
+                        *last = Some(text.clone());
+                        seen.push(Seen {
+                            token: text,
+                            at: Instant::now(),
+                            expired: false,
+                            steady,
+                        });
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        });
+        Watcher {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.take().unwrap().join().unwrap()
+    }
+}
+
+fn expired_output(dir: &Path, i: usize) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join(format!("out/r{i}/token.json"))) else {
+        return false;
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    json["expires_at"]
+        .as_str()
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+        .is_some_and(|e| e <= SystemTime::now())
+}
+
+/// Publish lags: for each token, how long after its first appearance each other
+/// (steady) replica showed it (ms).
+pub fn lags(seen: &[Seen]) -> Vec<f64> {
+    let mut first: std::collections::HashMap<&str, Instant> = Default::default();
+    for s in seen.iter().filter(|s| !s.expired) {
+        first.entry(&s.token).or_insert(s.at);
+    }
+    seen.iter()
+        .filter(|s| !s.expired && s.steady)
+        .filter_map(|s| {
+            let f = first[s.token.as_str()];
+            (s.at > f).then(|| (s.at - f).as_secs_f64() * 1000.0)
+        })
+        .collect()
+}
+
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn figure(name: &str, line: &str) {
+    common::figure(name, line);
+}

@@ -1,0 +1,178 @@
+//! A leader that dies, stops or is told to stop: another replica leads, and the old
+//! one never sends a refresh again on its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Etcd, Group, LEASE, Proxy, Watcher, figure, percentile};
+use crate::common::{Env, wait_for};
+
+/// Issue 13, test 2: kill -9 of the leader, ten times in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_within_the_lease() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(5)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
+    g.start_all();
+    wait_for(
+        "every replica's first token",
+        Duration::from_secs(10),
+        || (0..3).all(|i| g.output(i).is_some()),
+    )
+    .await;
+    let alive = Arc::new(Mutex::new(vec![true; 3]));
+    let a = alive.clone();
+    let watcher = Watcher::start(g.env.dir.path(), 3, Arc::new(move |i| a.lock().unwrap()[i]));
+    let mut takeovers = Vec::new();
+    for _ in 0..10 {
+        let leader = g.leader(Duration::from_secs(10)).await;
+        alive.lock().unwrap()[leader] = false;
+        g.replicas[leader].kill().await;
+        let killed = Instant::now();
+        let next = g.leader(LEASE + Duration::from_secs(5)).await;
+        let took = killed.elapsed();
+        takeovers.push(took.as_secs_f64());
+        assert_ne!(next, leader);
+        assert!(
+            took <= LEASE + Duration::from_secs(2),
+            "replica-{next} led {took:?} after the kill"
+        );
+        g.start(leader);
+        wait_for(
+            "the restarted replica's readiness",
+            Duration::from_secs(10),
+            || g.output(leader).is_some(),
+        )
+        .await;
+        let r = &g.replicas[leader];
+        let start = Instant::now();
+        while !r.ready().await && start.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        alive.lock().unwrap()[leader] = true;
+    }
+    let seen = watcher.finish();
+    let expired = seen.iter().filter(|s| s.expired).count();
+    figure(
+        "coordination",
+        &format!(
+            "kill -9 of the leader x10: takeover_s median={:.2} worst={:.2} reuses={} refreshes={} expired_samples={expired}",
+            percentile(&takeovers, 0.5),
+            percentile(&takeovers, 1.0),
+            g.reuses(),
+            g.refreshes()
+        ),
+    );
+    assert_eq!(g.reuses(), 0);
+    assert_eq!(expired, 0, "a live replica's output expired");
+    assert!(g.outputs_accepted());
+    g.stop_all().await;
+    g.assert_no_panic();
+}
+
+/// Issue 13, test 7: SIGTERM gives the lease back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_hands_over_at_once() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(5)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
+    g.start_all();
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let leader = g.leader(Duration::from_secs(10)).await;
+        let stopped = Instant::now();
+        let d = g.replicas[leader].daemon.as_mut().unwrap();
+        assert_eq!(d.stop().await, 0);
+        assert!(d.log_text().contains("released the lease"));
+        g.replicas[leader].daemon = None;
+        let next = g.leader(Duration::from_secs(5)).await;
+        took.push(stopped.elapsed().as_secs_f64());
+        assert_ne!(next, leader);
+        g.start(leader);
+    }
+    figure(
+        "coordination",
+        &format!(
+            "SIGTERM of the leader x3: takeover_s worst={:.2} reuses={}",
+            percentile(&took, 1.0),
+            g.reuses()
+        ),
+    );
+    assert!(percentile(&took, 1.0) <= 2.0, "takeovers: {took:?}");
+    assert_eq!(g.reuses(), 0);
+    g.stop_all().await;
+    g.assert_no_panic();
+}
+
+/// Issue 13, test 3: a leader stopped (SIGSTOP) past its lease, once at a random
+/// moment and once exactly between its intent write and its request, wakes up, never
+/// sends a refresh, and follows the newer record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_never_refreshes_after_waking() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(5)).await;
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(Proxy::start(etcd.members[0].client_port).await);
+    }
+    let endpoints = proxies.iter().map(|p| vec![p.endpoint()]).collect();
+    let mut g = Group::new(env, endpoints).await;
+    g.start_all();
+    wait_for(
+        "every replica's first token",
+        Duration::from_secs(10),
+        || (0..3).all(|i| g.output(i).is_some()),
+    )
+    .await;
+    for exactly_after_intent in [false, true] {
+        let leader = g.leader(Duration::from_secs(10)).await;
+        if exactly_after_intent {
+            let marker = format!("\"intent\":{{\"identity\":\"replica-{leader}\"");
+            proxies[leader].hold_after(marker.as_bytes());
+            wait_for("the leader's next intent", Duration::from_secs(10), || {
+                proxies[leader].holding()
+            })
+            .await;
+        }
+        g.replicas[leader].signal(libc::SIGSTOP);
+        proxies[leader].release();
+        let before = g.refreshes();
+        let rotated_before = g.replicas[leader].log_text().matches(" rotated ").count();
+        let following_before = g.replicas[leader].log_text().matches(" following").count();
+        // Another replica takes over and rotates.
+        wait_for(
+            "a rotation by another replica",
+            LEASE + Duration::from_secs(8),
+            || g.refreshes() > before,
+        )
+        .await;
+        let after_takeover = g.refreshes();
+        g.replicas[leader].signal(libc::SIGCONT);
+        let woke = Instant::now();
+        wait_for("the old leader to follow", Duration::from_secs(8), || {
+            g.output(leader) == g.output((leader + 1) % 3)
+                && g.replicas[leader].log_text().matches(" following").count() > following_before
+        })
+        .await;
+        // Long enough for the old leader to have refreshed, had it wanted to.
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(woke.elapsed())).await;
+        let log = g.replicas[leader].log_text();
+        assert_eq!(
+            log.matches(" rotated ").count(),
+            rotated_before,
+            "the old leader rotated after waking:\n{log}"
+        );
+        assert_eq!(g.reuses(), 0, "the old leader replayed a token");
+        assert!(g.refreshes() >= after_takeover);
+        figure(
+            "coordination",
+            &format!(
+                "SIGSTOP of the leader past its lease (exactly after its intent: {exactly_after_intent}): reuses={} old leader's rotations after waking=0",
+                g.reuses()
+            ),
+        );
+    }
+    assert!(g.outputs_accepted());
+    g.stop_all().await;
+    g.assert_no_panic();
+}

@@ -1,0 +1,185 @@
+//! One refresher for three replicas, and a bootstrap token seeded once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Etcd, Group, Watcher, figure, lags, percentile};
+use crate::common::{Env, authorize, finish, start_login, wait_for};
+
+/// Issue 13, test 1: three replicas, one etcd, 5 s tokens, 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_refresh_as_one() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(5)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
+    g.start_all();
+    let leader = g.leader(Duration::from_secs(10)).await;
+    wait_for(
+        "every replica's first token",
+        Duration::from_secs(10),
+        || (0..3).all(|i| g.output(i).is_some()),
+    )
+    .await;
+    let alive: Arc<dyn Fn(usize) -> bool + Send + Sync> = Arc::new(|_| true);
+    let watcher = Watcher::start(g.env.dir.path(), 3, alive);
+    let start = Instant::now();
+    let before = g.refreshes();
+    let mut rejected = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !g.outputs_accepted() {
+            rejected += 1;
+        }
+    }
+    let seen = watcher.finish();
+    let refreshes = g.refreshes() - before;
+    let lag = lags(&seen);
+    let expired = seen.iter().filter(|s| s.expired).count();
+    figure(
+        "coordination",
+        &format!(
+            "three replicas 60s: refreshes={refreshes} reuses={} leader=replica-{leader} follower_lag_ms p50={:.1} p99={:.1} max={:.1} rejected_samples={rejected} expired_samples={expired}",
+            g.reuses(),
+            percentile(&lag, 0.5),
+            percentile(&lag, 0.99),
+            percentile(&lag, 1.0),
+        ),
+    );
+    assert_eq!(g.reuses(), 0, "the server saw a reuse");
+    // One refresher: a 5 s token refreshed at about 1 s (refresh.at = 0.2) gives about
+    // 60 in 60 s; three refreshers would give about 180.
+    assert!(
+        (45..=75).contains(&refreshes),
+        "{refreshes} refreshes in 60 s"
+    );
+    assert!(
+        g.outputs_accepted(),
+        "an output holds a token the server refuses"
+    );
+    assert_eq!(rejected, 0, "samples with a refused output");
+    assert_eq!(expired, 0, "samples with an expired output");
+    assert!(
+        percentile(&lag, 1.0) < 1000.0,
+        "a follower published more than 1 s after the first replica"
+    );
+    g.stop_all().await;
+    g.assert_no_panic();
+}
+
+/// Issue 13, test 8: the bootstrap token seeds the store once; a replica started later
+/// with the same bootstrap file neither re-seeds nor replays it. A new bootstrap token
+/// (and SIGHUP) on the leader seeds the new chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_seeds_the_store_once() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(30)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
+    g.start(0);
+    wait_for("the first replica's token", Duration::from_secs(10), || {
+        g.output(0).is_some()
+    })
+    .await;
+    assert_eq!(g.refreshes(), 1);
+    g.start(1);
+    g.start(2);
+    wait_for(
+        "the later replicas' tokens",
+        Duration::from_secs(10),
+        || g.output(1).is_some() && g.output(2).is_some(),
+    )
+    .await;
+    // Restarts with the same bootstrap file, and with no local state at all.
+    g.replicas[1].kill().await;
+    let _ = std::fs::remove_dir_all(g.env.path("state/r1"));
+    g.start(1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        g.refreshes(),
+        1,
+        "a replica refreshed again from the bootstrap token"
+    );
+    assert_eq!(g.reuses(), 0);
+    assert!(g.outputs_accepted());
+    assert_eq!(g.output(1), g.output(0));
+
+    // A person writes a new bootstrap token and reloads the leader: the new chain.
+    let leader = g.leader(Duration::from_secs(5)).await;
+    let new = g.env.bootstrap("c");
+    g.replicas[leader].signal(libc::SIGHUP);
+    wait_for("the new chain", Duration::from_secs(10), || {
+        g.refreshes() == 2
+    })
+    .await;
+    assert!(matches!(
+        g.env.emu.refresh_token_status(&new),
+        tokend::emulator::RefreshTokenStatus::Rotated { .. }
+    ));
+    wait_for(
+        "every replica on the new chain",
+        Duration::from_secs(5),
+        || (0..3).all(|i| g.output(i) == g.output(leader)),
+    )
+    .await;
+    assert_eq!(g.reuses(), 0);
+    g.stop_all().await;
+    g.assert_no_panic();
+}
+
+/// Issue 13, test 8 (login): `tokend login` on one host writes the new chain to the
+/// store as the newest generation, and every replica adopts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_seeds_every_replica() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(30)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
+    g.start_all();
+    wait_for(
+        "every replica's first token",
+        Duration::from_secs(10),
+        || (0..3).all(|i| g.output(i).is_some()),
+    )
+    .await;
+    let old = g.output(0);
+    let login = start_login(&g.replicas[2].config, &[]).await;
+    let redirect = authorize(&login.url).await;
+    let (status, _) = crate::cluster::fetch(&redirect).await;
+    assert_eq!(status, 200);
+    let (code, out, err) = finish(login).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stored in etcd as generation 2"), "{out}");
+    wait_for(
+        "every replica on the login's chain",
+        Duration::from_secs(10),
+        || {
+            (0..3)
+                .all(|i| g.output(i).is_some() && g.output(i) != old && g.output(i) == g.output(0))
+        },
+    )
+    .await;
+    assert!(g.outputs_accepted());
+    // The chain goes on from the login: a rotation now uses its refresh token.
+    let leader = g.leader(Duration::from_secs(5)).await;
+    let before = g.refreshes();
+    g.replicas[leader].signal(libc::SIGUSR1);
+    wait_for(
+        "a rotation of the new chain",
+        Duration::from_secs(10),
+        || g.refreshes() > before,
+    )
+    .await;
+    let status = std::process::Command::new(crate::common::BIN)
+        .args([
+            "status",
+            "-c",
+            g.replicas[leader].config.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report[0]["shared"]["role"], "leader", "{report}");
+    assert_eq!(report[0]["shared"]["generation"], 3, "{report}");
+    assert_eq!(g.reuses(), 0);
+    g.stop_all().await;
+    g.assert_no_panic();
+}

@@ -1,0 +1,121 @@
+//! Issue 13, test 9: random kills, stops and cuts across three replicas for
+//! COORD_SOAK_SECONDS (default 45; `.ci/run --long` sets 300).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::cluster::{Etcd, Group, LEASE, Proxy, Watcher, figure, lags, percentile};
+use crate::common::{Env, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kills_stops_and_cuts() {
+    let seconds: u64 = std::env::var("COORD_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(45);
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(5)).await;
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(Proxy::start(etcd.members[0].client_port).await);
+    }
+    let endpoints = proxies.iter().map(|p| vec![p.endpoint()]).collect();
+    let mut g = Group::new(env, endpoints).await;
+    g.start_all();
+    wait_for(
+        "every replica's first token",
+        Duration::from_secs(10),
+        || (0..3).all(|i| g.output(i).is_some()),
+    )
+    .await;
+    let steady = Arc::new(Mutex::new(vec![true; 3]));
+    let s = steady.clone();
+    let watcher = Watcher::start(g.env.dir.path(), 3, Arc::new(move |i| s.lock().unwrap()[i]));
+    let takeovers = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let mut events = [0u32; 3];
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let leader = g.leader(LEASE + Duration::from_secs(10)).await;
+        let what = rand::rng().random_range(0..3);
+        events[what] += 1;
+        steady.lock().unwrap()[leader] = false;
+        let hit = Instant::now();
+        match what {
+            0 => g.replicas[leader].kill().await,
+            1 => g.replicas[leader].signal(libc::SIGSTOP),
+            _ => proxies[leader].set_cut(true),
+        }
+        let mut next = None;
+        while next.is_none() {
+            for r in &g.replicas {
+                if r.id != leader && r.is_leader().await {
+                    next = Some(r.id);
+                }
+            }
+            assert!(
+                hit.elapsed() < LEASE + Duration::from_secs(10),
+                "no takeover"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        takeovers.lock().unwrap().push(hit.elapsed().as_secs_f64());
+        // Let the new leader rotate at least once, then heal.
+        let before = g.refreshes();
+        wait_for(
+            "a rotation by the new leader",
+            Duration::from_secs(10),
+            || g.refreshes() > before,
+        )
+        .await;
+        match what {
+            0 => g.start(leader),
+            1 => g.replicas[leader].signal(libc::SIGCONT),
+            _ => proxies[leader].set_cut(false),
+        }
+        wait_for(
+            "the healed replica to catch up",
+            Duration::from_secs(15),
+            || g.output(leader) == g.output(next.unwrap_or(leader)),
+        )
+        .await;
+        steady.lock().unwrap()[leader] = true;
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..2000))).await;
+        assert_eq!(g.reuses(), 0, "a reuse after event {events:?}");
+    }
+    let before = g.refreshes();
+    wait_for("rotation after the soak", Duration::from_secs(10), || {
+        g.refreshes() > before
+    })
+    .await;
+    wait_for("every output accepted", Duration::from_secs(5), || {
+        g.outputs_accepted()
+    })
+    .await;
+    let seen = watcher.finish();
+    let lag = lags(&seen);
+    let expired = seen.iter().filter(|s| s.expired).count();
+    let t = takeovers.lock().unwrap().clone();
+    figure(
+        "coordination-soak",
+        &format!(
+            "soak {seconds}s: kills={} stops={} cuts={} takeovers={} takeover_s median={:.2} worst={:.2} refreshes={} reuses={} follower_lag_ms p50={:.1} p99={:.1} expired_samples_of_steady_replicas={expired}",
+            events[0],
+            events[1],
+            events[2],
+            t.len(),
+            percentile(&t, 0.5),
+            percentile(&t, 1.0),
+            g.refreshes(),
+            g.reuses(),
+            percentile(&lag, 0.5),
+            percentile(&lag, 0.99),
+        ),
+    );
+    // Expired samples are a figure, not a failure: a takeover that takes longer than a
+    // token has left (the lease against 4 s here, on a loaded machine) lets it expire.
+    assert_eq!(g.reuses(), 0);
+    g.stop_all().await;
+    g.assert_no_panic();
+}
