@@ -4,10 +4,9 @@
 #   docker run --rm -v /etc/tokend:/etc/tokend:ro tokend -c /etc/tokend/tokend.toml
 
 FROM rust:1.95-bookworm AS build
-# protobuf-compiler: etcd-client compiles etcd's gRPC definitions at build time.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools protobuf-compiler \
+    && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/* \
     && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src

@@ -47,10 +47,11 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
 /// With `[coordination]`: the new chain becomes the shared record, as the newest
 /// generation, so that every replica adopts it (SPEC §11).
 async fn seed_store(c: &CoordinationConfig, cred: &CredentialConfig, outcome: &Outcome) -> u8 {
-    match crate::coordination::connect(c)
-        .seed(&cred.name, &outcome.state)
-        .await
-    {
+    let seeded = match crate::coordination::connect(c) {
+        Ok(etcd) => etcd.seed(&cred.name, &outcome.state).await,
+        Err(e) => Err(e),
+    };
+    match seeded {
         Ok(generation) => {
             outln!("  stored in etcd as generation {generation}: every replica adopts it");
             exit::OK

@@ -101,6 +101,18 @@ impl Report {
     }
 }
 
+impl SharedReport {
+    fn unread(error: String) -> SharedReport {
+        SharedReport {
+            role: "unknown".into(),
+            leader: None,
+            generation: None,
+            local_generation: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// Adds what the store says of each credential, when coordination is configured.
 async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
     let Some(coordination) = &config.coordination else {
@@ -108,6 +120,13 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
     };
     let etcd = crate::coordination::connect(coordination);
     for r in reports.iter_mut() {
+        let etcd = match &etcd {
+            Ok(etcd) => etcd,
+            Err(e) => {
+                r.shared = Some(SharedReport::unread(e.to_string()));
+                continue;
+            }
+        };
         let Some(cred) = config.credentials.get(&r.name) else {
             continue;
         };

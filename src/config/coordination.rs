@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::error::{ConfigError, Sources};
-use crate::config::model::CredentialConfig;
 use crate::config::secret::SecretSource;
 use crate::config::text::{duration_text, one_of};
 
@@ -133,7 +132,8 @@ impl CoordinationConfig {
 
 pub fn validate_coordination(
     raw: RawCoordination,
-    credentials: &[&CredentialConfig],
+    // Each credential's name and token request timeout, which the lease must outlast.
+    timeouts: &[(&str, Duration)],
     src: &Sources,
 ) -> Result<CoordinationConfig, ConfigError> {
     let backend_word = raw
@@ -178,15 +178,15 @@ pub fn validate_coordination(
             ),
         ));
     }
-    for c in credentials {
-        if lease <= c.http.timeout + LEASE_MARGIN {
+    for (name, timeout) in timeouts {
+        if lease <= *timeout + LEASE_MARGIN {
             return Err(src.error(
                 "coordination.lease",
                 format!(
                     "{} is too short for credentials.{}.http.timeout = {:?}: a leader sends a refresh only with the request's timeout plus {} of its lease left. Lower http.timeout or lengthen the lease",
                     humantime::format_duration(lease),
-                    c.name,
-                    humantime::format_duration(c.http.timeout).to_string(),
+                    name,
+                    humantime::format_duration(*timeout).to_string(),
                     humantime::format_duration(LEASE_MARGIN),
                 ),
             ));

@@ -52,11 +52,13 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         }
     }
     let coordination = match raw.coordination {
-        Some(c) => Some(validate_coordination(
-            c,
-            &credentials.values().collect::<Vec<_>>(),
-            src,
-        )?),
+        Some(c) => {
+            let timeouts: Vec<(&str, Duration)> = credentials
+                .values()
+                .map(|c| (c.name.as_str(), c.http.timeout))
+                .collect();
+            Some(validate_coordination(c, &timeouts, src)?)
+        }
         None => None,
     };
     Ok(Config {

@@ -75,25 +75,6 @@ impl StoreFailure {
         )
     }
 
-    /// An etcd client error, classified.
-    pub fn from_etcd(op: Op, err: &etcd_client::Error) -> Self {
-        use etcd_client::Error as E;
-        use tonic::Code;
-        let kind = match err {
-            E::GRpcStatus(status) => match status.code() {
-                Code::DeadlineExceeded => Kind::Timeout,
-                Code::Unauthenticated | Code::PermissionDenied => Kind::AuthRefused,
-                _ => Kind::Unreachable,
-            },
-            _ => Kind::Unreachable,
-        };
-        let detail = match err {
-            E::GRpcStatus(status) => format!("{:?}: {}", status.code(), status.message()),
-            other => other.to_string(),
-        };
-        StoreFailure::new(op, kind, detail)
-    }
-
     pub fn timeout(op: Op, after: std::time::Duration) -> Self {
         StoreFailure::new(
             op,

@@ -102,22 +102,26 @@ pub struct Coordination {
 }
 
 impl Coordination {
-    /// Starts keeping this replica's lease; nothing here waits for the store.
-    pub fn start(cfg: &CoordinationConfig, board: Arc<Board>) -> Coordination {
-        let etcd = Arc::new(etcd::Etcd::new(cfg.etcd.clone(), cfg.lease));
+    /// Starts keeping this replica's lease; nothing here waits for the store. Fails
+    /// only when its TLS files cannot be used.
+    pub fn start(
+        cfg: &CoordinationConfig,
+        board: Arc<Board>,
+    ) -> Result<Coordination, StoreFailure> {
+        let etcd = Arc::new(etcd::Etcd::new(cfg.etcd.clone(), cfg.lease)?);
         let (stop, stop_rx) = watch::channel(false);
         let complaints = report::Complaints::new("", board.clone());
         let (session, task) =
             etcd::session::Session::start(etcd.clone(), cfg.lease, complaints, stop_rx);
         tracing::info!(target: LOG, identity = %cfg.identity(), "coordinating through etcd");
-        Coordination {
+        Ok(Coordination {
             cfg: cfg.clone(),
             etcd,
             session,
             board,
             stop,
             task,
-        }
+        })
     }
 
     pub fn config(&self) -> &CoordinationConfig {
@@ -145,6 +149,6 @@ impl Coordination {
 }
 
 /// A one-off connection, for `status` and `login`.
-pub fn connect(cfg: &CoordinationConfig) -> etcd::Etcd {
+pub fn connect(cfg: &CoordinationConfig) -> Result<etcd::Etcd, StoreFailure> {
     etcd::Etcd::new(cfg.etcd.clone(), cfg.lease)
 }

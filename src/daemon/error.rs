@@ -12,6 +12,8 @@ pub enum StartError {
     Endpoint { name: String, err: EndpointError },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("coordination.etcd: {0}")]
+    Coordination(String),
     #[error("health.listen {addr}: {err}")]
     Listen {
         addr: std::net::SocketAddr,

@@ -94,10 +94,13 @@ impl Daemon {
             }
             None => None,
         };
-        let coordination = config
-            .coordination
-            .as_ref()
-            .map(|c| Coordination::start(c, board.clone()));
+        let coordination = match &config.coordination {
+            Some(c) => Some(
+                Coordination::start(c, board.clone())
+                    .map_err(|f| StartError::Coordination(f.detail))?,
+            ),
+            None => None,
+        };
         let mut daemon = Daemon {
             source,
             log: config.log.clone(),

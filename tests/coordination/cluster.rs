@@ -167,7 +167,7 @@ impl Etcd {
 pub struct Proxy {
     pub port: u16,
     cut: watch::Sender<bool>,
-    hold: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    hold: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     held: Arc<AtomicBool>,
 }
 
@@ -176,7 +176,7 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, cut_rx) = watch::channel(false);
-        let hold = Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+        let hold = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
         let held = Arc::new(AtomicBool::new(false));
         let (hold2, held2) = (hold.clone(), held.clone());
         tokio::spawn(async move {
@@ -208,9 +208,10 @@ impl Proxy {
         self.cut.send_replace(cut);
     }
 
-    /// From the moment the client sends `marker`, answers are held until [`release`].
-    pub fn hold_after(&self, marker: &[u8]) {
-        *self.hold.lock().unwrap() = Some(marker.to_vec());
+    /// From the moment the client sends `text` inside a base64 value (as etcd's JSON
+    /// gateway carries values), answers are held until [`release`].
+    pub fn hold_after(&self, text: &str) {
+        *self.hold.lock().unwrap() = base64_forms(text.as_bytes());
     }
 
     pub fn holding(&self) -> bool {
@@ -218,12 +219,27 @@ impl Proxy {
     }
 
     pub fn release(&self) {
-        *self.hold.lock().unwrap() = None;
+        self.hold.lock().unwrap().clear();
         self.held.store(false, Ordering::SeqCst);
     }
 }
 
-type Hold = (Arc<std::sync::Mutex<Option<Vec<u8>>>>, Arc<AtomicBool>);
+type Hold = (Arc<std::sync::Mutex<Vec<Vec<u8>>>>, Arc<AtomicBool>);
+
+/// What `text` looks like inside base64, at each of the three alignments it can have:
+/// the characters that depend on its bytes alone.
+fn base64_forms(text: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    (0..3)
+        .map(|pad| {
+            let mut bytes = vec![b'x'; pad];
+            bytes.extend_from_slice(text);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let skip = [0, 2, 3][pad];
+            encoded.as_bytes()[skip..encoded.len() - 4].to_vec()
+        })
+        .collect()
+}
 
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
@@ -247,10 +263,11 @@ async fn pipe(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if let Some((marker, flag)) = &arm {
-            let armed = marker.lock().unwrap().clone();
-            if let Some(m) = armed
-                && buf[..n].windows(m.len()).any(|w| w == m.as_slice())
+        if let Some((markers, flag)) = &arm {
+            let armed = markers.lock().unwrap().clone();
+            if armed
+                .iter()
+                .any(|m| buf[..n].windows(m.len()).any(|w| w == m.as_slice()))
             {
                 flag.store(true, Ordering::SeqCst);
             }

@@ -128,7 +128,7 @@ async fn a_paused_leader_never_refreshes_after_waking() {
         let leader = g.leader(Duration::from_secs(10)).await;
         if exactly_after_intent {
             let marker = format!("\"intent\":{{\"identity\":\"replica-{leader}\"");
-            proxies[leader].hold_after(marker.as_bytes());
+            proxies[leader].hold_after(&marker);
             wait_for("the leader's next intent", Duration::from_secs(10), || {
                 proxies[leader].holding()
             })
@@ -163,6 +163,14 @@ async fn a_paused_leader_never_refreshes_after_waking() {
             "the old leader rotated after waking:\n{log}"
         );
         assert_eq!(g.reuses(), 0, "the old leader replayed a token");
+        if exactly_after_intent {
+            // Its intent was written; waking past its deadline, it did not send.
+            assert!(
+                log.contains("not refreshing: too little of the lease is left")
+                    || log.contains("op=\"intent\""),
+                "the old leader's log does not say why it did not send:\n{log}"
+            );
+        }
         assert!(g.refreshes() >= after_takeover);
         figure(
             "coordination",

@@ -6,16 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchOptions,
-};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::coordination::error::{Op, StoreFailure};
 use crate::coordination::etcd::Etcd;
 use crate::coordination::etcd::session::{Lease, Session};
+use crate::coordination::etcd::wire::{Kv, Txn};
 use crate::coordination::record::{Record, Stored};
 use crate::coordination::report::Complaints;
 use crate::coordination::{Role, View};
@@ -122,29 +119,20 @@ impl Member {
             return Err(f);
         };
         let keys = &self.keys;
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(keys.state.clone(), CompareOp::Equal, revision),
-                Compare::create_revision(keys.leader.clone(), CompareOp::Equal, fence),
-            ])
-            .and_then([TxnOp::put(keys.state.clone(), record.to_bytes(), None)])
-            .or_else([TxnOp::get(
-                keys.prefix.clone(),
-                Some(GetOptions::new().with_prefix()),
-            )]);
-        let answer = match self
-            .etcd
-            .call(op, |mut c| async move { c.txn(txn).await })
-            .await
-        {
+        let txn = Txn::default()
+            .when("MOD", &keys.state, revision)
+            .when("CREATE", &keys.leader, fence)
+            .put(&keys.state, &record.to_bytes(), None)
+            .or_list(&keys.prefix);
+        let answer = match self.etcd.txn(op, txn).await {
             Ok(a) => a,
             Err(f) => {
                 self.complaints.failed(&f);
                 return Err(f);
             }
         };
-        let at = answer.header().map_or(0, |h| h.revision());
-        if answer.succeeded() {
+        let at = answer.revision;
+        if answer.succeeded {
             self.complaints.ok(op);
             let stored = Stored {
                 record: Some(record.clone()),
@@ -154,8 +142,9 @@ impl Member {
             self.view_tx.send_if_modified(|v| v.apply_state(stored, at));
             return Ok(());
         }
-        for kv in listed(&answer) {
-            apply(&self.view_tx, &self.keys, &kv, None, at);
+        let lease = self.session.current();
+        for kv in &answer.kvs {
+            apply(&self.view_tx, &self.keys, kv, lease, at);
         }
         let f = StoreFailure::condition(op);
         self.complaints.failed(&f);
@@ -169,30 +158,16 @@ impl Member {
     }
 }
 
-/// The key-values an `or_else` get returned.
-fn listed(answer: &TxnResponse) -> Vec<KeyValue> {
-    answer
-        .op_responses()
-        .into_iter()
-        .filter_map(|r| match r {
-            TxnOpResponse::Get(mut g) => Some(g.take_kvs()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
-}
-
 /// Applies one key's value (a put; `None` value for a delete) at revision `at`.
-fn apply(view: &watch::Sender<View>, keys: &Keys, kv: &KeyValue, lease: Option<Lease>, at: i64) {
-    let key = kv.key();
-    if key == keys.state.as_bytes() {
-        let stored = Stored::read(Some(kv.value()), kv.mod_revision());
+fn apply(view: &watch::Sender<View>, keys: &Keys, kv: &Kv, lease: Option<Lease>, at: i64) {
+    if kv.key == keys.state.as_bytes() {
+        let stored = Stored::read(Some(&kv.value), kv.mod_revision);
         view.send_if_modified(|v| v.apply_state(stored, at));
-    } else if key == keys.leader.as_bytes() {
-        let identity = String::from_utf8_lossy(kv.value()).into_owned();
+    } else if kv.key == keys.leader.as_bytes() {
+        let identity = String::from_utf8_lossy(&kv.value).into_owned();
         let role = match lease {
-            Some(l) if kv.lease() == l.id => Role::Leader {
-                fence: kv.create_revision(),
+            Some(l) if kv.lease == l.id => Role::Leader {
+                fence: kv.create_revision,
             },
             _ => Role::Follower,
         };
@@ -245,14 +220,7 @@ impl Follower {
     /// the watch until something calls for listing again.
     async fn round(&mut self) -> Next {
         let lease = *self.lease.borrow_and_update();
-        let prefix = self.keys.prefix.clone();
-        let listed = match self
-            .etcd
-            .call(Op::Read, |mut c| async move {
-                c.get(prefix, Some(GetOptions::new().with_prefix())).await
-            })
-            .await
-        {
+        let listed = match self.etcd.list(Op::Read, &self.keys.prefix).await {
             Ok(l) => l,
             Err(f) => {
                 self.complaints.failed(&f);
@@ -260,12 +228,12 @@ impl Follower {
             }
         };
         self.complaints.ok(Op::Read);
-        let at = listed.header().map_or(0, |h| h.revision());
+        let at = listed.revision;
         let mut leader_seen = false;
         let mut state_seen = false;
-        for kv in listed.kvs() {
-            leader_seen |= kv.key() == self.keys.leader.as_bytes();
-            state_seen |= kv.key() == self.keys.state.as_bytes();
+        for kv in &listed.kvs {
+            leader_seen |= kv.key == self.keys.leader.as_bytes();
+            state_seen |= kv.key == self.keys.state.as_bytes();
             apply(&self.view, &self.keys, kv, lease, at);
         }
         if !state_seen {
@@ -286,23 +254,11 @@ impl Follower {
             return true;
         };
         let keys = &self.keys;
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                keys.leader.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(
-                keys.leader.clone(),
-                keys.identity.clone(),
-                Some(PutOptions::new().with_lease(lease.id)),
-            )])
-            .or_else([TxnOp::get(keys.leader.clone(), None)]);
-        let answer = match self
-            .etcd
-            .call(Op::Campaign, |mut c| async move { c.txn(txn).await })
-            .await
-        {
+        let txn = Txn::default()
+            .when("CREATE", &keys.leader, 0)
+            .put(&keys.leader, keys.identity.as_bytes(), Some(lease.id))
+            .or_list(&keys.prefix);
+        let answer = match self.etcd.txn(Op::Campaign, txn).await {
             Ok(a) => a,
             Err(f) => {
                 self.complaints.failed(&f);
@@ -310,14 +266,14 @@ impl Follower {
             }
         };
         self.complaints.ok(Op::Campaign);
-        let at = answer.header().map_or(0, |h| h.revision());
-        if answer.succeeded() {
+        let at = answer.revision;
+        if answer.succeeded {
             let identity = Some(keys.identity.clone());
             self.view
                 .send_if_modified(|v| v.set_leader(identity, Role::Leader { fence: at }));
         } else {
-            for kv in listed(&answer) {
-                apply(&self.view, keys, &kv, Some(lease), at);
+            for kv in &answer.kvs {
+                apply(&self.view, keys, kv, Some(lease), at);
             }
         }
         true
@@ -326,18 +282,7 @@ impl Follower {
     /// Follows the watch from `from` until it breaks, the lease changes or it is time
     /// for the safety-net re-read.
     async fn follow(&mut self, from: i64) -> Next {
-        let prefix = self.keys.prefix.clone();
-        let mut stream = match self
-            .etcd
-            .call(Op::Read, |mut c| async move {
-                c.watch(
-                    prefix,
-                    Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-                )
-                .await
-            })
-            .await
-        {
+        let mut stream = match self.etcd.watch(&self.keys.prefix, from).await {
             Ok(s) => s,
             Err(f) => {
                 self.complaints.failed(&f);
@@ -350,37 +295,33 @@ impl Follower {
             let message = tokio::select! {
                 _ = &mut re_read => return Next::Relist,
                 _ = self.lease.changed() => return Next::Relist,
-                m = stream.message() => m,
+                m = stream.next() => m,
             };
-            let answer = match message {
-                Ok(Some(a)) => a,
+            let batch = match message {
+                Ok(Some(b)) => b,
                 Ok(None) => return Next::Retry,
-                Err(e) => {
-                    self.complaints
-                        .failed(&StoreFailure::from_etcd(Op::Read, &e));
+                Err(f) => {
+                    self.complaints.failed(&f);
                     return Next::Retry;
                 }
             };
             // Compacted past us, or cancelled by etcd: list again from now.
-            if answer.canceled() || answer.compact_revision() > 0 {
+            if batch.broken {
                 return Next::Relist;
             }
             let lease = *self.lease.borrow();
-            for event in answer.events() {
-                let Some(kv) = event.kv() else { continue };
-                match event.event_type() {
-                    EventType::Put => apply(&self.view, &self.keys, kv, lease, kv.mod_revision()),
-                    EventType::Delete if kv.key() == self.keys.leader.as_bytes() => {
-                        // The leader is gone: campaign at once.
-                        self.view
-                            .send_if_modified(|v| v.set_leader(None, Role::Unknown));
-                        return Next::Relist;
-                    }
-                    EventType::Delete => {
-                        let at = kv.mod_revision();
-                        self.view
-                            .send_if_modified(|v| v.apply_state(Stored::default(), at));
-                    }
+            for (deleted, kv) in &batch.events {
+                let at = kv.mod_revision;
+                if !deleted {
+                    apply(&self.view, &self.keys, kv, lease, at);
+                } else if kv.key == self.keys.leader.as_bytes() {
+                    // The leader is gone: campaign at once.
+                    self.view
+                        .send_if_modified(|v| v.set_leader(None, Role::Unknown));
+                    return Next::Relist;
+                } else if kv.key == self.keys.state.as_bytes() {
+                    self.view
+                        .send_if_modified(|v| v.apply_state(Stored::default(), at));
                 }
             }
         }

@@ -156,37 +156,20 @@ impl Keeper {
 
     async fn grant(&mut self) -> Result<Lease, StoreFailure> {
         let sent = Instant::now();
-        let ttl = self.ttl.as_secs() as i64;
-        let granted = self
-            .etcd
-            .call(
-                Op::Lease,
-                |mut c| async move { c.lease_grant(ttl, None).await },
-            )
-            .await?;
-        self.granted = Duration::from_secs(granted.ttl().max(0) as u64);
+        let (id, granted) = self.etcd.grant(self.ttl).await?;
+        // etcd may round the time to live up; the deadline uses what it granted.
+        self.granted = granted;
         Ok(Lease {
-            id: granted.id(),
-            deadline: sent + self.granted,
+            id,
+            deadline: sent + granted,
         })
     }
 
-    /// One keepalive round trip; `None` when etcd no longer has the lease. etcd-client
-    /// reads the first answer itself and fails with "lease not found" on a TTL of 0;
-    /// a live lease is renewed to the TTL it was granted with.
+    /// One keepalive round trip; `None` when etcd no longer has the lease. A live lease
+    /// is renewed to the time to live it was granted.
     async fn keep_alive(&self, id: i64) -> Result<Option<Lease>, StoreFailure> {
         let sent = Instant::now();
-        let answer = self
-            .etcd
-            .call(Op::Lease, |mut c| async move {
-                match c.lease_keep_alive(id).await {
-                    Ok(_) => Ok(true),
-                    Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-        Ok(answer.then(|| Lease {
+        Ok(self.etcd.keep_alive(id).await?.then(|| Lease {
             id,
             deadline: sent + self.granted,
         }))
@@ -198,11 +181,7 @@ impl Keeper {
         self.lease.send_replace(None);
         if let Some(held) = self.held.take() {
             let id = held.id;
-            match self
-                .etcd
-                .call(Op::Release, |mut c| async move { c.lease_revoke(id).await })
-                .await
-            {
+            match self.etcd.revoke(id).await {
                 Ok(_) => {
                     tracing::info!(target: super::super::LOG, "released the lease: another replica can lead at once")
                 }
