@@ -26,7 +26,8 @@ pub struct RawCoordination {
     #[serde(default, with = "duration_text::option")]
     pub lease: Option<Duration>,
     pub etcd: Option<RawEtcd>,
-    pub kubernetes: Option<toml::Table>,
+    /// Refused until the backend exists (issue 14); its content is not read.
+    pub kubernetes: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -46,16 +47,27 @@ pub struct RawEtcd {
 
 /// A TOML array, or (from an environment variable) a comma-separated string.
 fn endpoint_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        List(Vec<String>),
-        Text(String),
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of URLs, or URLs separated by commas")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+            Ok(text.split(',').map(|s| s.trim().to_owned()).collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(url) = seq.next_element::<String>()? {
+                list.push(url);
+            }
+            Ok(list)
+        }
     }
-    Ok(match Form::deserialize(d)? {
-        Form::List(list) => list,
-        Form::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
-    })
+    d.deserialize_any(V)
 }
 
 /// The validated `[coordination]`.

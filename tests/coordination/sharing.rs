@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+
 use crate::cluster::{Etcd, Group, Watcher, figure, lags, percentile};
 use crate::common::{Env, authorize, finish, start_login, wait_for};
 
@@ -180,6 +182,63 @@ async fn login_seeds_every_replica() {
     assert_eq!(report[0]["shared"]["role"], "leader", "{report}");
     assert_eq!(report[0]["shared"]["generation"], 3, "{report}");
     assert_eq!(g.reuses(), 0);
+    g.stop_all().await;
+    g.assert_no_panic();
+}
+
+/// Issue 13: the local state file is the newest copy. When etcd lost the record (a
+/// restore from an old backup, a deleted key), the first leader pushes its own chain
+/// back instead of replaying the long-rotated bootstrap token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_local_state_is_pushed_back() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(30)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 1]).await;
+    g.start(0);
+    wait_for("the first token", Duration::from_secs(10), || {
+        g.output(0).is_some()
+    })
+    .await;
+    g.env
+        .rotate(
+            g.replicas[0].daemon.as_ref().unwrap(),
+            "a second rotation",
+            Duration::from_secs(10),
+        )
+        .await;
+    g.stop_all().await;
+    // etcd loses the record.
+    let key = base64::engine::general_purpose::STANDARD.encode("/test/c/state");
+    let client = reqwest::Client::new();
+    let deleted = client
+        .post(format!("{}/v3/kv/deleterange", etcd.endpoints()[0]))
+        .body(format!("{{\"key\":\"{key}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    let refreshes = g.refreshes();
+    g.start(0);
+    wait_for("the record pushed back", Duration::from_secs(10), || {
+        g.replicas[0]
+            .log_text()
+            .contains("newer than the stored record")
+    })
+    .await;
+    assert_eq!(g.refreshes(), refreshes, "a refresh before the push");
+    g.env
+        .rotate(
+            g.replicas[0].daemon.as_ref().unwrap(),
+            "a rotation after the push",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        g.reuses(),
+        0,
+        "the bootstrap token or an old one was replayed"
+    );
+    assert!(g.outputs_accepted());
     g.stop_all().await;
     g.assert_no_panic();
 }

@@ -84,6 +84,7 @@ impl<S: StateStore> Credential<S> {
                 self.adopt_shared(t, view.leader.as_deref());
             }
             (_, Some(l)) if l.generation > stored.generation() && view.role.is_leader() => {
+                info!(target: LOG, generation = l.generation, stored = stored.generation(), "this replica's state is newer than the stored record; storing it");
                 self.push(l).await;
             }
             _ => {}
