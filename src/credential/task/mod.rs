@@ -78,8 +78,9 @@ pub struct Credential<S: StateStore> {
     board: Arc<Board>,
     /// `tokend once`: no retry follows a failure but the quick one.
     one_pass: bool,
-    /// With coordination: this credential's place among the replicas.
-    member: Option<Member>,
+    /// With coordination: this credential's place among the replicas. Boxed: the task's
+    /// size is every credential's cost, and most do not coordinate.
+    member: Option<Box<Member>>,
     /// The stored record has been read once and the chain's origin decided.
     synced: bool,
     /// A corrupt stored record has been reported.
@@ -116,7 +117,7 @@ impl<S: StateStore> Credential<S> {
 
     /// Shares the chain with other replicas through `member` (SPEC §11).
     pub fn with_member(mut self, member: Member) -> Self {
-        self.member = Some(member);
+        self.member = Some(Box::new(member));
         self
     }
 
@@ -124,7 +125,7 @@ impl<S: StateStore> Credential<S> {
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.start();
         loop {
-            self.reconcile().await;
+            self.sync_shared().await;
             self.catch_up_writes();
             self.report();
             let now = SystemTime::now();
@@ -147,7 +148,7 @@ impl<S: StateStore> Credential<S> {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = member_changed(&mut self.member) => {}
             }
-            self.reconcile().await;
+            self.sync_shared().await;
             let now = SystemTime::now();
             if self.machine.is_due(now) && self.may_refresh() {
                 self.attempt().await;
@@ -175,7 +176,7 @@ impl<S: StateStore> Credential<S> {
         // Hooks still running are killed: stopping is bounded by the request timeout.
         self.hooks.shutdown().await;
         if let Some(member) = self.member.take() {
-            member.stop().await;
+            Box::pin(member.stop()).await;
         }
         self.report();
     }
@@ -291,7 +292,7 @@ impl<S: StateStore> Credential<S> {
         let Some((token, from_bootstrap)) = self.machine.token_to_send() else {
             return self.block(Block::NoBootstrap);
         };
-        if !self.gate().await {
+        if !self.allowed_to_send().await {
             return;
         }
         let sent_at = SystemTime::now();
@@ -328,11 +329,7 @@ impl<S: StateStore> Credential<S> {
         // line only after.
         let writing = Instant::now();
         self.save();
-        if self.member.is_some()
-            && let Some(state) = self.machine.state().cloned()
-        {
-            self.push(state).await;
-        }
+        self.share().await;
         self.publish();
         info!(
             target: LOG,
@@ -416,11 +413,15 @@ impl<S: StateStore> Credential<S> {
     }
 }
 
-/// Waits for a change in the store, or forever without coordination.
-async fn member_changed(member: &mut Option<Member>) {
+/// Waits for a change in the store, or forever without coordination. Boxed, so that
+/// the task of a credential that does not coordinate stays its size (a boxed `pending`
+/// allocates nothing).
+fn member_changed(
+    member: &mut Option<Box<Member>>,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
     match member {
-        Some(m) => m.changed().await,
-        None => std::future::pending().await,
+        Some(m) => Box::pin(m.changed()),
+        None => Box::pin(std::future::pending()),
     }
 }
 
