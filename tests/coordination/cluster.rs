@@ -171,6 +171,16 @@ pub struct Proxy {
     held: Arc<AtomicBool>,
 }
 
+/// One proxy per replica, all to etcd's first member, and each replica's endpoints.
+pub async fn proxies_to(etcd: &Etcd, n: usize) -> (Vec<Proxy>, Vec<Vec<String>>) {
+    let mut proxies = Vec::new();
+    for _ in 0..n {
+        proxies.push(Proxy::start(etcd.members[0].client_port).await);
+    }
+    let endpoints = proxies.iter().map(|p| vec![p.endpoint()]).collect();
+    (proxies, endpoints)
+}
+
 impl Proxy {
     pub async fn start(upstream: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -375,6 +385,44 @@ impl Group {
             })
             .collect();
         Group { env, replicas }
+    }
+
+    /// Replicas on 5 s tokens (or `lifetime`), all started, each with its first token.
+    pub async fn running(endpoints: Vec<Vec<String>>, lifetime: Duration) -> Group {
+        let env = Env::new(lifetime).await;
+        let mut g = Group::new(env, endpoints).await;
+        g.start_all();
+        let n = g.replicas.len();
+        let start = Instant::now();
+        while !(0..n).all(|i| g.output(i).is_some()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "every replica's first token"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        g
+    }
+
+    /// A replica other than `old` that leads, waiting up to `limit` from `since`.
+    pub async fn new_leader(&self, old: usize, since: Instant, limit: Duration) -> usize {
+        loop {
+            for r in &self.replicas {
+                if r.id != old && r.is_leader().await {
+                    return r.id;
+                }
+            }
+            assert!(since.elapsed() < limit, "no takeover within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The end of every test: no reuse, every output accepted, stopped, no panic.
+    pub async fn finish(mut self) {
+        assert_eq!(self.reuses(), 0, "the server saw a reuse");
+        assert!(self.outputs_accepted(), "an output holds a refused token");
+        self.stop_all().await;
+        self.assert_no_panic();
     }
 
     pub fn start(&mut self, i: usize) {

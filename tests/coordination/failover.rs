@@ -4,22 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Etcd, Group, LEASE, Proxy, Watcher, figure, percentile};
-use crate::common::{Env, wait_for};
+use crate::cluster::{Etcd, Group, LEASE, Watcher, figure, percentile, proxies_to};
+use crate::common::wait_for;
 
 /// Issue 13, test 2: kill -9 of the leader, ten times in a row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_within_the_lease() {
     let etcd = Etcd::start(1).await;
-    let env = Env::new(Duration::from_secs(5)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
-    g.start_all();
-    wait_for(
-        "every replica's first token",
-        Duration::from_secs(10),
-        || (0..3).all(|i| g.output(i).is_some()),
-    )
-    .await;
+    let mut g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(5)).await;
     let alive = Arc::new(Mutex::new(vec![true; 3]));
     let a = alive.clone();
     let watcher = Watcher::start(g.env.dir.path(), 3, Arc::new(move |i| a.lock().unwrap()[i]));
@@ -63,20 +55,15 @@ async fn a_killed_leader_is_replaced_within_the_lease() {
             g.refreshes()
         ),
     );
-    assert_eq!(g.reuses(), 0);
     assert_eq!(expired, 0, "a live replica's output expired");
-    assert!(g.outputs_accepted());
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }
 
 /// Issue 13, test 7: SIGTERM gives the lease back at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_leader_hands_over_at_once() {
     let etcd = Etcd::start(1).await;
-    let env = Env::new(Duration::from_secs(5)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
-    g.start_all();
+    let mut g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(5)).await;
     let mut took = Vec::new();
     for _ in 0..3 {
         let leader = g.leader(Duration::from_secs(10)).await;
@@ -99,9 +86,7 @@ async fn a_stopped_leader_hands_over_at_once() {
         ),
     );
     assert!(percentile(&took, 1.0) <= 2.0, "takeovers: {took:?}");
-    assert_eq!(g.reuses(), 0);
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }
 
 /// Issue 13, test 3: a leader stopped (SIGSTOP) past its lease, once at a random
@@ -110,20 +95,8 @@ async fn a_stopped_leader_hands_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_never_refreshes_after_waking() {
     let etcd = Etcd::start(1).await;
-    let env = Env::new(Duration::from_secs(5)).await;
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        proxies.push(Proxy::start(etcd.members[0].client_port).await);
-    }
-    let endpoints = proxies.iter().map(|p| vec![p.endpoint()]).collect();
-    let mut g = Group::new(env, endpoints).await;
-    g.start_all();
-    wait_for(
-        "every replica's first token",
-        Duration::from_secs(10),
-        || (0..3).all(|i| g.output(i).is_some()),
-    )
-    .await;
+    let (proxies, endpoints) = proxies_to(&etcd, 3).await;
+    let g = Group::running(endpoints, Duration::from_secs(5)).await;
     for exactly_after_intent in [false, true] {
         let leader = g.leader(Duration::from_secs(10)).await;
         if exactly_after_intent {
@@ -180,7 +153,5 @@ async fn a_paused_leader_never_refreshes_after_waking() {
             ),
         );
     }
-    assert!(g.outputs_accepted());
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }

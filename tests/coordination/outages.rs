@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Etcd, Group, LEASE, Proxy, figure};
-use crate::common::{Env, wait_for};
+use crate::cluster::{Etcd, Group, LEASE, figure, proxies_to};
+use crate::common::wait_for;
 
 /// Issue 13, test 4: the leader cut off from etcd while the token server stays
 /// reachable stops refreshing at its lease deadline; another replica takes over; when
@@ -12,20 +12,8 @@ use crate::common::{Env, wait_for};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_etcd_stops_at_its_deadline() {
     let etcd = Etcd::start(1).await;
-    let env = Env::new(Duration::from_secs(5)).await;
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        proxies.push(Proxy::start(etcd.members[0].client_port).await);
-    }
-    let endpoints = proxies.iter().map(|p| vec![p.endpoint()]).collect();
-    let mut g = Group::new(env, endpoints).await;
-    g.start_all();
-    wait_for(
-        "every replica's first token",
-        Duration::from_secs(10),
-        || (0..3).all(|i| g.output(i).is_some()),
-    )
-    .await;
+    let (proxies, endpoints) = proxies_to(&etcd, 3).await;
+    let g = Group::running(endpoints, Duration::from_secs(5)).await;
     let leader = g.leader(Duration::from_secs(10)).await;
     proxies[leader].set_cut(true);
     let cut = Instant::now();
@@ -33,22 +21,9 @@ async fn a_leader_cut_off_from_etcd_stops_at_its_deadline() {
     // Whatever it does up to its lease deadline, nothing after it.
     tokio::time::sleep(LEASE).await;
     let at_deadline = rotated(&g);
-    let next = loop {
-        let mut found = None;
-        for r in &g.replicas {
-            if r.id != leader && r.is_leader().await {
-                found = Some(r.id);
-            }
-        }
-        if let Some(n) = found {
-            break n;
-        }
-        assert!(
-            cut.elapsed() < LEASE + Duration::from_secs(5),
-            "no takeover"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let next = g
+        .new_leader(leader, cut, LEASE + Duration::from_secs(5))
+        .await;
     let takeover = cut.elapsed();
     let before = g.refreshes();
     wait_for(
@@ -84,10 +59,7 @@ async fn a_leader_cut_off_from_etcd_stops_at_its_deadline() {
             g.reuses()
         ),
     );
-    assert_eq!(g.reuses(), 0);
-    assert!(g.outputs_accepted());
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }
 
 /// Issue 13, test 5: a three-member etcd cluster; its leader member killed, then every
@@ -95,15 +67,7 @@ async fn a_leader_cut_off_from_etcd_stops_at_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_member_cluster_loses_members_during_rotations() {
     let mut etcd = Etcd::start(3).await;
-    let env = Env::new(Duration::from_secs(4)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
-    g.start_all();
-    wait_for(
-        "every replica's first token",
-        Duration::from_secs(15),
-        || (0..3).all(|i| g.output(i).is_some()),
-    )
-    .await;
+    let g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(4)).await;
     for round in 0..3 {
         let victim = etcd_leader(&etcd).await;
         etcd.members[victim].kill();
@@ -144,9 +108,7 @@ async fn a_three_member_cluster_loses_members_during_rotations() {
             g.reuses()
         ),
     );
-    assert_eq!(g.reuses(), 0);
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }
 
 /// Which member leads the etcd cluster (its `/v3/maintenance/status` says).
@@ -182,13 +144,7 @@ async fn etcd_leader(etcd: &Etcd) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_down_longer_than_a_token_lives() {
     let mut etcd = Etcd::start(1).await;
-    let env = Env::new(Duration::from_secs(4)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
-    g.start_all();
-    wait_for("every replica ready", Duration::from_secs(10), || {
-        (0..3).all(|i| g.output(i).is_some())
-    })
-    .await;
+    let g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(4)).await;
     etcd.members[0].kill();
     let down = Instant::now();
     let refreshes = g.refreshes();
@@ -237,8 +193,5 @@ async fn etcd_down_longer_than_a_token_lives() {
             g.reuses()
         ),
     );
-    assert_eq!(g.reuses(), 0);
-    assert!(g.outputs_accepted());
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }

@@ -122,9 +122,7 @@ async fn bootstrap_seeds_the_store_once() {
         || (0..3).all(|i| g.output(i) == g.output(leader)),
     )
     .await;
-    assert_eq!(g.reuses(), 0);
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }
 
 /// Issue 13, test 8 (login): `tokend login` on one host writes the new chain to the
@@ -132,15 +130,7 @@ async fn bootstrap_seeds_the_store_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_seeds_every_replica() {
     let etcd = Etcd::start(1).await;
-    let env = Env::new(Duration::from_secs(30)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
-    g.start_all();
-    wait_for(
-        "every replica's first token",
-        Duration::from_secs(10),
-        || (0..3).all(|i| g.output(i).is_some()),
-    )
-    .await;
+    let g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(30)).await;
     let old = g.output(0);
     let login = start_login(&g.replicas[2].config, &[]).await;
     let redirect = authorize(&login.url).await;
@@ -181,9 +171,7 @@ async fn login_seeds_every_replica() {
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(report[0]["shared"]["role"], "leader", "{report}");
     assert_eq!(report[0]["shared"]["generation"], 3, "{report}");
-    assert_eq!(g.reuses(), 0);
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }
 
 /// Issue 13: the local state file is the newest copy. When etcd lost the record (a
@@ -241,4 +229,100 @@ async fn a_newer_local_state_is_pushed_back() {
     assert!(g.outputs_accepted());
     g.stop_all().await;
     g.assert_no_panic();
+}
+
+/// etcd with authentication on: a user whose role may read and write only the prefix
+/// shares the chain; a wrong password is reported as such, once, and nothing refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_authentication() {
+    let etcd = Etcd::start(1).await;
+    let base = etcd.endpoints()[0].clone();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        ("role/add", r#"{"name":"root"}"#.to_owned()),
+        (
+            "user/add",
+            r#"{"name":"root","password":"root-password"}"#.to_owned(),
+        ),
+        ("user/grant", r#"{"user":"root","role":"root"}"#.to_owned()),
+        ("role/add", r#"{"name":"tokend"}"#.to_owned()),
+        (
+            "role/grant",
+            format!(
+                r#"{{"name":"tokend","perm":{{"permType":"READWRITE","key":"{}","range_end":"{}"}}}}"#,
+                b64("/test/"),
+                b64("/test0")
+            ),
+        ),
+        (
+            "user/add",
+            r#"{"name":"tokend","password":"tokend-password"}"#.to_owned(),
+        ),
+        (
+            "user/grant",
+            r#"{"user":"tokend","role":"tokend"}"#.to_owned(),
+        ),
+        ("enable", "{}".to_owned()),
+    ] {
+        let r = client
+            .post(format!("{base}/v3/auth/{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let env = Env::new(Duration::from_secs(5)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 2]).await;
+    for (i, password) in ["tokend-password", "wrong-password"].iter().enumerate() {
+        let file = g.env.path(&format!("etcd-password-{i}"));
+        std::fs::write(&file, password).unwrap();
+        let cfg = &g.replicas[i].config;
+        let text = std::fs::read_to_string(cfg).unwrap().replace(
+            "prefix = \"/test/\"",
+            &format!(
+                "prefix = \"/test/\"\nusername = \"tokend\"\npassword_file = \"{}\"",
+                file.display()
+            ),
+        );
+        std::fs::write(cfg, text).unwrap();
+    }
+    g.start(0);
+    wait_for(
+        "a token through an authenticated etcd",
+        Duration::from_secs(10),
+        || g.output(0).is_some(),
+    )
+    .await;
+    let before = g.refreshes();
+    wait_for("rotations", Duration::from_secs(10), || {
+        g.refreshes() >= before + 2
+    })
+    .await;
+    g.start(1);
+    wait_for("the refusal, logged", Duration::from_secs(10), || {
+        g.replicas[1]
+            .log_text()
+            .contains("etcd failed: check coordination.etcd.username")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = g.replicas[1].log_text();
+    // Logged once per operation that failed (the lease, the read), not at every retry.
+    let said = log
+        .matches("etcd failed: check coordination.etcd.username")
+        .count();
+    assert!(said <= 2, "logged {said} times:\n{log}");
+    assert!(
+        g.output(1).is_none(),
+        "the replica without access published something"
+    );
+    assert!(!log.contains("tokend-password") && !log.contains("wrong-password"));
+    g.replicas[1].kill().await;
+    g.finish().await;
 }

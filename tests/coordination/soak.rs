@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::cluster::{Etcd, Group, LEASE, Proxy, Watcher, figure, lags, percentile};
-use crate::common::{Env, wait_for};
+use crate::cluster::{Etcd, Group, LEASE, Watcher, figure, lags, percentile, proxies_to};
+use crate::common::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_stops_and_cuts() {
@@ -16,20 +16,8 @@ async fn random_kills_stops_and_cuts() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(45);
     let etcd = Etcd::start(1).await;
-    let env = Env::new(Duration::from_secs(5)).await;
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        proxies.push(Proxy::start(etcd.members[0].client_port).await);
-    }
-    let endpoints = proxies.iter().map(|p| vec![p.endpoint()]).collect();
-    let mut g = Group::new(env, endpoints).await;
-    g.start_all();
-    wait_for(
-        "every replica's first token",
-        Duration::from_secs(10),
-        || (0..3).all(|i| g.output(i).is_some()),
-    )
-    .await;
+    let (proxies, endpoints) = proxies_to(&etcd, 3).await;
+    let mut g = Group::running(endpoints, Duration::from_secs(5)).await;
     let steady = Arc::new(Mutex::new(vec![true; 3]));
     let s = steady.clone();
     let watcher = Watcher::start(g.env.dir.path(), 3, Arc::new(move |i| s.lock().unwrap()[i]));
@@ -47,19 +35,9 @@ async fn random_kills_stops_and_cuts() {
             1 => g.replicas[leader].signal(libc::SIGSTOP),
             _ => proxies[leader].set_cut(true),
         }
-        let mut next = None;
-        while next.is_none() {
-            for r in &g.replicas {
-                if r.id != leader && r.is_leader().await {
-                    next = Some(r.id);
-                }
-            }
-            assert!(
-                hit.elapsed() < LEASE + Duration::from_secs(10),
-                "no takeover"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let next = g
+            .new_leader(leader, hit, LEASE + Duration::from_secs(10))
+            .await;
         takeovers.lock().unwrap().push(hit.elapsed().as_secs_f64());
         // Let the new leader rotate at least once, then heal.
         let before = g.refreshes();
@@ -77,7 +55,7 @@ async fn random_kills_stops_and_cuts() {
         wait_for(
             "the healed replica to catch up",
             Duration::from_secs(15),
-            || g.output(leader) == g.output(next.unwrap_or(leader)),
+            || g.output(leader) == g.output(next),
         )
         .await;
         steady.lock().unwrap()[leader] = true;
@@ -115,7 +93,5 @@ async fn random_kills_stops_and_cuts() {
     );
     // Expired samples are a figure, not a failure: a takeover that takes longer than a
     // token has left (the lease against 4 s here, on a loaded machine) lets it expire.
-    assert_eq!(g.reuses(), 0);
-    g.stop_all().await;
-    g.assert_no_panic();
+    g.finish().await;
 }
