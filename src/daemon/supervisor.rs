@@ -200,13 +200,16 @@ impl Daemon {
     async fn stop_all(&mut self) {
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            self.stop(&name).await;
+            // The process's lease, revoked next, takes every leadership with it.
+            self.stop(&name, Command::Stop).await;
         }
     }
 
-    async fn stop(&mut self, name: &str) {
+    /// Stops one credential with `how`: [`Command::Stop`], or [`Command::Leave`] when
+    /// the process goes on without it (a leadership it holds is given up).
+    async fn stop(&mut self, name: &str, how: Command) {
         if let Some(r) = self.running.remove(name) {
-            let _ = r.commands.send(Command::Stop);
+            let _ = r.commands.send(how);
             if let Err(e) = r.task.await {
                 error!(target: LOG, credential = name, error = %e, "credential task ended abnormally");
             }
@@ -239,11 +242,11 @@ impl Daemon {
             match new.credentials.get(name) {
                 None => {
                     info!(target: LOG, credential = %name, "removed; stopping it");
-                    self.stop(name).await;
+                    self.stop(name, Command::Leave).await;
                 }
                 Some(cfg) if self.running.get(name).is_some_and(|r| r.config != *cfg) => {
                     info!(target: LOG, credential = %name, "changed; restarting it from its state");
-                    self.stop(name).await;
+                    self.stop(name, Command::Leave).await;
                     self.add(cfg);
                 }
                 Some(_) => {

@@ -155,3 +155,47 @@ async fn a_paused_leader_never_refreshes_after_waking() {
     }
     g.finish().await;
 }
+
+/// A credential removed from the leader's configuration (SIGHUP) gives its leadership
+/// up at once; the process, which goes on, does not keep it on its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_removed_by_reload_is_handed_over() {
+    let etcd = Etcd::start(1).await;
+    let env = crate::common::Env::new(Duration::from_secs(30)).await;
+    let mut g = Group::new(env, vec![etcd.endpoints(); 2]).await;
+    // Replica 0 also holds a second credential, so that it keeps running without c.
+    let cfg = g.replicas[0].config.clone();
+    let with_c = std::fs::read_to_string(&cfg).unwrap();
+    let (head, c_table) = with_c.split_at(with_c.find("[credentials.c]").unwrap());
+    let d_table = c_table
+        .replace("credentials.c", "credentials.d")
+        .replace("c.bootstrap", "d.bootstrap")
+        .replace("out/r0/", "out/r0d/");
+    g.env.bootstrap("d");
+    std::fs::write(&cfg, format!("{with_c}\n{d_table}")).unwrap();
+    g.start(0);
+    wait_for("replica 0's token", Duration::from_secs(10), || {
+        g.output(0).is_some()
+    })
+    .await;
+    assert_eq!(g.leader(Duration::from_secs(5)).await, 0);
+    g.start(1);
+    wait_for("replica 1's token", Duration::from_secs(10), || {
+        g.output(1).is_some()
+    })
+    .await;
+    std::fs::write(&cfg, format!("{head}\n{d_table}")).unwrap();
+    let reloaded = Instant::now();
+    g.replicas[0].signal(libc::SIGHUP);
+    let next = g.new_leader(0, reloaded, Duration::from_secs(2)).await;
+    assert_eq!(next, 1);
+    figure(
+        "coordination",
+        &format!(
+            "a credential removed from the leader by SIGHUP: another replica led it after {:.2}s",
+            reloaded.elapsed().as_secs_f64()
+        ),
+    );
+    g.replicas[0].kill().await;
+    g.finish().await;
+}

@@ -151,10 +151,21 @@ impl Member {
         Err(f)
     }
 
-    /// Stops watching; the lease (and with it the leader key) goes with the session.
-    pub async fn stop(self) {
+    /// Stops watching. With `resign`, a leader key this replica holds is deleted, so
+    /// that another replica leads now; otherwise it goes with the process's lease.
+    pub async fn stop(self, resign: bool) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let role = self.view_tx.borrow().role;
+        if let (true, Role::Leader { fence }) = (resign, role) {
+            let keys = &self.keys;
+            let txn = Txn::default()
+                .when("CREATE", &keys.leader, fence)
+                .delete(&keys.leader);
+            if let Err(f) = self.etcd.txn(Op::Release, txn).await {
+                self.complaints.failed(&f);
+            }
+        }
     }
 }
 

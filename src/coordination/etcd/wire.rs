@@ -88,6 +88,12 @@ impl Txn {
         self
     }
 
+    pub fn delete(mut self, key: &str) -> Txn {
+        self.success
+            .push(json!({"request_delete_range": {"key": B64.encode(key)}}));
+        self
+    }
+
     /// The request body.
     pub fn body(self) -> Value {
         json!({"compare": self.compare, "success": self.success, "failure": self.failure})

@@ -53,6 +53,9 @@ pub enum Command {
     Resume,
     /// Finish the work in hand and return.
     Stop,
+    /// Stop, and give up a leadership this replica holds (SPEC §11): the process goes
+    /// on without this credential (SIGHUP removed or changed it).
+    Leave,
 }
 
 /// How a single pass of `once` ended.
@@ -124,6 +127,7 @@ impl<S: StateStore> Credential<S> {
     /// Runs until told to stop (or the daemon goes away).
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         self.start();
+        let mut leaving = false;
         loop {
             self.sync_shared().await;
             self.catch_up_writes();
@@ -142,6 +146,10 @@ impl<S: StateStore> Credential<S> {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Stop) | None => break,
+                    Some(Command::Leave) => {
+                        leaving = true;
+                        break;
+                    }
                     Some(Command::RefreshNow) => self.refresh_now(),
                     Some(Command::Resume) => self.resume(),
                 },
@@ -176,7 +184,7 @@ impl<S: StateStore> Credential<S> {
         // Hooks still running are killed: stopping is bounded by the request timeout.
         self.hooks.shutdown().await;
         if let Some(member) = self.member.take() {
-            Box::pin(member.stop()).await;
+            Box::pin(member.stop(leaving)).await;
         }
         self.report();
     }
