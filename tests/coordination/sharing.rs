@@ -326,3 +326,33 @@ async fn etcd_authentication() {
     g.replicas[1].kill().await;
     g.finish().await;
 }
+
+/// With coordination the local state file is a copy: a corrupt one is replaced by the
+/// shared record instead of blocking the credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_local_copy_is_replaced_by_the_record() {
+    let etcd = Etcd::start(1).await;
+    let mut g = Group::running(vec![etcd.endpoints(); 2], Duration::from_secs(30)).await;
+    let follower = 1 - g.leader(Duration::from_secs(5)).await;
+    g.replicas[follower].kill().await;
+    let state = g.env.path(&format!("state/r{follower}/c.json"));
+    std::fs::write(&state, "{ not a state").unwrap();
+    let _ = std::fs::remove_dir_all(g.env.path(&format!("out/r{follower}")));
+    g.start(follower);
+    wait_for(
+        "the follower's token from the record",
+        Duration::from_secs(10),
+        || g.output(follower).is_some(),
+    )
+    .await;
+    assert!(
+        g.replicas[follower]
+            .log_text()
+            .contains("cannot read the local state file")
+    );
+    wait_for("the local copy repaired", Duration::from_secs(5), || {
+        std::fs::read_to_string(&state).is_ok_and(|t| t.contains("generation"))
+    })
+    .await;
+    g.finish().await;
+}

@@ -90,6 +90,9 @@ pub struct Credential<S: StateStore> {
     corrupt_logged: bool,
     /// Whether this replica led at the last look, for the log.
     leading: Option<bool>,
+    /// The local state file could not be read at start (with coordination: only the
+    /// stored record can say where the chain is).
+    local_unreadable: bool,
 }
 
 impl<S: StateStore> Credential<S> {
@@ -114,6 +117,7 @@ impl<S: StateStore> Credential<S> {
             synced: false,
             corrupt_logged: false,
             leading: None,
+            local_unreadable: false,
         };
         (cred, rx)
     }
@@ -250,6 +254,12 @@ impl<S: StateStore> Credential<S> {
         }
         let stored = match self.store.load() {
             Ok(stored) => stored,
+            // With coordination the chain lives in the store; this file is a copy.
+            Err(e) if self.member.is_some() => {
+                warn!(target: LOG, error = %e, "cannot read the local state file; going on from the shared record, which replaces it");
+                self.local_unreadable = true;
+                None
+            }
             Err(e) => {
                 error!(target: LOG, error = %e, "cannot read the state file; not refreshing, so that the chain it holds is not revoked by replaying an old token. Repair the file, or run `tokend login`, or write a new refresh token to the bootstrap file. Removing the file starts over from the bootstrap token, which has usually been rotated away: the server then refuses it, and a strict one revokes the chain");
                 return self.block(Block::UnreadableState);

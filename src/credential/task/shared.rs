@@ -5,10 +5,11 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::ExposeSecret;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::coordination::LEASE_MARGIN;
 use crate::coordination::{Intent, Op, Record, View};
+use crate::credential::machine::Block;
 use crate::credential::task::{Credential, LOG};
 use crate::rfc3339;
 use crate::store::{State, StateStore};
@@ -91,13 +92,24 @@ impl<S: StateStore> Credential<S> {
         let theirs = stored.state().cloned();
         if !self.synced {
             self.synced = true;
-            let newer = match (theirs, local) {
-                (Some(t), Some(l)) => Some(if l.generation > t.generation { l } else { t }),
-                (t, l) => t.or(l),
+            if theirs.is_none() && self.local_unreadable {
+                // Neither copy says where the chain is: the bootstrap token has probably
+                // been rotated away, and sending it could revoke the chain.
+                error!(target: LOG, "the local state file cannot be read and the store holds no record: not refreshing. Repair the file, or run `tokend login`");
+                return self.block(Block::UnreadableState);
+            }
+            let from_store = match (&theirs, &local) {
+                (Some(t), Some(l)) => t.generation >= l.generation && !same_link(t, l),
+                (Some(_), None) => true,
+                (None, _) => false,
             };
+            let newer = if from_store { theirs } else { local };
             debug!(target: LOG, generation = newer.as_ref().map_or(0, |s| s.generation), leader = ?view.leader, "read the shared record");
             self.begin(newer);
-            self.save_if_needed();
+            if from_store {
+                // The local file becomes a copy of the record.
+                self.save();
+            }
             self.publish();
             return;
         }
