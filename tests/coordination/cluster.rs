@@ -30,11 +30,15 @@ pub struct Member {
     cluster: String,
     child: Option<Child>,
     log: PathBuf,
+    /// A directory with `ca.pem`, `server.pem`, `server.key`, `client.pem` and
+    /// `client.key`: clients then need a certificate from that CA.
+    tls: Option<PathBuf>,
 }
 
 impl Member {
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn spawn(&mut self) {
@@ -43,7 +47,18 @@ impl Member {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new("etcd")
+        let mut etcd = Command::new("etcd");
+        if let Some(dir) = &self.tls {
+            let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+            etcd.args([
+                "--cert-file",
+                &file("server.pem"),
+                "--key-file",
+                &file("server.key"),
+            ])
+            .args(["--client-cert-auth", "--trusted-ca-file", &file("ca.pem")]);
+        }
+        let child = etcd
             .args([
                 "--name",
                 &self.name,
@@ -88,8 +103,24 @@ impl Member {
 
     /// Whether this member answers as part of a cluster with a leader.
     pub async fn healthy(&self) -> bool {
-        let (status, body) = fetch(&format!("{}/health", self.endpoint())).await;
-        status == 200 && body.contains("\"true\"")
+        let url = format!("{}/health", self.endpoint());
+        let Some(dir) = &self.tls else {
+            let (status, body) = fetch(&url).await;
+            return status == 200 && body.contains("\"true\"");
+        };
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        let mut pem = read("client.pem");
+        pem.extend(read("client.key"));
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&read("ca.pem")).unwrap()])
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        match client.get(&url).send().await {
+            Ok(r) => r.text().await.is_ok_and(|b| b.contains("\"true\"")),
+            Err(_) => false,
+        }
     }
 }
 
@@ -109,6 +140,16 @@ pub struct Etcd {
 
 impl Etcd {
     pub async fn start(n: usize) -> Etcd {
+        Etcd::start_with(n, None).await
+    }
+
+    /// One member serving TLS, with client certificates required (see [`Member`]).
+    pub async fn start_tls(files: &Path) -> Etcd {
+        Etcd::start_with(1, Some(files.to_owned())).await
+    }
+
+    async fn start_with(n: usize, tls: Option<PathBuf>) -> Etcd {
+        tokend::tls::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let cluster = ports
@@ -128,6 +169,7 @@ impl Etcd {
                 cluster: cluster.clone(),
                 child: None,
                 log: dir.path().join(format!("m{i}.log")),
+                tls: tls.clone(),
             })
             .collect();
         for m in &mut members {

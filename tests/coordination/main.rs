@@ -8,5 +8,6 @@ mod common;
 mod cluster;
 mod failover;
 mod outages;
+mod security;
 mod sharing;
 mod soak;
