@@ -34,6 +34,9 @@ pub struct Report {
     /// With `[coordination]`: the credential as the store holds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedReport>,
+    /// The state file's generation, for `shared` (reported there).
+    #[serde(skip)]
+    generation: Option<u64>,
 }
 
 /// A shared credential (SPEC §11): who leads, and which generation the store holds.
@@ -74,6 +77,7 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
                         .map(|e| format!("{}: {}", rfc3339::format(e.at), e.message)),
                     blocked,
                     shared: None,
+                    generation: Some(s.generation),
                 }
             }
             Ok(None) => Report::missing(&c.name, "no state yet".into()),
@@ -97,6 +101,7 @@ impl Report {
             last_error: Some(why),
             blocked: false,
             shared: None,
+            generation: None,
         }
     }
 }
@@ -130,7 +135,6 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
         let Some(cred) = config.credentials.get(&r.name) else {
             continue;
         };
-        let local = read_state_file(&cred.state_file).ok().flatten();
         // The daemon's identity: its own pid when none is configured.
         let daemon = std::fs::read_to_string(lock_path(&cred.state_file))
             .ok()
@@ -141,7 +145,7 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
             role: "not running".into(),
             leader: None,
             generation: None,
-            local_generation: local.map(|s| s.generation),
+            local_generation: r.generation,
             error: None,
         };
         match etcd.describe(&r.name).await {

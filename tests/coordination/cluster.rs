@@ -467,6 +467,16 @@ impl Group {
         self.assert_no_panic();
     }
 
+    /// Adds `lines` to replica `i`'s `[coordination.etcd]` table.
+    pub fn add_etcd_settings(&self, i: usize, lines: &str) {
+        let cfg = &self.replicas[i].config;
+        let text = std::fs::read_to_string(cfg).unwrap().replace(
+            "prefix = \"/test/\"",
+            &format!("prefix = \"/test/\"\n{lines}"),
+        );
+        std::fs::write(cfg, text).unwrap();
+    }
+
     pub fn start(&mut self, i: usize) {
         let r = &mut self.replicas[i];
         let log = format!("r{i}-{}.log", r.runs);

@@ -58,35 +58,13 @@ async fn etcd_authentication() {
     for (i, password) in ["tokend-password", "wrong-password"].iter().enumerate() {
         let file = g.env.path(&format!("etcd-password-{i}"));
         std::fs::write(&file, password).unwrap();
-        let cfg = &g.replicas[i].config;
-        let text = std::fs::read_to_string(cfg).unwrap().replace(
-            "prefix = \"/test/\"",
-            &format!(
-                "prefix = \"/test/\"\nusername = \"tokend\"\npassword_file = \"{}\"",
-                file.display()
-            ),
+        let lines = format!(
+            "username = \"tokend\"\npassword_file = \"{}\"",
+            file.display()
         );
-        std::fs::write(cfg, text).unwrap();
+        g.add_etcd_settings(i, &lines);
     }
-    g.start(0);
-    wait_for(
-        "a token through an authenticated etcd",
-        Duration::from_secs(10),
-        || g.output(0).is_some(),
-    )
-    .await;
-    let before = g.refreshes();
-    wait_for("rotations", Duration::from_secs(10), || {
-        g.refreshes() >= before + 2
-    })
-    .await;
-    g.start(1);
-    wait_for("the refusal, logged", Duration::from_secs(10), || {
-        g.replicas[1]
-            .log_text()
-            .contains("etcd failed: check coordination.etcd.username")
-    })
-    .await;
+    admitted_then_refused(&mut g, "etcd failed: check coordination.etcd.username").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let log = g.replicas[1].log_text();
     // Logged once per operation that failed (the lease, the read), not at every retry.
@@ -113,30 +91,30 @@ async fn etcd_over_tls_with_client_certificates() {
     write_tls_files(&tls);
     let etcd = Etcd::start_tls(&tls).await;
     let mut g = Group::new(env, vec![etcd.endpoints(); 2]).await;
-    for i in 0..2 {
-        let cfg = &g.replicas[i].config;
-        // Replica 1 trusts the CA but has no certificate of its own.
-        let client = if i == 0 {
-            format!(
-                "\ncert_file = \"{}\"\nkey_file = \"{}\"",
-                tls.join("client.pem").display(),
-                tls.join("client.key").display()
-            )
-        } else {
-            String::new()
-        };
-        let text = std::fs::read_to_string(cfg).unwrap().replace(
-            "prefix = \"/test/\"",
-            &format!(
-                "prefix = \"/test/\"\nca_file = \"{}\"{client}",
-                tls.join("ca.pem").display()
-            ),
-        );
-        std::fs::write(cfg, text).unwrap();
-    }
+    let ca = format!("ca_file = \"{}\"", tls.join("ca.pem").display());
+    let client = format!(
+        "\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        tls.join("client.pem").display(),
+        tls.join("client.key").display()
+    );
+    g.add_etcd_settings(0, &format!("{ca}{client}"));
+    // Replica 1 trusts the CA but has no certificate of its own.
+    g.add_etcd_settings(1, &ca);
+    admitted_then_refused(&mut g, "etcd failed").await;
+    assert!(
+        g.output(1).is_none(),
+        "a replica without a certificate published something"
+    );
+    g.replicas[1].kill().await;
+    g.finish().await;
+}
+
+/// Replica 0 gets tokens and rotates through etcd; replica 1 is refused by etcd, and
+/// its log says `refusal`.
+async fn admitted_then_refused(g: &mut Group, refusal: &str) {
     g.start(0);
     wait_for(
-        "a token through etcd over TLS",
+        "replica 0's token through etcd",
         Duration::from_secs(10),
         || g.output(0).is_some(),
     )
@@ -148,15 +126,9 @@ async fn etcd_over_tls_with_client_certificates() {
     .await;
     g.start(1);
     wait_for("the refusal, logged", Duration::from_secs(10), || {
-        g.replicas[1].log_text().contains("etcd failed")
+        g.replicas[1].log_text().contains(refusal)
     })
     .await;
-    assert!(
-        g.output(1).is_none(),
-        "a replica without a certificate published something"
-    );
-    g.replicas[1].kill().await;
-    g.finish().await;
 }
 
 /// A private CA, a certificate for 127.0.0.1 and one for a client, as PEM files.

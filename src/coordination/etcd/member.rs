@@ -84,8 +84,14 @@ impl Member {
         &self.keys.identity
     }
 
+    /// The view as it stands (a copy: the record in it holds the chain).
     pub fn view(&self) -> View {
         self.view.borrow().clone()
+    }
+
+    /// A look at the view without copying the record.
+    pub fn peek<T>(&self, look: impl FnOnce(&View) -> T) -> T {
+        look(&self.view.borrow())
     }
 
     /// Waits until the view changes.

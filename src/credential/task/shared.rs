@@ -19,29 +19,30 @@ use crate::store::{State, StateStore};
 pub const NOT_NOW: Duration = Duration::from_secs(2);
 
 impl<S: StateStore> Credential<S> {
-    fn shared_view(&self) -> Option<View> {
-        self.member.as_ref().map(|m| m.view())
-    }
-
     /// Whether this replica may refresh now: always alone; with coordination only as
     /// the leader, holding the stored generation, on a live lease.
     pub(super) fn may_refresh(&self) -> bool {
         let Some(member) = &self.member else {
             return true;
         };
-        let view = member.view();
-        let in_sync = view
-            .stored
-            .as_ref()
-            .is_some_and(|s| s.corrupt.is_none() && s.generation() == self.machine.generation());
-        self.synced && in_sync && view.role.is_leader() && member.lease().is_some()
+        let in_sync_leader = member.peek(|view| {
+            view.role.is_leader()
+                && view.stored.as_ref().is_some_and(|s| {
+                    s.corrupt.is_none() && s.generation() == self.machine.generation()
+                })
+        });
+        self.synced && in_sync_leader && member.lease().is_some()
     }
 
     /// A rotation this replica holds and the store does not (it pushes it as leader).
     pub(super) fn ahead_of_store(&self) -> bool {
-        self.shared_view()
-            .and_then(|v| v.stored)
-            .is_some_and(|s| self.machine.generation() > s.generation())
+        self.member.as_ref().is_some_and(|m| {
+            m.peek(|v| {
+                v.stored
+                    .as_ref()
+                    .is_some_and(|s| self.machine.generation() > s.generation())
+            })
+        })
     }
 
     // The store's work is boxed where the task calls it: its futures hold HTTP requests
@@ -73,7 +74,7 @@ impl<S: StateStore> Credential<S> {
     /// where the chain continues from; later, a newer (or, on a tie, different) stored
     /// record is adopted and published; a newer local one is pushed by the leader.
     async fn reconcile(&mut self) {
-        let Some(view) = self.shared_view() else {
+        let Some(view) = self.member.as_ref().map(|m| m.view()) else {
             return;
         };
         self.note_role(&view);
@@ -182,13 +183,12 @@ impl<S: StateStore> Credential<S> {
             return true;
         };
         let generation = self.machine.generation();
-        if let Some(previous) = member
-            .view()
-            .stored
-            .and_then(|s| s.record)
-            .and_then(|r| r.intent)
-            .filter(|i| i.identity != member.identity() && i.generation == generation)
-        {
+        let unfinished = member.peek(|v| {
+            let intent = v.stored.as_ref()?.record.as_ref()?.intent.as_ref()?;
+            (intent.identity != member.identity() && intent.generation == generation)
+                .then(|| intent.clone())
+        });
+        if let Some(previous) = unfinished {
             warn!(
                 target: LOG,
                 previous_leader = %previous.identity,

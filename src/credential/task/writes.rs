@@ -82,7 +82,7 @@ impl<S: StateStore> Credential<S> {
         let mut health = self.machine.health(now);
         if let Some(member) = &self.member {
             health.shared = Some(Shared {
-                leader: member.view().role.is_leader(),
+                leader: member.peek(|v| v.role.is_leader()),
                 generation: self.machine.generation(),
             });
         }
