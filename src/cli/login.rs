@@ -47,18 +47,19 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
 /// With `[coordination]`: the new chain becomes the shared record, as the newest
 /// generation, so that every replica adopts it (SPEC §11).
 async fn seed_store(c: &CoordinationConfig, cred: &CredentialConfig, outcome: &Outcome) -> u8 {
-    let seeded = match crate::coordination::connect(c) {
-        Ok(etcd) => etcd.seed(&cred.name, &outcome.state).await,
+    let store = c.store.name();
+    let seeded = match crate::coordination::Connection::open(c) {
+        Ok(store) => store.seed(&cred.name, &outcome.state).await,
         Err(e) => Err(e),
     };
     match seeded {
         Ok(generation) => {
-            outln!("  stored in etcd as generation {generation}: every replica adopts it");
+            outln!("  stored in {store} as generation {generation}: every replica adopts it");
             exit::OK
         }
         Err(e) => {
             errln!(
-                "tokend: the new chain is saved on this host only: etcd could not be written ({e}). Run `tokend login {}` again once etcd is reachable; until then the other replicas go on with the old chain",
+                "tokend: the new chain is saved on this host only: {store} could not be written ({e}). Run `tokend login {}` again once {store} is reachable; until then the other replicas go on with the old chain",
                 cred.name
             );
             exit::TEMPFAIL

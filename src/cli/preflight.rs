@@ -10,7 +10,7 @@ use std::path::Path;
 
 use secrecy::ExposeSecret;
 
-use crate::config::coordination::EtcdConfig;
+use crate::config::coordination::{EtcdConfig, KubernetesConfig, StoreConfig};
 use crate::config::{Config, CredentialConfig, MIN_SECRET_LEN, SecretReadError, SecretSource};
 use crate::oauth::Clients;
 
@@ -64,13 +64,16 @@ fn look(config: &Config, full: bool) -> Findings {
         relative_paths(&mut f, c);
     }
     if full && let Some(coordination) = &config.coordination {
-        store_files(&mut f, &coordination.etcd);
+        match &coordination.store {
+            StoreConfig::Etcd(etcd) => etcd_files(&mut f, etcd),
+            StoreConfig::Kubernetes(k) => kubernetes_files(&mut f, k),
+        }
     }
     f
 }
 
 /// The files etcd's connection reads when it first connects: readable now, or said so.
-fn store_files(f: &mut Findings, etcd: &EtcdConfig) {
+fn etcd_files(f: &mut Findings, etcd: &EtcdConfig) {
     let files = [
         ("ca_file", etcd.ca_file.as_deref()),
         ("cert_file", etcd.cert_file.as_deref()),
@@ -87,6 +90,29 @@ fn store_files(f: &mut Findings, etcd: &EtcdConfig) {
     if let Some(Err(e)) = etcd.password.as_ref().map(SecretSource::read) {
         f.errors
             .push(format!("coordination.etcd.password_file: {e}"));
+    }
+}
+
+/// Where the Kubernetes API is and the files it needs, as the daemon would find them
+/// in this pod (or as the table says outside one).
+fn kubernetes_files(f: &mut Findings, k: &KubernetesConfig) {
+    let target = match k.in_this_pod() {
+        Ok(t) => t,
+        Err(e) => return f.errors.push(e),
+    };
+    let files = [
+        ("token_file", target.token_file),
+        ("ca_file", target.ca_file),
+    ];
+    for (key, path) in files {
+        if let Some(path) = path
+            && let Err(e) = std::fs::read(&path)
+        {
+            f.errors.push(format!(
+                "coordination.kubernetes.{key}: {}: {e}",
+                path.display()
+            ));
+        }
     }
 }
 

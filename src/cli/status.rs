@@ -123,10 +123,10 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
     let Some(coordination) = &config.coordination else {
         return;
     };
-    let etcd = crate::coordination::connect(coordination);
+    let store = crate::coordination::Connection::open(coordination);
     for r in reports.iter_mut() {
-        let etcd = match &etcd {
-            Ok(etcd) => etcd,
+        let store = match &store {
+            Ok(store) => store,
             Err(e) => {
                 r.shared = Some(SharedReport::unread(e.to_string()));
                 continue;
@@ -148,7 +148,7 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
             local_generation: r.generation,
             error: None,
         };
-        match etcd.describe(&r.name).await {
+        match store.describe(&r.name).await {
             Ok((leader, stored)) => {
                 if daemon.is_some() {
                     shared.role = if leader.is_some() && leader == daemon {

@@ -21,24 +21,52 @@ pub enum Kind {
     Corrupt,
 }
 
+/// Which store a failure came from: the remedies differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Etcd,
+    Kubernetes,
+}
+
+impl Store {
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Etcd => "etcd",
+            Store::Kubernetes => "the Kubernetes API",
+        }
+    }
+}
+
 impl Kind {
     /// What an operator can do about it, for the log line.
-    pub fn remedy(self) -> &'static str {
-        match self {
-            Kind::Unreachable => {
+    pub fn remedy(self, store: Store) -> &'static str {
+        match (self, store) {
+            (Kind::Unreachable, Store::Etcd) => {
                 "check coordination.etcd.endpoints and that etcd is up and reachable from this host; nobody refreshes until it is"
             }
-            Kind::Timeout => {
+            (Kind::Unreachable, Store::Kubernetes) => {
+                "check that the API server is up and reachable from this pod (coordination.kubernetes.server); nobody refreshes until it is"
+            }
+            (Kind::Timeout, Store::Etcd) => {
                 "etcd answered too slowly: check its health and load, or raise coordination.etcd.timeout"
             }
-            Kind::AuthRefused => {
+            (Kind::Timeout, Store::Kubernetes) => {
+                "the API server answered too slowly: check its health and load, or raise coordination.kubernetes.timeout"
+            }
+            (Kind::AuthRefused, Store::Etcd) => {
                 "check coordination.etcd.username and password_file (or the client certificate), and that the user's role may read and write the prefix"
             }
-            Kind::ConditionFailed => {
+            (Kind::AuthRefused, Store::Kubernetes) => {
+                "check the pod's service account token, and that its Role grants get, list, watch, create and update on the credential's Lease and Secret (see config/kubernetes/tokend-replicas-kubernetes.yaml)"
+            }
+            (Kind::ConditionFailed, _) => {
                 "another replica moved the chain; this one adopts the stored record (nothing to do)"
             }
-            Kind::Corrupt => {
+            (Kind::Corrupt, Store::Etcd) => {
                 "the stored record is not one tokend wrote: repair or delete the key (a deleted record is seeded again from the bootstrap token)"
+            }
+            (Kind::Corrupt, Store::Kubernetes) => {
+                "the Secret is not one tokend wrote, or the API server refused what tokend sent: repair or delete the Secret (a deleted record is seeded again from the bootstrap token)"
             }
         }
     }

@@ -2,125 +2,89 @@
 //! fenced record, in a distributed store. A layer beside the state file: the
 //! credential task asks it who leads and what is stored, and writes through it.
 //!
-//! - this file: the process's [`Coordination`] and what a credential sees ([`View`])
+//! - this file: the process's [`Coordination`], and one-off [`Connection`]s
+//! - [`view`]: what a credential sees ([`View`], [`Role`])
+//! - [`member`]: a credential's handle, whichever the store
 //! - [`record`]: the shared record and its intent
 //! - [`error`]: the store's failures, classified; [`report`]: logged once, counted
+//! - [`transport`]: the HTTP client and streamed answers both stores use
 //! - [`etcd`]: the etcd backend (connection, lease, per-credential member)
+//! - [`kubernetes`]: the Kubernetes backend (Lease and Secret per credential)
 
 pub mod error;
 pub mod etcd;
+pub mod kubernetes;
+pub mod member;
 pub mod record;
 pub mod report;
+pub mod transport;
+pub mod view;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::coordination::CoordinationConfig;
+use crate::config::coordination::{CoordinationConfig, StoreConfig};
+use crate::store::State;
 use crate::telemetry::Board;
 
-pub use error::{Kind, Op, StoreFailure};
-pub use etcd::member::Member;
+pub use error::{Kind, Op, Store, StoreFailure};
+pub use member::Member;
 pub use record::{Intent, Record, Stored};
+pub use view::{Role, View};
 
 /// Pinned log target: operators and tests filter on it, whatever the module is called.
 pub const LOG: &str = "tokend::coordination";
 
-/// Who refreshes a credential, as this replica knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// The store cannot be read: nobody is known to lead, and this replica does not.
-    #[default]
-    Unknown,
-    Follower,
-    /// This replica holds the leader key; `fence` is the key's create_revision, which
-    /// every write is conditional on.
-    Leader {
-        fence: i64,
-    },
-}
-
-impl Role {
-    pub fn is_leader(self) -> bool {
-        matches!(self, Role::Leader { .. })
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Role::Unknown => "unknown",
-            Role::Follower => "follower",
-            Role::Leader { .. } => "leader",
-        }
-    }
-}
-
-/// A credential's condition in the store, as last read.
-#[derive(Debug, Clone, Default)]
-pub struct View {
-    pub role: Role,
-    /// The leader's identity, when there is one.
-    pub leader: Option<String>,
-    /// The record; `None` until the store has been read once.
-    pub stored: Option<Stored>,
-    /// The store revision the record is known as of: older news is ignored.
-    observed: i64,
-}
-
-impl View {
-    /// Takes `stored` as the record as of revision `at`; true when it changed.
-    fn apply_state(&mut self, stored: Stored, at: i64) -> bool {
-        if at < self.observed {
-            return false;
-        }
-        self.observed = at;
-        let before = self
-            .stored
-            .as_ref()
-            .map(|s| (s.revision, s.corrupt.is_some()));
-        let after = (stored.revision, stored.corrupt.is_some());
-        self.stored = Some(stored);
-        before != Some(after)
-    }
-
-    fn set_leader(&mut self, leader: Option<String>, role: Role) -> bool {
-        let changed = self.leader != leader || self.role != role;
-        self.leader = leader;
-        self.role = role;
-        changed
-    }
-}
-
-/// The process's part in coordination: its store connection and lease.
+/// The process's part in coordination: its store connection (and with etcd, its lease).
 pub struct Coordination {
     cfg: CoordinationConfig,
-    etcd: Arc<etcd::Etcd>,
-    session: etcd::session::Session,
     board: Arc<Board>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    backend: Backend,
+}
+
+enum Backend {
+    Etcd {
+        etcd: Arc<etcd::Etcd>,
+        session: etcd::session::Session,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    },
+    Kubernetes(kubernetes::Kubernetes),
 }
 
 impl Coordination {
-    /// Starts keeping this replica's lease; nothing here waits for the store. Fails
-    /// only when its TLS files cannot be used.
+    /// Starts keeping this replica's lease (etcd); nothing here waits for the store.
+    /// Fails only when the store's configuration cannot be used (TLS files; outside a
+    /// pod, no Kubernetes server).
     pub fn start(
         cfg: &CoordinationConfig,
         board: Arc<Board>,
     ) -> Result<Coordination, StoreFailure> {
-        let etcd = Arc::new(etcd::Etcd::new(cfg.etcd.clone(), cfg.lease)?);
-        let (stop, stop_rx) = watch::channel(false);
-        let complaints = report::Complaints::new("", board.clone());
-        let (session, task) =
-            etcd::session::Session::start(etcd.clone(), cfg.lease, complaints, stop_rx);
-        tracing::info!(target: LOG, identity = %cfg.identity(), "coordinating through etcd");
+        let backend = match &cfg.store {
+            StoreConfig::Etcd(e) => {
+                let etcd = Arc::new(etcd::Etcd::new(e.clone(), cfg.lease)?);
+                let (stop, stop_rx) = watch::channel(false);
+                let complaints = report::Complaints::new("", Store::Etcd, board.clone());
+                let (session, task) =
+                    etcd::session::Session::start(etcd.clone(), cfg.lease, complaints, stop_rx);
+                Backend::Etcd {
+                    etcd,
+                    session,
+                    stop,
+                    task,
+                }
+            }
+            StoreConfig::Kubernetes(k) => {
+                Backend::Kubernetes(kubernetes::Kubernetes::new(k, cfg.lease)?)
+            }
+        };
+        tracing::info!(target: LOG, identity = %cfg.identity(), "coordinating through {}", cfg.store.name());
         Ok(Coordination {
             cfg: cfg.clone(),
-            etcd,
-            session,
             board,
-            stop,
-            task,
+            backend,
         })
     }
 
@@ -130,25 +94,75 @@ impl Coordination {
 
     /// Starts following one credential.
     pub fn member(&self, credential: &str) -> Member {
-        let complaints = report::Complaints::new(credential, self.board.clone());
-        Member::start(
-            self.etcd.clone(),
-            self.session.clone(),
-            credential,
-            &self.cfg.identity(),
-            complaints,
-        )
+        let identity = self.cfg.identity();
+        match &self.backend {
+            Backend::Etcd { etcd, session, .. } => {
+                let complaints =
+                    report::Complaints::new(credential, Store::Etcd, self.board.clone());
+                Member::Etcd(etcd::member::Member::start(
+                    etcd.clone(),
+                    session.clone(),
+                    credential,
+                    &identity,
+                    complaints,
+                ))
+            }
+            Backend::Kubernetes(k) => {
+                let complaints =
+                    report::Complaints::new(credential, Store::Kubernetes, self.board.clone());
+                Member::Kubernetes(kubernetes::member::Member::start(
+                    k.api.clone(),
+                    k.object_name(credential),
+                    &identity,
+                    self.cfg.lease,
+                    complaints,
+                ))
+            }
+        }
     }
 
-    /// Gives the lease back, so that other replicas lead at once. Call after every
-    /// credential has stopped.
+    /// Gives the process's lease back (etcd), so that other replicas lead at once. Call
+    /// after every credential has stopped (a Kubernetes Lease goes with its credential).
     pub async fn release(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        if let Backend::Etcd { stop, task, .. } = self.backend {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
     }
 }
 
 /// A one-off connection, for `status` and `login`.
-pub fn connect(cfg: &CoordinationConfig) -> Result<etcd::Etcd, StoreFailure> {
-    etcd::Etcd::new(cfg.etcd.clone(), cfg.lease)
+pub enum Connection {
+    Etcd(etcd::Etcd),
+    Kubernetes(kubernetes::Kubernetes),
+}
+
+impl Connection {
+    pub fn open(cfg: &CoordinationConfig) -> Result<Connection, StoreFailure> {
+        Ok(match &cfg.store {
+            StoreConfig::Etcd(e) => Connection::Etcd(etcd::Etcd::new(e.clone(), cfg.lease)?),
+            StoreConfig::Kubernetes(k) => {
+                Connection::Kubernetes(kubernetes::Kubernetes::new(k, cfg.lease)?)
+            }
+        })
+    }
+
+    /// The credential's leader identity and record, read once.
+    pub async fn describe(
+        &self,
+        credential: &str,
+    ) -> Result<(Option<String>, Stored), StoreFailure> {
+        match self {
+            Connection::Etcd(e) => e.describe(credential).await,
+            Connection::Kubernetes(k) => k.describe(credential).await,
+        }
+    }
+
+    /// Makes `state` the credential's record as the newest generation (`tokend login`).
+    pub async fn seed(&self, credential: &str, state: &State) -> Result<u64, StoreFailure> {
+        match self {
+            Connection::Etcd(e) => e.seed(credential, state).await,
+            Connection::Kubernetes(k) => k.seed(credential, state).await,
+        }
+    }
 }

@@ -7,22 +7,24 @@ use std::sync::{Arc, Mutex};
 use tracing::{error, info, warn};
 
 use crate::coordination::LOG;
-use crate::coordination::error::{Kind, Op, StoreFailure};
+use crate::coordination::error::{Kind, Op, Store, StoreFailure};
 use crate::telemetry::Board;
 
 /// One credential's (or, with an empty name, the process's) store failures.
 #[derive(Clone)]
 pub struct Complaints {
     credential: String,
+    store: Store,
     board: Arc<Board>,
     /// The kind of the last failure of each operation, until it succeeds again.
     last: Arc<Mutex<HashMap<Op, Kind>>>,
 }
 
 impl Complaints {
-    pub fn new(credential: &str, board: Arc<Board>) -> Self {
+    pub fn new(credential: &str, store: Store, board: Arc<Board>) -> Self {
         Complaints {
             credential: credential.to_owned(),
+            store,
             board,
             last: Arc::default(),
         }
@@ -39,14 +41,14 @@ impl Complaints {
         if !first {
             return;
         }
-        let (op, remedy) = (f.op.label(), f.kind.remedy());
+        let (op, remedy, store) = (f.op.label(), f.kind.remedy(self.store), self.store.name());
         match f.kind {
             Kind::ConditionFailed => info!(target: LOG, op, error = %f.detail, "{remedy}"),
             Kind::Timeout | Kind::Unreachable => {
-                warn!(target: LOG, op, error = %f.detail, "etcd failed: {remedy}")
+                warn!(target: LOG, op, error = %f.detail, "{store} failed: {remedy}")
             }
             Kind::AuthRefused | Kind::Corrupt => {
-                error!(target: LOG, op, error = %f.detail, "etcd failed: {remedy}")
+                error!(target: LOG, op, error = %f.detail, "{store} failed: {remedy}")
             }
         }
     }
@@ -58,7 +60,7 @@ impl Complaints {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&op);
         if was.is_some_and(|k| k != Kind::ConditionFailed) {
-            info!(target: LOG, op = op.label(), "etcd answers again");
+            info!(target: LOG, op = op.label(), "{} answers again", self.store.name());
         }
     }
 }

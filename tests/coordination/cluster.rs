@@ -213,16 +213,6 @@ pub struct Proxy {
     held: Arc<AtomicBool>,
 }
 
-/// One proxy per replica, all to etcd's first member, and each replica's endpoints.
-pub async fn proxies_to(etcd: &Etcd, n: usize) -> (Vec<Proxy>, Vec<Vec<String>>) {
-    let mut proxies = Vec::new();
-    for _ in 0..n {
-        proxies.push(Proxy::start(etcd.members[0].client_port).await);
-    }
-    let endpoints = proxies.iter().map(|p| vec![p.endpoint()]).collect();
-    (proxies, endpoints)
-}
-
 impl Proxy {
     pub async fn start(upstream: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -250,10 +240,6 @@ impl Proxy {
             hold,
             held,
         }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
     }
 
     pub fn set_cut(&self, cut: bool) {
@@ -396,8 +382,8 @@ impl Replica {
     }
 }
 
-/// Three (or n) replicas of credential `c` against the emulator, each reaching etcd
-/// through `endpoints(i)`.
+/// Three (or n) replicas of credential `c` against the emulator, each reaching the
+/// store through its own backend table.
 pub struct Group {
     pub env: Env,
     pub replicas: Vec<Replica>,
@@ -406,15 +392,16 @@ pub struct Group {
 pub const LEASE: Duration = Duration::from_secs(3);
 
 impl Group {
-    /// Writes each replica's configuration; `endpoints[i]` are replica i's etcd URLs.
-    pub async fn new(env: Env, endpoints: Vec<Vec<String>>) -> Group {
+    /// Writes each replica's configuration; `tables[i]` is replica i's backend table
+    /// ([`crate::stores::Store::table`], [`etcd_table`]).
+    pub async fn new(env: Env, tables: Vec<String>) -> Group {
         env.bootstrap("c");
-        let replicas = endpoints
+        let replicas = tables
             .iter()
             .enumerate()
-            .map(|(i, eps)| {
+            .map(|(i, table)| {
                 let health = free_port();
-                let text = replica_toml(&env, i, eps, health);
+                let text = replica_toml(&env, i, table, health);
                 let config = env.path(&format!("r{i}.toml"));
                 std::fs::write(&config, text).unwrap();
                 Replica {
@@ -430,9 +417,9 @@ impl Group {
     }
 
     /// Replicas on 5 s tokens (or `lifetime`), all started, each with its first token.
-    pub async fn running(endpoints: Vec<Vec<String>>, lifetime: Duration) -> Group {
+    pub async fn running(tables: Vec<String>, lifetime: Duration) -> Group {
         let env = Env::new(lifetime).await;
-        let mut g = Group::new(env, endpoints).await;
+        let mut g = Group::new(env, tables).await;
         g.start_all();
         let n = g.replicas.len();
         let start = Instant::now();
@@ -575,27 +562,30 @@ impl Drop for Group {
     }
 }
 
-fn replica_toml(env: &Env, i: usize, endpoints: &[String], health: u16) -> String {
-    let c = env.emu.config();
-    std::fs::write(env.path("client_secret"), &c.client_secret).unwrap();
-    let dir = env.dir.path().display();
+/// The etcd backend table of a replica that reaches etcd at `endpoints`.
+pub fn etcd_table(endpoints: &[String]) -> String {
     let eps = endpoints
         .iter()
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
+        "backend = \"etcd\"\n[coordination.etcd]\nendpoints = [{eps}]\nprefix = \"/test/\"\ntimeout = \"1s\"\n"
+    )
+}
+
+fn replica_toml(env: &Env, i: usize, table: &str, health: u16) -> String {
+    let c = env.emu.config();
+    std::fs::write(env.path("client_secret"), &c.client_secret).unwrap();
+    let dir = env.dir.path().display();
+    format!(
         r#"state_dir = "{dir}/state/r{i}"
 [health]
 listen = "127.0.0.1:{health}"
 [coordination]
-backend = "etcd"
 identity = "replica-{i}"
 lease = "{lease}s"
-[coordination.etcd]
-endpoints = [{eps}]
-prefix = "/test/"
-timeout = "1s"
+{table}
 [credentials.c]
 token_url = "{url}"
 authorize_url = "{authorize}"

@@ -4,14 +4,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Etcd, Group, LEASE, Watcher, figure, percentile, proxies_to};
+use crate::cluster::{Group, LEASE, Watcher, figure, percentile};
 use crate::common::wait_for;
+use crate::stores::{Backend, Store};
 
-/// Issue 13, test 2: kill -9 of the leader, ten times in a row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_leader_is_replaced_within_the_lease() {
-    let etcd = Etcd::start(1).await;
-    let mut g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(5)).await;
+with_each_store!(a_killed_leader_is_replaced_within_the_lease);
+with_each_store!(a_stopped_leader_hands_over_at_once);
+with_each_store!(a_paused_leader_never_refreshes_after_waking);
+with_each_store!(a_credential_removed_by_reload_is_handed_over);
+
+/// Issues 13 and 14, test 2: kill -9 of the leader, ten times in a row.
+async fn a_killed_leader_is_replaced_within_the_lease(backend: Backend) {
+    let store = Store::start(backend).await;
+    let mut g = Group::running(store.tables(3), Duration::from_secs(5)).await;
     let alive = Arc::new(Mutex::new(vec![true; 3]));
     let a = alive.clone();
     let watcher = Watcher::start(g.env.dir.path(), 3, Arc::new(move |i| a.lock().unwrap()[i]));
@@ -48,7 +53,7 @@ async fn a_killed_leader_is_replaced_within_the_lease() {
     figure(
         "coordination",
         &format!(
-            "kill -9 of the leader x10: takeover_s median={:.2} worst={:.2} reuses={} refreshes={} expired_samples={expired}",
+            "{backend:?}: kill -9 of the leader x10: takeover_s median={:.2} worst={:.2} reuses={} refreshes={} expired_samples={expired}",
             percentile(&takeovers, 0.5),
             percentile(&takeovers, 1.0),
             g.reuses(),
@@ -57,13 +62,13 @@ async fn a_killed_leader_is_replaced_within_the_lease() {
     );
     assert_eq!(expired, 0, "a live replica's output expired");
     g.finish().await;
+    store.assert_requests_clean().await;
 }
 
-/// Issue 13, test 7: SIGTERM gives the lease back at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_leader_hands_over_at_once() {
-    let etcd = Etcd::start(1).await;
-    let mut g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(5)).await;
+/// Issues 13 and 14, test 7: SIGTERM gives the lease back at once.
+async fn a_stopped_leader_hands_over_at_once(backend: Backend) {
+    let store = Store::start(backend).await;
+    let mut g = Group::running(store.tables(3), Duration::from_secs(5)).await;
     let mut took = Vec::new();
     for _ in 0..3 {
         let leader = g.leader(Duration::from_secs(10)).await;
@@ -80,23 +85,23 @@ async fn a_stopped_leader_hands_over_at_once() {
     figure(
         "coordination",
         &format!(
-            "SIGTERM of the leader x3: takeover_s worst={:.2} reuses={}",
+            "{backend:?}: SIGTERM of the leader x3: takeover_s worst={:.2} reuses={}",
             percentile(&took, 1.0),
             g.reuses()
         ),
     );
     assert!(percentile(&took, 1.0) <= 2.0, "takeovers: {took:?}");
     g.finish().await;
+    store.assert_requests_clean().await;
 }
 
-/// Issue 13, test 3: a leader stopped (SIGSTOP) past its lease, once at a random
+/// Issues 13 and 14, test 3: a leader stopped (SIGSTOP) past its lease, once at a random
 /// moment and once exactly between its intent write and its request, wakes up, never
 /// sends a refresh, and follows the newer record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_leader_never_refreshes_after_waking() {
-    let etcd = Etcd::start(1).await;
-    let (proxies, endpoints) = proxies_to(&etcd, 3).await;
-    let g = Group::running(endpoints, Duration::from_secs(5)).await;
+async fn a_paused_leader_never_refreshes_after_waking(backend: Backend) {
+    let store = Store::start(backend).await;
+    let (proxies, tables) = store.proxies(3).await;
+    let g = Group::running(tables, Duration::from_secs(5)).await;
     for exactly_after_intent in [false, true] {
         let leader = g.leader(Duration::from_secs(10)).await;
         if exactly_after_intent {
@@ -148,21 +153,21 @@ async fn a_paused_leader_never_refreshes_after_waking() {
         figure(
             "coordination",
             &format!(
-                "SIGSTOP of the leader past its lease (exactly after its intent: {exactly_after_intent}): reuses={} old leader's rotations after waking=0",
+                "{backend:?}: SIGSTOP of the leader past its lease (exactly after its intent: {exactly_after_intent}): reuses={} old leader's rotations after waking=0",
                 g.reuses()
             ),
         );
     }
     g.finish().await;
+    store.assert_requests_clean().await;
 }
 
 /// A credential removed from the leader's configuration (SIGHUP) gives its leadership
 /// up at once; the process, which goes on, does not keep it on its lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_credential_removed_by_reload_is_handed_over() {
-    let etcd = Etcd::start(1).await;
+async fn a_credential_removed_by_reload_is_handed_over(backend: Backend) {
+    let store = Store::start(backend).await;
     let env = crate::common::Env::new(Duration::from_secs(30)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 2]).await;
+    let mut g = Group::new(env, store.tables(2)).await;
     // Replica 0 also holds a second credential, so that it keeps running without c.
     let cfg = g.replicas[0].config.clone();
     let with_c = std::fs::read_to_string(&cfg).unwrap();
@@ -192,10 +197,11 @@ async fn a_credential_removed_by_reload_is_handed_over() {
     figure(
         "coordination",
         &format!(
-            "a credential removed from the leader by SIGHUP: another replica led it after {:.2}s",
+            "{backend:?}: a credential removed from the leader by SIGHUP: another replica led it after {:.2}s",
             reloaded.elapsed().as_secs_f64()
         ),
     );
     g.replicas[0].kill().await;
     g.finish().await;
+    store.assert_requests_clean().await;
 }

@@ -3,17 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Etcd, Group, LEASE, figure, proxies_to};
+use crate::cluster::{Etcd, Group, LEASE, etcd_table, figure};
 use crate::common::wait_for;
+use crate::stores::{Backend, Store};
 
-/// Issue 13, test 4: the leader cut off from etcd while the token server stays
+with_each_store!(a_leader_cut_off_from_the_store_stops_at_its_deadline);
+with_each_store!(the_store_down_longer_than_a_token_lives);
+
+/// Issues 13 and 14, test 4: the leader cut off from the store while the token server stays
 /// reachable stops refreshing at its lease deadline; another replica takes over; when
 /// the cut heals the old leader follows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_cut_off_from_etcd_stops_at_its_deadline() {
-    let etcd = Etcd::start(1).await;
-    let (proxies, endpoints) = proxies_to(&etcd, 3).await;
-    let g = Group::running(endpoints, Duration::from_secs(5)).await;
+async fn a_leader_cut_off_from_the_store_stops_at_its_deadline(backend: Backend) {
+    let store = Store::start(backend).await;
+    let (proxies, tables) = store.proxies(3).await;
+    let g = Group::running(tables, Duration::from_secs(5)).await;
     let leader = g.leader(Duration::from_secs(10)).await;
     proxies[leader].set_cut(true);
     let cut = Instant::now();
@@ -54,12 +57,13 @@ async fn a_leader_cut_off_from_etcd_stops_at_its_deadline() {
     figure(
         "coordination",
         &format!(
-            "leader cut off from etcd: takeover after {:.2}s, its rotations past the deadline=0, reuses={}",
+            "{backend:?}: leader cut off from the store: takeover after {:.2}s, its rotations past the deadline=0, reuses={}",
             takeover.as_secs_f64(),
             g.reuses()
         ),
     );
     g.finish().await;
+    store.assert_requests_clean().await;
 }
 
 /// Issue 13, test 5: a three-member etcd cluster; its leader member killed, then every
@@ -67,7 +71,11 @@ async fn a_leader_cut_off_from_etcd_stops_at_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_member_cluster_loses_members_during_rotations() {
     let mut etcd = Etcd::start(3).await;
-    let g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(4)).await;
+    let g = Group::running(
+        vec![etcd_table(&etcd.endpoints()); 3],
+        Duration::from_secs(4),
+    )
+    .await;
     for round in 0..3 {
         let victim = etcd_leader(&etcd).await;
         etcd.members[victim].kill();
@@ -139,13 +147,13 @@ async fn etcd_leader(etcd: &Etcd) -> usize {
     panic!("no etcd member leads");
 }
 
-/// Issue 13, test 6: etcd gone for longer than a token lives: nobody refreshes,
-/// readiness turns false at expiry, and rotation resumes from the stored record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_down_longer_than_a_token_lives() {
-    let mut etcd = Etcd::start(1).await;
-    let g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(4)).await;
-    etcd.members[0].kill();
+/// Issues 13 and 14, test 6: the store gone (etcd; the API server) for longer than a
+/// token lives: nobody refreshes, readiness turns false at expiry, and rotation
+/// resumes from the stored record.
+async fn the_store_down_longer_than_a_token_lives(backend: Backend) {
+    let mut store = Store::start(backend).await;
+    let g = Group::running(store.tables(3), Duration::from_secs(4)).await;
+    store.stop_service();
     let down = Instant::now();
     let refreshes = g.refreshes();
     // A token lives 4 s: past that, and then some.
@@ -165,8 +173,7 @@ async fn etcd_down_longer_than_a_token_lives() {
         crate::cluster::fetch(&format!("http://127.0.0.1:{}/readyz", g.replicas[0].health)).await;
     assert_eq!(readyz.0, 503);
     let frozen = g.refreshes();
-    etcd.members[0].restart();
-    etcd.wait_healthy().await;
+    store.restart_service().await;
     let back = Instant::now();
     wait_for("rotation to resume", Duration::from_secs(15), || {
         g.refreshes() > frozen
@@ -186,7 +193,7 @@ async fn etcd_down_longer_than_a_token_lives() {
     figure(
         "coordination",
         &format!(
-            "etcd down {:.1}s (tokens live 4s): refreshes while down={}, rotation resumed {:.2}s after etcd, reuses={}",
+            "{backend:?}: the store down {:.1}s (tokens live 4s): refreshes while down={}, rotation resumed {:.2}s after it, reuses={}",
             back.duration_since(down).as_secs_f64(),
             frozen - refreshes,
             resumed.as_secs_f64(),
@@ -194,4 +201,5 @@ async fn etcd_down_longer_than_a_token_lives() {
         ),
     );
     g.finish().await;
+    store.assert_requests_clean().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::cluster::{Etcd, Group};
+use crate::cluster::{Etcd, Group, etcd_table};
 use crate::common::{Env, wait_for};
 
 /// etcd with authentication on: a user whose role may read and write only the prefix
@@ -54,7 +54,7 @@ async fn etcd_authentication() {
         );
     }
     let env = Env::new(Duration::from_secs(5)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 2]).await;
+    let mut g = Group::new(env, vec![etcd_table(&etcd.endpoints()); 2]).await;
     for (i, password) in ["tokend-password", "wrong-password"].iter().enumerate() {
         let file = g.env.path(&format!("etcd-password-{i}"));
         std::fs::write(&file, password).unwrap();
@@ -90,7 +90,7 @@ async fn etcd_over_tls_with_client_certificates() {
     let tls = env.path("tls");
     write_tls_files(&tls);
     let etcd = Etcd::start_tls(&tls).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 2]).await;
+    let mut g = Group::new(env, vec![etcd_table(&etcd.endpoints()); 2]).await;
     let ca = format!("ca_file = \"{}\"", tls.join("ca.pem").display());
     let client = format!(
         "\ncert_file = \"{}\"\nkey_file = \"{}\"",
@@ -132,7 +132,7 @@ async fn admitted_then_refused(g: &mut Group, refusal: &str) {
 }
 
 /// A private CA, a certificate for 127.0.0.1 and one for a client, as PEM files.
-fn write_tls_files(dir: &std::path::Path) {
+pub fn write_tls_files(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

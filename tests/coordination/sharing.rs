@@ -5,15 +5,19 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use crate::cluster::{Etcd, Group, Watcher, figure, lags, percentile};
+use crate::cluster::{Etcd, Group, Watcher, etcd_table, figure, lags, percentile};
 use crate::common::{Env, authorize, finish, start_login, wait_for};
+use crate::stores::{Backend, Store};
 
-/// Issue 13, test 1: three replicas, one etcd, 5 s tokens, 60 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_refresh_as_one() {
-    let etcd = Etcd::start(1).await;
+with_each_store!(three_replicas_refresh_as_one);
+with_each_store!(bootstrap_seeds_the_store_once);
+with_each_store!(login_seeds_every_replica);
+
+/// Issues 13 and 14, test 1: three replicas, one etcd, 5 s tokens, 60 s.
+async fn three_replicas_refresh_as_one(backend: Backend) {
+    let store = Store::start(backend).await;
     let env = Env::new(Duration::from_secs(5)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
+    let mut g = Group::new(env, store.tables(3)).await;
     g.start_all();
     let leader = g.leader(Duration::from_secs(10)).await;
     wait_for(
@@ -40,7 +44,7 @@ async fn three_replicas_refresh_as_one() {
     figure(
         "coordination",
         &format!(
-            "three replicas 60s: refreshes={refreshes} reuses={} leader=replica-{leader} follower_lag_ms p50={:.1} p99={:.1} max={:.1} rejected_samples={rejected} expired_samples={expired}",
+            "{backend:?}: three replicas 60s: refreshes={refreshes} reuses={} leader=replica-{leader} follower_lag_ms p50={:.1} p99={:.1} max={:.1} rejected_samples={rejected} expired_samples={expired}",
             g.reuses(),
             percentile(&lag, 0.5),
             percentile(&lag, 0.99),
@@ -66,16 +70,16 @@ async fn three_replicas_refresh_as_one() {
     );
     g.stop_all().await;
     g.assert_no_panic();
+    store.assert_requests_clean().await;
 }
 
-/// Issue 13, test 8: the bootstrap token seeds the store once; a replica started later
+/// Issues 13 and 14, test 8: the bootstrap token seeds the store once; a replica started later
 /// with the same bootstrap file neither re-seeds nor replays it. A new bootstrap token
 /// (and SIGHUP) on the leader seeds the new chain.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_seeds_the_store_once() {
-    let etcd = Etcd::start(1).await;
+async fn bootstrap_seeds_the_store_once(backend: Backend) {
+    let store = Store::start(backend).await;
     let env = Env::new(Duration::from_secs(30)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 3]).await;
+    let mut g = Group::new(env, store.tables(3)).await;
     g.start(0);
     wait_for("the first replica's token", Duration::from_secs(10), || {
         g.output(0).is_some()
@@ -123,14 +127,14 @@ async fn bootstrap_seeds_the_store_once() {
     )
     .await;
     g.finish().await;
+    store.assert_requests_clean().await;
 }
 
-/// Issue 13, test 8 (login): `tokend login` on one host writes the new chain to the
+/// Issues 13 and 14, test 8 (login): `tokend login` on one host writes the new chain to the
 /// store as the newest generation, and every replica adopts it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_seeds_every_replica() {
-    let etcd = Etcd::start(1).await;
-    let g = Group::running(vec![etcd.endpoints(); 3], Duration::from_secs(30)).await;
+async fn login_seeds_every_replica(backend: Backend) {
+    let store = Store::start(backend).await;
+    let g = Group::running(store.tables(3), Duration::from_secs(30)).await;
     let old = g.output(0);
     let login = start_login(&g.replicas[2].config, &[]).await;
     let redirect = authorize(&login.url).await;
@@ -138,7 +142,10 @@ async fn login_seeds_every_replica() {
     assert_eq!(status, 200);
     let (code, out, err) = finish(login).await;
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("stored in etcd as generation 2"), "{out}");
+    assert!(
+        out.contains("as generation 2: every replica adopts it"),
+        "{out}"
+    );
     wait_for(
         "every replica on the login's chain",
         Duration::from_secs(10),
@@ -172,6 +179,9 @@ async fn login_seeds_every_replica() {
     assert_eq!(report[0]["shared"]["role"], "leader", "{report}");
     assert_eq!(report[0]["shared"]["generation"], 3, "{report}");
     g.finish().await;
+    store.assert_requests_clean().await;
+    // login and status included, every verb the Role grants was needed.
+    store.assert_role_fits().await;
 }
 
 /// Issue 13: the local state file is the newest copy. When etcd lost the record (a
@@ -181,7 +191,7 @@ async fn login_seeds_every_replica() {
 async fn a_newer_local_state_is_pushed_back() {
     let etcd = Etcd::start(1).await;
     let env = Env::new(Duration::from_secs(30)).await;
-    let mut g = Group::new(env, vec![etcd.endpoints(); 1]).await;
+    let mut g = Group::new(env, vec![etcd_table(&etcd.endpoints())]).await;
     g.start(0);
     wait_for("the first token", Duration::from_secs(10), || {
         g.output(0).is_some()
@@ -236,7 +246,11 @@ async fn a_newer_local_state_is_pushed_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_local_copy_is_replaced_by_the_record() {
     let etcd = Etcd::start(1).await;
-    let mut g = Group::running(vec![etcd.endpoints(); 2], Duration::from_secs(30)).await;
+    let mut g = Group::running(
+        vec![etcd_table(&etcd.endpoints()); 2],
+        Duration::from_secs(30),
+    )
+    .await;
     let follower = 1 - g.leader(Duration::from_secs(5)).await;
     g.replicas[follower].kill().await;
     let state = g.env.path(&format!("state/r{follower}/c.json"));

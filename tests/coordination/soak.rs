@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::cluster::{Etcd, Group, LEASE, Watcher, figure, lags, percentile, proxies_to};
+use crate::cluster::{Group, LEASE, Watcher, figure, lags, percentile};
 use crate::common::wait_for;
+use crate::stores::{Backend, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_stops_and_cuts() {
@@ -15,8 +16,8 @@ async fn random_kills_stops_and_cuts() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(45);
-    let etcd = Etcd::start(1).await;
-    let (proxies, endpoints) = proxies_to(&etcd, 3).await;
+    let store = Store::start(Backend::Etcd).await;
+    let (proxies, endpoints) = store.proxies(3).await;
     let mut g = Group::running(endpoints, Duration::from_secs(5)).await;
     let steady = Arc::new(Mutex::new(vec![true; 3]));
     let s = steady.clone();

@@ -3,7 +3,8 @@
 # unknown fields are errors) for the versions tokend supports as a native sidecar, and
 # checks the tokend.toml embedded in each ConfigMap with `tokend check`, with the secret
 # files the pod mounts stood in for (through TOKEND_ overrides, as check reads them),
-# etcd's CA and password files included.
+# etcd's CA and password files included, and the service account of the Kubernetes
+# backend.
 # Usage: kubernetes.sh TOOLS_VENV [TOKEND_BINARY]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,6 +40,14 @@ for path in sys.argv[2:]:
                     stand_in = out / f"{n}.etcd.{key}"
                     stand_in.write_text("stand-in-for-the-mounted-secret\n")
                     env.append(f"TOKEND_COORDINATION__ETCD__{key.upper()}={stand_in}")
+            if tomllib.loads(text).get("coordination", {}).get("backend") == "kubernetes":
+                # In a pod these come from the service account and the kubelet.
+                env += ["KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443",
+                        "TOKEND_COORDINATION__KUBERNETES__NAMESPACE=my-app"]
+                for key in ("token_file", "ca_file"):
+                    stand_in = out / f"{n}.kubernetes.{key}"
+                    stand_in.write_text("stand-in-for-the-service-account\n")
+                    env.append(f"TOKEND_COORDINATION__KUBERNETES__{key.upper()}={stand_in}")
             (out / f"{n}.env").write_text("\n".join(env) + "\n")
 if n == 0:
     sys.exit("no ConfigMap with a tokend.toml found")

@@ -15,11 +15,8 @@ use crate::coordination::error::{Kind, Op, StoreFailure};
 use crate::coordination::etcd::wire::{
     Header, Kv, Listing, Txn, TxnAnswer, WatchBatch, int64, parse_watch, range,
 };
+use crate::coordination::transport::{self, Lines};
 use crate::oauth::http::{BodyError, error_chain, read_capped};
-
-/// The most bytes one watch message may hold, as for every answer read
-/// ([`read_capped`]): a record is a few hundred bytes.
-const MAX_ANSWER: usize = crate::oauth::http::MAX_BODY;
 
 /// One process's way to etcd: endpoints tried in turn, every unary call bounded by
 /// `timeout`, authentication when configured.
@@ -33,37 +30,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cfg: EtcdConfig, lease: Duration) -> Result<Gateway, StoreFailure> {
-        crate::tls::install_crypto_provider();
-        let broken = |what: String| StoreFailure::new(Op::Read, Kind::Unreachable, what);
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| broken(format!("{}: {e}", path.display())))
-        };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            // A watch is one long answer: a connection that died silently (a partition)
-            // is noticed by TCP keepalive within about a third of the lease.
-            .tcp_keepalive((lease / 3).max(Duration::from_secs(1)))
-            .tcp_keepalive_interval(Duration::from_secs(1))
-            .tcp_keepalive_retries(2u32);
-        if let Some(ca) = &cfg.ca_file {
-            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
-                .map_err(|e| broken(format!("{}: {e}", ca.display())))?;
-            builder = builder.tls_certs_only(certs);
-        } else {
-            builder = builder.tls_certs_only([]);
-        }
-        if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
-            let mut pem = read(cert)?;
-            pem.extend(read(key)?);
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| broken(format!("{}: {e}", cert.display())))?;
-            builder = builder.identity(identity);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| broken(format!("cannot build the HTTP client: {e}")))?;
+        let identity = cfg.cert_file.as_deref().zip(cfg.key_file.as_deref());
+        let http = transport::client(cfg.timeout, lease, cfg.ca_file.as_deref(), identity)?;
         Ok(Gateway {
             cfg,
             http,
@@ -169,8 +137,7 @@ impl Gateway {
         let body = json!({ "create_request": create });
         let answer = self.send(Op::Read, "/v3/watch", &body, false).await?;
         Ok(Watch {
-            answer,
-            pending: Vec::new(),
+            lines: Lines::new(answer),
         })
     }
 
@@ -328,39 +295,15 @@ impl Gateway {
 
 /// A running watch: newline-delimited JSON messages in one long answer.
 pub struct Watch {
-    answer: reqwest::Response,
-    pending: Vec<u8>,
+    lines: Lines,
 }
 
 impl Watch {
     /// The next message; `None` when the stream ended.
     pub async fn next(&mut self) -> Result<Option<WatchBatch>, StoreFailure> {
-        loop {
-            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=end).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return parse_watch(&line).map(Some);
-            }
-            if self.pending.len() > MAX_ANSWER {
-                return Err(StoreFailure::new(
-                    Op::Read,
-                    Kind::Unreachable,
-                    "a watch message too large",
-                ));
-            }
-            match self.answer.chunk().await {
-                Ok(Some(chunk)) => self.pending.extend_from_slice(&chunk),
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    return Err(StoreFailure::new(
-                        Op::Read,
-                        Kind::Unreachable,
-                        error_chain(&e),
-                    ));
-                }
-            }
+        match self.lines.next().await? {
+            Some(line) => parse_watch(&line).map(Some),
+            None => Ok(None),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::coordination::etcd::session::{Lease, Session};
 use crate::coordination::etcd::wire::{Kv, Txn};
 use crate::coordination::record::{Record, Stored};
 use crate::coordination::report::Complaints;
-use crate::coordination::{Role, View};
+use crate::coordination::view::{Role, View};
 
 /// The slow periodic re-read, in case a watch missed something silently.
 pub const RE_READ: Duration = Duration::from_secs(30);
@@ -84,21 +84,12 @@ impl Member {
         &self.keys.identity
     }
 
-    /// The view as it stands (a copy: the record in it holds the chain).
-    pub fn view(&self) -> View {
-        self.view.borrow().clone()
+    pub fn views(&self) -> &watch::Receiver<View> {
+        &self.view
     }
 
-    /// A look at the view without copying the record.
-    pub fn peek<T>(&self, look: impl FnOnce(&View) -> T) -> T {
-        look(&self.view.borrow())
-    }
-
-    /// Waits until the view changes.
-    pub async fn changed(&mut self) {
-        if self.view.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    pub fn views_mut(&mut self) -> &mut watch::Receiver<View> {
+        &mut self.view
     }
 
     /// The lease this replica holds now, if any.

@@ -213,7 +213,7 @@ impl<S: StateStore> Credential<S> {
             return self.not_now();
         }
         let budget = self.cfg.http.timeout + LEASE_MARGIN;
-        let left = lease.deadline.saturating_duration_since(Instant::now());
+        let left = lease.saturating_duration_since(Instant::now());
         if left < budget {
             warn!(
                 target: LOG,

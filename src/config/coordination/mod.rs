@@ -1,16 +1,23 @@
 //! `[coordination]` (SPEC §11): several replicas sharing one refresh-token chain through
 //! a distributed store. Raw form, validated form and checks live together here, since
-//! nothing else in the configuration depends on them.
+//! nothing else in the configuration depends on them; each store's table has its file.
+//!
+//! - this file: the backend, identity and lease
+//! - [`etcd`]: the `coordination.etcd` table
+//! - [`kubernetes`]: the `coordination.kubernetes` table
 
-use std::path::PathBuf;
+pub mod etcd;
+pub mod kubernetes;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use crate::config::error::{ConfigError, Sources};
-use crate::config::secret::SecretSource;
-use crate::config::text::{duration_text, one_of};
+use crate::config::text::duration_text;
+
+pub use etcd::EtcdConfig;
+pub use kubernetes::KubernetesConfig;
 
 /// etcd refuses leases shorter than this.
 pub const MIN_LEASE: Duration = Duration::from_secs(2);
@@ -25,104 +32,63 @@ pub struct RawCoordination {
     pub identity: Option<String>,
     #[serde(default, with = "duration_text::option")]
     pub lease: Option<Duration>,
-    pub etcd: Option<RawEtcd>,
-    /// Refused until the backend exists (issue 14); its content is not read.
-    pub kubernetes: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEtcd {
-    #[serde(default, deserialize_with = "endpoint_list")]
-    pub endpoints: Vec<String>,
-    pub prefix: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-    #[serde(default, with = "duration_text::option")]
-    pub timeout: Option<Duration>,
-}
-
-/// A TOML array, or (from an environment variable) a comma-separated string.
-fn endpoint_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list of URLs, or URLs separated by commas")
-        }
-        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<String>, E> {
-            Ok(text.split(',').map(|s| s.trim().to_owned()).collect())
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Vec<String>, A::Error> {
-            let mut list = Vec::new();
-            while let Some(url) = seq.next_element::<String>()? {
-                list.push(url);
-            }
-            Ok(list)
-        }
-    }
-    d.deserialize_any(V)
+    pub etcd: Option<etcd::RawEtcd>,
+    pub kubernetes: Option<kubernetes::RawKubernetes>,
 }
 
 /// The validated `[coordination]`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CoordinationConfig {
-    pub backend: Backend,
     /// `None`: the host's name and the daemon's pid (see [`Self::identity`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
-    #[serde(with = "duration_text")]
     pub lease: Duration,
-    pub etcd: EtcdConfig,
+    pub store: StoreConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Etcd,
+/// Where the replicas meet: the backend and its table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    Etcd(EtcdConfig),
+    Kubernetes(KubernetesConfig),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EtcdConfig {
-    pub endpoints: Vec<Url>,
-    pub prefix: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(
-        rename = "password_file",
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "password_path"
-    )]
-    pub password: Option<SecretSource>,
-    #[serde(with = "duration_text")]
-    pub timeout: Duration,
+impl StoreConfig {
+    /// The store's name, for log lines and remedies.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreConfig::Etcd(_) => "etcd",
+            StoreConfig::Kubernetes(_) => "the Kubernetes API",
+        }
+    }
 }
 
-fn password_path<S: serde::Serializer>(p: &Option<SecretSource>, s: S) -> Result<S::Ok, S::Error> {
-    // Only ever a file: the password itself is never printed.
-    s.serialize_str(
-        &p.as_ref()
-            .and_then(SecretSource::path)
-            .map_or_else(|| "[redacted]".to_owned(), |p| p.display().to_string()),
-    )
-}
-
-impl EtcdConfig {
-    /// The key of one credential's `what` (`leader` or `state`).
-    pub fn key(&self, credential: &str, what: &str) -> String {
-        format!("{}{credential}/{what}", self.prefix)
+/// `check` prints the table as it was written: `backend = ...` and the store's table.
+impl Serialize for CoordinationConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            backend: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            identity: Option<&'a String>,
+            #[serde(with = "duration_text")]
+            lease: Duration,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            etcd: Option<&'a EtcdConfig>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kubernetes: Option<&'a KubernetesConfig>,
+        }
+        let (backend, etcd, kubernetes) = match &self.store {
+            StoreConfig::Etcd(e) => ("etcd", Some(e), None),
+            StoreConfig::Kubernetes(k) => ("kubernetes", None, Some(k)),
+        };
+        Shown {
+            backend,
+            identity: self.identity.as_ref(),
+            lease: self.lease,
+            etcd,
+            kubernetes,
+        }
+        .serialize(s)
     }
 }
 
@@ -148,21 +114,26 @@ pub fn validate_coordination(
     timeouts: &[(&str, Duration)],
     src: &Sources,
 ) -> Result<CoordinationConfig, ConfigError> {
-    let backend_word = raw
-        .backend
-        .ok_or_else(|| src.error("coordination.backend", "is required: \"etcd\""))?;
-    if backend_word == "kubernetes" {
-        return Err(src.error(
+    let backend = raw.backend.ok_or_else(|| {
+        src.error(
             "coordination.backend",
-            "\"kubernetes\" (Lease and Secret) is not available in this version; use \"etcd\"",
-        ));
-    }
-    let backend = one_of(&backend_word, &[("etcd", Backend::Etcd)])
-        .map_err(|m| src.error("coordination.backend", m))?;
-    if raw.kubernetes.is_some() {
+            "is required: \"etcd\" or \"kubernetes\"",
+        )
+    })?;
+    let (other, table) = match backend.as_str() {
+        "etcd" => ("kubernetes", raw.kubernetes.is_some()),
+        "kubernetes" => ("etcd", raw.etcd.is_some()),
+        _ => {
+            return Err(src.error(
+                "coordination.backend",
+                format!("{backend:?} is not one of etcd, kubernetes"),
+            ));
+        }
+    };
+    if table {
         return Err(src.error(
-            "coordination.kubernetes",
-            "is only read with backend = \"kubernetes\"",
+            &format!("coordination.{other}"),
+            format!("is only read with backend = \"{other}\""),
         ));
     }
     let identity = match raw.identity {
@@ -204,97 +175,26 @@ pub fn validate_coordination(
             ));
         }
     }
-    let etcd = validate_etcd(raw.etcd, src)?;
+    let store = if backend == "etcd" {
+        StoreConfig::Etcd(etcd::validate_etcd(raw.etcd, src)?)
+    } else {
+        let names: Vec<&str> = timeouts.iter().map(|(name, _)| *name).collect();
+        StoreConfig::Kubernetes(kubernetes::validate_kubernetes(
+            raw.kubernetes,
+            &names,
+            src,
+        )?)
+    };
     Ok(CoordinationConfig {
-        backend,
         identity,
         lease,
-        etcd,
-    })
-}
-
-fn validate_etcd(raw: Option<RawEtcd>, src: &Sources) -> Result<EtcdConfig, ConfigError> {
-    let key = |k: &str| format!("coordination.etcd.{k}");
-    let raw = raw.ok_or_else(|| {
-        src.error(
-            "coordination.etcd",
-            "is required with backend = \"etcd\": at least endpoints = [\"https://HOST:2379\"]",
-        )
-    })?;
-    if raw.endpoints.is_empty() {
-        return Err(src.error(&key("endpoints"), "needs at least one URL"));
-    }
-    let mut endpoints = Vec::new();
-    for text in &raw.endpoints {
-        let url = Url::parse(text)
-            .map_err(|e| src.error(&key("endpoints"), format!("{text:?} is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(src.error(
-                &key("endpoints"),
-                format!("{text:?}: use http://HOST:PORT or https://HOST:PORT"),
-            ));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(src.error(
-                &key("endpoints"),
-                "must not carry credentials; use username and password_file",
-            ));
-        }
-        endpoints.push(url);
-    }
-    let tls = endpoints.iter().any(|u| u.scheme() == "https");
-    if tls && endpoints.iter().any(|u| u.scheme() == "http") {
-        return Err(src.error(
-            &key("endpoints"),
-            "mixes http:// and https://; every member is reached the same way",
-        ));
-    }
-    if tls && raw.ca_file.is_none() {
-        return Err(src.error(
-            &key("ca_file"),
-            "https:// endpoints need ca_file: etcd serves certificates of its own CA",
-        ));
-    }
-    if !tls && (raw.ca_file.is_some() || raw.cert_file.is_some()) {
-        return Err(src.error(
-            &key("ca_file"),
-            "TLS files are given but every endpoint is http://; use https://",
-        ));
-    }
-    if raw.cert_file.is_some() != raw.key_file.is_some() {
-        return Err(src.error(
-            &key("cert_file"),
-            "cert_file and key_file go together: a client certificate needs its key",
-        ));
-    }
-    if raw.username.is_some() != raw.password_file.is_some() {
-        return Err(src.error(&key("username"), "username and password_file go together"));
-    }
-    let prefix = raw.prefix.unwrap_or_else(|| "/tokend/".into());
-    if prefix.is_empty() || prefix.chars().any(char::is_control) {
-        return Err(src.error(
-            &key("prefix"),
-            "must be non-empty printable text, such as \"/tokend/\"",
-        ));
-    }
-    let timeout = raw.timeout.unwrap_or(Duration::from_secs(2));
-    if timeout.is_zero() {
-        return Err(src.error(&key("timeout"), "must be more than zero"));
-    }
-    Ok(EtcdConfig {
-        endpoints,
-        prefix,
-        ca_file: raw.ca_file,
-        cert_file: raw.cert_file,
-        key_file: raw.key_file,
-        username: raw.username,
-        password: raw.password_file.map(SecretSource::File),
-        timeout,
+        store,
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use super::{EtcdConfig, StoreConfig};
     use crate::config::{Config, ConfigError, load_from_str};
 
     const BASE: &str = r#"
@@ -307,7 +207,7 @@ mod tests {
         timeout = "5s"
     "#;
 
-    fn load(coordination: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub fn load(coordination: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let text = format!("{BASE}\n{coordination}");
         load_from_str(
             &text,
@@ -323,13 +223,21 @@ mod tests {
         endpoints = ["http://127.0.0.1:2379"]
     "#;
 
+    fn etcd(store: &StoreConfig) -> &EtcdConfig {
+        match store {
+            StoreConfig::Etcd(e) => e,
+            StoreConfig::Kubernetes(_) => panic!("the backend is etcd"),
+        }
+    }
+
     #[test]
     fn defaults_and_identity() {
         let c = load(ETCD, &[]).unwrap().coordination.unwrap();
         assert_eq!(c.lease, std::time::Duration::from_secs(15));
-        assert_eq!(c.etcd.prefix, "/tokend/");
-        assert_eq!(c.etcd.timeout, std::time::Duration::from_secs(2));
-        assert_eq!(c.etcd.key("c", "state"), "/tokend/c/state");
+        let e = etcd(&c.store);
+        assert_eq!(e.prefix, "/tokend/");
+        assert_eq!(e.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(e.key("c", "state"), "/tokend/c/state");
         assert_eq!(
             c.identity_of(42),
             format!("{}-42", crate::store::file::hostname())
@@ -349,7 +257,7 @@ mod tests {
             "http://a:2379, http://b:2379",
         )];
         let c = load(ETCD, &env).unwrap().coordination.unwrap();
-        assert_eq!(c.etcd.endpoints.len(), 2);
+        assert_eq!(etcd(&c.store).endpoints.len(), 2);
     }
 
     // A table of cases: each mistake names its key and says what to do.
@@ -357,14 +265,9 @@ mod tests {
     fn mistakes_are_explained() {
         let cases: &[(&str, &str, &str)] = &[
             (
-                r#"backend = "kubernetes""#,
-                "coordination.backend",
-                "not available",
-            ),
-            (
                 r#"backend = "zookeeper""#,
                 "coordination.backend",
-                "is not one of etcd",
+                "is not one of etcd, kubernetes",
             ),
             (r#"lease = "1s""#, "coordination.lease", "at least 2s"),
             (

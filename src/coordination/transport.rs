@@ -1,0 +1,88 @@
+//! What both stores' connections share: the HTTP client, built for long watches and
+//! the store's own CA, and newline-delimited JSON in one long answer (a watch).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::coordination::error::{Kind, Op, StoreFailure};
+use crate::oauth::http::{MAX_BODY, error_chain};
+
+/// A client for one store: no redirects, connections bounded by `timeout`, TLS trusting
+/// only `ca` (never the system's roots), and `identity` (a certificate, then its key)
+/// when the store asks for one.
+pub fn client(
+    timeout: Duration,
+    lease: Duration,
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<reqwest::Client, StoreFailure> {
+    crate::tls::install_crypto_provider();
+    let broken = |what: String| StoreFailure::new(Op::Read, Kind::Unreachable, what);
+    let read =
+        |path: &Path| std::fs::read(path).map_err(|e| broken(format!("{}: {e}", path.display())));
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        // A watch is one long answer: a connection that died silently (a partition)
+        // is noticed by TCP keepalive within about a third of the lease.
+        .tcp_keepalive((lease / 3).max(Duration::from_secs(1)))
+        .tcp_keepalive_interval(Duration::from_secs(1))
+        .tcp_keepalive_retries(2u32);
+    builder = match ca {
+        Some(ca) => builder.tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| broken(format!("{}: {e}", ca.display())))?,
+        ),
+        None => builder.tls_certs_only([]),
+    };
+    if let Some((cert, key)) = identity {
+        let mut pem = read(cert)?;
+        pem.extend(read(key)?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| broken(format!("{}: {e}", cert.display())))?;
+        builder = builder.identity(identity);
+    }
+    builder
+        .build()
+        .map_err(|e| broken(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The lines of a streamed answer, one at a time.
+pub struct Lines {
+    answer: reqwest::Response,
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    pub fn new(answer: reqwest::Response) -> Lines {
+        Lines {
+            answer,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The next non-blank line; `None` when the stream ended. A line may be no longer
+    /// than any answer read whole ([`MAX_BODY`]): a record is a few hundred bytes.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, StoreFailure> {
+        let broken = |why: String| StoreFailure::new(Op::Read, Kind::Unreachable, why);
+        loop {
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.pending.len() > MAX_BODY {
+                return Err(broken("a watch message too large".into()));
+            }
+            // Cancel-safe: a chunk is either returned whole or not taken at all.
+            match self.answer.chunk().await {
+                Ok(Some(chunk)) => self.pending.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(broken(error_chain(&e))),
+            }
+        }
+    }
+}
