@@ -37,6 +37,10 @@ pub use view::{Role, View};
 /// Pinned log target: operators and tests filter on it, whatever the module is called.
 pub const LOG: &str = "tokend::coordination";
 
+/// The slow periodic re-read of every credential, in case a watch missed something
+/// silently.
+pub const RE_READ: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The process's part in coordination: its store connection (and with etcd, its lease).
 pub struct Coordination {
     cfg: CoordinationConfig,

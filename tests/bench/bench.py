@@ -5,8 +5,9 @@ Starts `tokend emulator` on 127.0.0.1 and measures the static musl binary (built
 missing) on this machine: binary size, resident memory, threads and wakeups while idle,
 time from exec to the first token on disk (HTTP and HTTPS with a private CA), the time
 from the server's answer to the state durable and the outputs visible, 1,000
-credentials in one process, and two replicas sharing one chain through a real etcd
-(the leader's and a follower's idle memory and wakeups; skipped without `etcd`). A naive Python `requests` loop doing the same job runs in
+credentials in one process, and two replicas sharing one chain through a real etcd and
+through the Kubernetes API stand-in over it (the leader's and a follower's idle memory
+and wakeups; skipped without `etcd`). A naive Python `requests` loop doing the same job runs in
 the same invocation as the baseline.
 
 Usage: tests/bench/bench.py [--idle-seconds 60] [--credentials 1000] [--tokend PATH]
@@ -326,9 +327,10 @@ def measure_python(seconds):
     return results
 
 
-def measure_coordinated(tokend, seconds, lease=15):
-    """Two replicas sharing one chain through a real etcd (issue 13): the leader's and a
-    follower's RSS and wakeups while idle. None when etcd is not installed."""
+def measure_coordinated(tokend, seconds, backend, lease=15):
+    """Two replicas sharing one chain through a real etcd (issue 13), or through the
+    Kubernetes API stand-in over it (issue 14): the leader's and a follower's RSS and
+    wakeups while idle. None when etcd is not installed."""
     if not shutil.which("etcd"):
         return None
     work = tempfile.mkdtemp(prefix="tokend-bench-")
@@ -340,6 +342,20 @@ def measure_coordinated(tokend, seconds, lease=15):
          "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait(lambda: _healthy(f"http://127.0.0.1:{client}/health"), 30, "etcd")
+    standin = None
+    if backend == "etcd":
+        table = f'backend = "etcd"\n[coordination.etcd]\nendpoints = ["http://127.0.0.1:{client}"]\n'
+    else:
+        api = free_port()
+        with open(f"{work}/token", "w") as f:
+            f.write("bench-token\n")
+        standin = subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "tests/coordination/standin/standin.py"), "--etcd",
+             f"http://127.0.0.1:{client}", "--port", str(api), "--tokens", f"{work}/token"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(lambda: _answers(f"http://127.0.0.1:{api}/_standin/stats"), 300, "the Kubernetes API stand-in")
+        table = (f'backend = "kubernetes"\n[coordination.kubernetes]\nserver = "http://127.0.0.1:{api}"\n'
+                 f'namespace = "bench"\ntoken_file = "{work}/token"\n')
     emu = Emulator(tokend, "1h")
     procs, ports = [], []
     for i in range(2):
@@ -348,8 +364,7 @@ def measure_coordinated(tokend, seconds, lease=15):
         cfg = config(rwork, emu, ["c"], health=True)
         port = int(open(cfg).read().split('listen = "127.0.0.1:')[1].split('"')[0])
         with open(cfg, "a") as f:
-            f.write(f'[coordination]\nbackend = "etcd"\nidentity = "r{i}"\nlease = "{lease}s"\n'
-                    f'[coordination.etcd]\nendpoints = ["http://127.0.0.1:{client}"]\n')
+            f.write(f'[coordination]\nidentity = "r{i}"\nlease = "{lease}s"\n{table}')
         # The default token request timeout (15 s) needs a longer lease; 10 s fits 15 s.
         text = open(cfg).read().replace("allow_insecure_http = true", 'allow_insecure_http = true\ntimeout = "10s"')
         open(cfg, "w").write(text)
@@ -376,12 +391,23 @@ def measure_coordinated(tokend, seconds, lease=15):
     for p in procs:
         stop(p)
     emu.stop()
+    if standin:
+        standin.terminate()
+        standin.wait()
     etcd.terminate()
     etcd.wait()
     shutil.rmtree(work)
     out["renewals"] = seconds // (lease // 3)
     out["re_reads"] = seconds // 30
     return out
+
+
+def _answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _healthy(url):
@@ -416,8 +442,10 @@ def main():
     first_tls = measure_first_token(TOKEND, tls=True)
     log(f"{args.credentials} credentials in one process")
     many = measure_many(TOKEND, args.credentials)
-    log(f"two replicas on one chain through etcd, idle {args.idle_seconds}s")
-    co = measure_coordinated(TOKEND, args.idle_seconds)
+    co = {}
+    for backend in ("etcd", "kubernetes"):
+        log(f"two replicas on one chain through {backend}, idle {args.idle_seconds}s")
+        co[backend] = measure_coordinated(TOKEND, args.idle_seconds, backend)
     log(f"the Python requests baseline (idle {args.idle_seconds}s)")
     py = measure_python(args.idle_seconds)
 
@@ -444,17 +472,18 @@ def main():
          f"{many['second_spread']:.2f} s / {many['second_stdev']:.2f} s ({many['window']:.1f} s)",
          "spread over the window", "-"),
     ]
-    if co:
+    for backend, c in co.items():
+        if not c:
+            rows.append((f"{backend}-coordinated replicas", "skipped: no etcd", "-", "-"))
+            continue
         for role in ("leader", "follower"):
-            c = co[role]
+            r = c[role]
             target = "<= 5 MiB" if role == "follower" else "-"
-            rows.append((f"etcd-coordinated {role}, idle: RSS (VmRSS / VmHWM)",
-                         f"{mib(c['rss'])} / {mib(c['hwm'])}", target, "-"))
-            rows.append((f"etcd-coordinated {role}, idle: wakeups (vol / invol)",
-                         f"{c['vol']} / {c['invol']}",
-                         f"lease renewals ({co['renewals']}) and re-reads ({co['re_reads']}) only", "-"))
-    else:
-        rows.append(("etcd-coordinated replicas", "skipped: no etcd", "-", "-"))
+            rows.append((f"{backend}-coordinated {role}, idle: RSS (VmRSS / VmHWM)",
+                         f"{mib(r['rss'])} / {mib(r['hwm'])}", target, "-"))
+            rows.append((f"{backend}-coordinated {role}, idle: wakeups (vol / invol)",
+                         f"{r['vol']} / {r['invol']}",
+                         f"lease renewals ({c['renewals']}) and re-reads ({c['re_reads']}) only", "-"))
     width = [max(len(r[i]) for r in rows + [("figure", "tokend", "target", "python")]) for i in range(4)]
     fmt = "| " + " | ".join(f"{{:<{w}}}" for w in width) + " |"
     print(fmt.format("figure", "tokend", "target", "python requests loop"))

@@ -302,6 +302,22 @@ mod tests {
     }
 
     #[test]
+    fn what_check_prints_loads_again() {
+        let text = format!(
+            "{KUBE}[coordination.kubernetes]\nserver = \"https://api:6443\"\nca_file = \"/ca\"\ntoken_file = \"/t\""
+        );
+        let out = load(&text, &[]).unwrap().redacted_toml();
+        assert!(out.contains("backend = \"kubernetes\""), "{out}");
+        assert!(out.contains("name = \"tokend-{credential}\""), "{out}");
+        let again =
+            crate::config::load_from_str(&out, "check.toml", Vec::<(String, String)>::new());
+        assert_eq!(
+            again.unwrap().coordination,
+            load(&text, &[]).unwrap().coordination
+        );
+    }
+
+    #[test]
     fn mistakes_are_explained() {
         let cases: &[(&str, &str, &str)] = &[
             ("server = \"https://api:6443\"", "ca_file", "needs ca_file"),

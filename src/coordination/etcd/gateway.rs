@@ -135,7 +135,13 @@ impl Gateway {
         let mut create = range(prefix);
         create["start_revision"] = json!(from.to_string());
         let body = json!({ "create_request": create });
-        let answer = self.send(Op::Read, "/v3/watch", &body, false).await?;
+        // The stream is unbounded; its start is not (a partition must not hang it).
+        let answer = tokio::time::timeout(
+            self.cfg.timeout,
+            self.send(Op::Read, "/v3/watch", &body, false),
+        )
+        .await
+        .map_err(|_| StoreFailure::timeout(Op::Read, self.cfg.timeout))??;
         Ok(Watch {
             lines: Lines::new(answer),
         })

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::coordination::RE_READ;
 use crate::coordination::error::{Op, StoreFailure};
 use crate::coordination::etcd::Etcd;
 use crate::coordination::etcd::session::{Lease, Session};
@@ -17,8 +18,6 @@ use crate::coordination::record::{Record, Stored};
 use crate::coordination::report::Complaints;
 use crate::coordination::view::{Role, View};
 
-/// The slow periodic re-read, in case a watch missed something silently.
-pub const RE_READ: Duration = Duration::from_secs(30);
 /// How soon a failed read is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 

@@ -179,10 +179,14 @@ impl Api {
             "{}?watch=1&fieldSelector=metadata.name%3D{name}&resourceVersion={version}",
             self.collection(r)
         );
-        let lines = match self
-            .send(Op::Read, reqwest::Method::GET, &url, None, false)
-            .await
-        {
+        // The stream is unbounded; its start is not (a partition must not hang it).
+        let started = tokio::time::timeout(
+            self.timeout,
+            self.send(Op::Read, reqwest::Method::GET, &url, None, false),
+        )
+        .await
+        .map_err(|_| StoreFailure::timeout(Op::Read, self.timeout))?;
+        let lines = match started {
             Ok(answer) => Some(Lines::new(answer)),
             Err(Refusal::Status(410, _)) => None,
             Err(e) => return Err(e.into_failure(Op::Read)),

@@ -4,11 +4,13 @@
 //! - [`api`]: the calls (get, list, watch, create, conditional replace), the token
 //! - [`objects`]: the Lease and the Secret as the API carries them
 //! - [`election`]: who may take or must renew a Lease, when (client-go's rules)
-//! - [`member`]: one credential's Lease held or followed, and its Secret watched
+//! - [`member`]: one credential's handle: the view, the Secret's conditional writes
+//! - [`keeper`]: the task behind it: the Lease held or followed, both objects watched
 //! - this file: the reads and writes outside a running daemon (`status`, `login`)
 
 pub mod api;
 pub mod election;
+pub mod keeper;
 pub mod member;
 pub mod objects;
 
