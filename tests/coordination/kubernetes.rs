@@ -115,3 +115,31 @@ async fn a_rotated_service_account_token_is_read_again() {
     }
     g.finish().await;
 }
+
+/// A watch that ends with 410 Gone (the API server's watch cache moved on): every
+/// replica lists again and follows the next rotations within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_list_again_after_410_gone() {
+    let etcd = Etcd::start(1).await;
+    let k = StandIn::start(&etcd, None).await;
+    let g = Group::running(vec![k.table(k.port); 3], Duration::from_secs(3)).await;
+    for _ in 0..3 {
+        k.expire_watches().await;
+        let before = g.refreshes();
+        wait_for("a rotation after the 410", Duration::from_secs(10), || {
+            g.refreshes() > before
+        })
+        .await;
+        wait_for("every replica on it", Duration::from_secs(1), || {
+            (0..3).all(|i| g.output(i) == g.output(0))
+        })
+        .await;
+    }
+    let stats = k.stats().await;
+    // At least one watch of each replica ended with 410 each time (it drops its other
+    // watch as it lists again), and each replica watched again.
+    assert!(stats["gone"].as_u64().unwrap() >= 9, "{stats}");
+    assert!(stats["watches"].as_u64().unwrap() >= 6 + 9, "{stats}");
+    g.finish().await;
+    k.assert_clean().await;
+}

@@ -224,6 +224,16 @@ impl StandIn {
         self.try_stats().await.expect("the stand-in answers")
     }
 
+    /// Ends every open watch with 410 Gone.
+    pub async fn expire_watches(&self) {
+        let url = format!(
+            "{}://127.0.0.1:{}/_standin/expire-watches",
+            self.scheme(),
+            self.port
+        );
+        self.http.get(url).send().await.unwrap();
+    }
+
     /// Rotates the service account token as the kubelet does: a new token in the file,
     /// and from now on the old one is refused.
     pub fn rotate_token(&self, new: &str) {

@@ -257,7 +257,6 @@ impl Api {
             if status == 401 && !reread && self.target.token_file.is_some() {
                 continue;
             }
-            // A Status object's message; never a request's body, which may hold a token.
             let text = tokio::time::timeout(self.timeout, read_capped(answer))
                 .await
                 .ok()
@@ -265,11 +264,8 @@ impl Api {
                 .unwrap_or_default();
             let message = serde_json::from_slice::<Value>(&text)
                 .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
+                .and_then(|v| v["message"].as_str().map(scrub))
+                .unwrap_or_default();
             return Err(Refusal::Status(status, message));
         }
         Err(Refusal::Status(
@@ -297,6 +293,30 @@ impl Api {
         *cached = Some((token.clone(), Instant::now()));
         Ok(Some(token))
     }
+}
+
+/// A Status object's message, fit for a log line: an API server may quote the value it
+/// refused, and a Secret's value holds the refresh token, so every long token-like
+/// word is cut out.
+fn scrub(message: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let token_like = |c: char| c.is_ascii_alphanumeric() || "+/=_-.".contains(c);
+    for c in message.chars().chain(std::iter::once(' ')) {
+        if token_like(c) {
+            word.push(c);
+            continue;
+        }
+        out.push_str(if word.len() >= 32 {
+            "[redacted]"
+        } else {
+            &word
+        });
+        word.clear();
+        out.push(c);
+    }
+    out.pop();
+    out.chars().take(300).collect()
 }
 
 async fn read_token(file: PathBuf) -> Result<SecretString, String> {
@@ -384,5 +404,19 @@ impl<T: DeserializeOwned> Watch<T> {
                 _ => continue,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_never_quotes_a_long_value() {
+        let m = super::scrub(
+            r#"Secret "tokend-c" is invalid: data[state.json]: Invalid value: "eyJzdGF0ZSI6eyJyZWZyZXNoX3Rva2VuIjoiYmxua19ydF8xMjM0NTY3ODkwIn19""#,
+        );
+        assert_eq!(
+            m,
+            r#"Secret "tokend-c" is invalid: data[state.json]: Invalid value: "[redacted]""#
+        );
     }
 }

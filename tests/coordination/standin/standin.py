@@ -18,7 +18,8 @@ tokend uses, the way the real one does it:
 - requests are authorized against the Role of a manifest (verbs, resources,
   resourceNames; list and watch by name need the name's fieldSelector), as RBAC does.
 
-What it saw is served at /_standin/stats for the tests. It installs its dependencies
+What it saw is served at /_standin/stats for the tests; /_standin/expire-watches ends
+every open watch with 410 Gone, as the apiserver does when its watch cache moves on. It installs its dependencies
 into tests/coordination/standin/.venv on first use (PyPI, pinned in requirements.txt).
 
 Usage: standin.py --etcd URL --port N --tokens FILE [--role MANIFEST --rename A=B[,C]]
@@ -119,6 +120,8 @@ class Stats:
         self.data = {"requests": 0, "invalid": 0, "invalid_reasons": [], "unconditional": 0,
                      "unauthorized": 0, "forbidden": 0, "forbidden_reasons": [], "used": [],
                      "watches": 0, "gone": 0}
+        # Bumped to end every open watch with 410 Gone.
+        self.expired = 0
 
     def add(self, key, n=1):
         with self.lock:
@@ -219,6 +222,9 @@ def make_handler(etcd, tokens_file, role, stats):
             if self.path == "/_standin/stats":
                 with stats.lock:
                     return self.send_json(200, stats.data)
+            if self.path == "/_standin/expire-watches":
+                stats.expired += 1
+                return self.send_json(200, {"expired": stats.expired})
             r = self.route()
             if not r:
                 return self.status(404, "NotFound", "the server could not find the requested resource")
@@ -343,25 +349,26 @@ def make_handler(etcd, tokens_file, role, stats):
                     lines.put(b"")
             threading.Thread(target=pump, daemon=True).start()
             try:
+                expired = stats.expired
                 while True:
+                    if stats.expired != expired:
+                        # As the apiserver's watch cache does when it drops old versions.
+                        return self.gone(rv, "the watch cache was reset")
                     try:
-                        line = lines.get(timeout=1.0)
+                        line = lines.get(timeout=0.2)
                     except queue.Empty:
                         # Nothing from etcd: is the client still there?
                         ready, _, _ = select.select([self.connection], [], [], 0)
                         if ready and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                            self.close_connection = True
                             return
                         continue
                     if not line:
-                        return
+                        # etcd ended the watch: end ours; the connection stays usable.
+                        return self.end_chunks()
                     msg = json.loads(line).get("result", {})
                     if msg.get("compact_revision") and msg.get("canceled"):
-                        stats.add("gone")
-                        self.event({"type": "ERROR", "object": {
-                            "kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Failure", "reason": "Expired", "code": 410,
-                            "message": f"too old resource version: {rv} ({msg['compact_revision']})"}})
-                        return self.end_chunks()
+                        return self.gone(rv, f"compacted at {msg['compact_revision']}")
                     for ev in msg.get("events") or []:
                         kv = ev["kv"]
                         if ev.get("type") == "DELETE":
@@ -372,10 +379,24 @@ def make_handler(etcd, tokens_file, role, stats):
                             kind = "ADDED" if kv.get("create_revision") == kv.get("mod_revision") else "MODIFIED"
                             self.event({"type": kind, "object": decode(kv)})
             except (BrokenPipeError, ConnectionResetError, OSError):
+                self.close_connection = True
                 return
             finally:
+                # Unblock the pump's read before closing: closing a reader another
+                # thread is blocked in waits for that read to end.
+                try:
+                    c.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 c.close()
-                self.close_connection = True
+
+        def gone(self, rv, why):
+            """Ends a watch with 410 Gone: the client must list again."""
+            stats.add("gone")
+            self.event({"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "reason": "Expired", "code": 410, "message": f"too old resource version: {rv} ({why})"}})
+            self.end_chunks()
 
         def event(self, obj):
             data = (json.dumps(obj) + "\n").encode()
