@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
 use crate::coordination::error::{Kind, Op, StoreFailure};
-use crate::oauth::http::{MAX_BODY, error_chain};
+use crate::oauth::http::{BodyError, MAX_BODY, error_chain, read_capped};
 
 /// A client for one store: no redirects, connections bounded by `timeout`, TLS trusting
 /// only `ca` (never the system's roots), and `identity` (a certificate, then its key)
@@ -46,6 +48,35 @@ pub fn client(
     builder
         .build()
         .map_err(|e| broken(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A request that got no answer, classified: too slow, or not reached.
+pub fn unanswered(op: Op, timeout: Duration, e: &reqwest::Error) -> StoreFailure {
+    if e.is_timeout() {
+        StoreFailure::timeout(op, timeout)
+    } else {
+        StoreFailure::new(op, Kind::Unreachable, error_chain(e))
+    }
+}
+
+/// A whole answer's JSON, read within `timeout` and no larger than [`MAX_BODY`].
+pub async fn read_json<T: DeserializeOwned>(
+    op: Op,
+    answer: reqwest::Response,
+    timeout: Duration,
+) -> Result<T, StoreFailure> {
+    let bytes = tokio::time::timeout(timeout, read_capped(answer))
+        .await
+        .map_err(|_| StoreFailure::timeout(op, timeout))?
+        .map_err(|e| {
+            let why = match e {
+                BodyError::TooLarge => "an answer larger than 64 KiB".to_owned(),
+                BodyError::Interrupted(why) => why,
+            };
+            StoreFailure::new(op, Kind::Unreachable, why)
+        })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| StoreFailure::new(op, Kind::Unreachable, format!("unexpected answer: {e}")))
 }
 
 /// The lines of a streamed answer, one at a time.

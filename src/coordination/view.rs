@@ -10,8 +10,9 @@ pub enum Role {
     #[default]
     Unknown,
     Follower,
-    /// This replica holds the leader key; `fence` is the key's create_revision, which
-    /// every write is conditional on.
+    /// This replica leads. `fence` names its term: with etcd the leader key's
+    /// create_revision, which every write is conditional on; with Kubernetes the Lease's
+    /// `leaseTransitions` (writes there are conditional on the Secret's version alone).
     Leader {
         fence: i64,
     },

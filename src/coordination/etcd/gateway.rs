@@ -16,7 +16,7 @@ use crate::coordination::etcd::wire::{
     Header, Kv, Listing, Txn, TxnAnswer, WatchBatch, int64, parse_watch, range,
 };
 use crate::coordination::transport::{self, Lines};
-use crate::oauth::http::{BodyError, error_chain, read_capped};
+use crate::oauth::http::error_chain;
 
 /// One process's way to etcd: endpoints tried in turn, every unary call bounded by
 /// `timeout`, authentication when configured.
@@ -154,20 +154,7 @@ impl Gateway {
         body: Value,
     ) -> Result<T, StoreFailure> {
         let answer = self.send(op, path, &body, true).await?;
-        let timeout = self.cfg.timeout;
-        let bytes = tokio::time::timeout(timeout, read_capped(answer))
-            .await
-            .map_err(|_| StoreFailure::timeout(op, timeout))?
-            .map_err(|e| {
-                let why = match e {
-                    BodyError::TooLarge => "an answer larger than 64 KiB".to_owned(),
-                    BodyError::Interrupted(why) => why,
-                };
-                StoreFailure::new(op, Kind::Unreachable, why)
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            StoreFailure::new(op, Kind::Unreachable, format!("unexpected answer: {e}"))
-        })
+        transport::read_json(op, answer, self.cfg.timeout).await
     }
 
     /// Sends one request, trying each endpoint once from the one that answered last;
@@ -221,13 +208,10 @@ impl Gateway {
             if let Some(t) = token {
                 request = request.header("Authorization", t);
             }
-            let answer = request.send().await.map_err(|e| {
-                if e.is_timeout() {
-                    StoreFailure::timeout(op, self.cfg.timeout)
-                } else {
-                    StoreFailure::new(op, Kind::Unreachable, error_chain(&e))
-                }
-            })?;
+            let answer = request
+                .send()
+                .await
+                .map_err(|e| transport::unanswered(op, self.cfg.timeout, &e))?;
             let status = answer.status().as_u16();
             if answer.status().is_success() {
                 return Ok(answer);

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::config::coordination::kubernetes::ApiTarget;
 use crate::coordination::error::{Kind, Op, StoreFailure};
 use crate::coordination::transport::{self, Lines};
-use crate::oauth::http::{BodyError, error_chain, read_capped};
+use crate::oauth::http::read_capped;
 
 /// How long a token read from its file is used before reading the file again.
 pub const TOKEN_REREAD: Duration = Duration::from_secs(60);
@@ -107,7 +107,7 @@ impl Api {
             .send(op, reqwest::Method::GET, &url, None, true)
             .await
             .map_err(|e| e.into_failure(op))?;
-        let list: List<T> = self.body(op, answer).await?;
+        let list: List<T> = transport::read_json(op, answer, self.timeout).await?;
         Ok((
             list.items.into_iter().next(),
             list.metadata.resource_version,
@@ -123,7 +123,9 @@ impl Api {
     ) -> Result<Option<T>, StoreFailure> {
         let url = format!("{}/{name}", self.collection(r));
         match self.send(op, reqwest::Method::GET, &url, None, true).await {
-            Ok(answer) => self.body(op, answer).await.map(Some),
+            Ok(answer) => transport::read_json(op, answer, self.timeout)
+                .await
+                .map(Some),
             Err(Refusal::Status(404, _)) => Ok(None),
             Err(e) => Err(e.into_failure(op)),
         }
@@ -162,7 +164,9 @@ impl Api {
     ) -> Result<Written<T>, StoreFailure> {
         let body = serde_json::to_vec(object).unwrap_or_default();
         match self.send(op, method, url, Some(body), true).await {
-            Ok(answer) => self.body(op, answer).await.map(Written::Done),
+            Ok(answer) => transport::read_json(op, answer, self.timeout)
+                .await
+                .map(Written::Done),
             Err(Refusal::Status(409 | 404, _)) => Ok(Written::Conflict),
             Err(e) => Err(e.into_failure(op)),
         }
@@ -197,26 +201,6 @@ impl Api {
         })
     }
 
-    async fn body<T: DeserializeOwned>(
-        &self,
-        op: Op,
-        answer: reqwest::Response,
-    ) -> Result<T, StoreFailure> {
-        let bytes = tokio::time::timeout(self.timeout, read_capped(answer))
-            .await
-            .map_err(|_| StoreFailure::timeout(op, self.timeout))?
-            .map_err(|e| {
-                let why = match e {
-                    BodyError::TooLarge => "an answer larger than 64 KiB".to_owned(),
-                    BodyError::Interrupted(why) => why,
-                };
-                StoreFailure::new(op, Kind::Unreachable, why)
-            })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            StoreFailure::new(op, Kind::Unreachable, format!("unexpected answer: {e}"))
-        })
-    }
-
     /// One request, bounded by the timeout unless it is a watch; after a 401 the token
     /// file is read again and the request sent once more.
     async fn send(
@@ -243,13 +227,10 @@ impl Api {
             if let Some(token) = self.token(op, reread).await? {
                 request = request.bearer_auth(token.expose_secret());
             }
-            let answer = request.send().await.map_err(|e| {
-                Refusal::Failed(if e.is_timeout() {
-                    StoreFailure::timeout(op, self.timeout)
-                } else {
-                    StoreFailure::new(op, Kind::Unreachable, error_chain(&e))
-                })
-            })?;
+            let answer = request
+                .send()
+                .await
+                .map_err(|e| Refusal::Failed(transport::unanswered(op, self.timeout, &e)))?;
             let status = answer.status().as_u16();
             if answer.status().is_success() {
                 return Ok(answer);
