@@ -1,19 +1,73 @@
-//! The local state file: JSON, replaced atomically and durably, held by one process
-//! through `<file>.lock`; and the `<file>.login` handover that `tokend login` leaves
-//! beside it for a running daemon.
+//! The local state file, held by one process through `<file>.lock`; and the
+//! `<file>.login` handover that `tokend login` leaves beside it for a running daemon.
+//!
+//! The file is in format 2 ([`super::slots`]): a rotation is committed with one write
+//! and one data sync into the file as it stands. The file itself is created (or, for a
+//! record that outgrew its slots, created again) by the full protocol: a new file
+//! fsync'd, renamed over the old one, its directory fsync'd. A format 1 file (one JSON
+//! record) is read, and migrated on the daemon's first start.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, Perms};
+use crate::store::slots::{self, Contents};
 use crate::store::state::{State, StateStore, StoreError, VERSION};
 
-/// A local JSON state file, held exclusively by one process through `<file>.lock`.
+/// A local state file, held exclusively by one process through `<file>.lock`.
 pub struct FileStore {
     path: PathBuf,
     _lock: File,
+    /// The open file and where its next version goes, once it is known to be in
+    /// format 2.
+    slots: Option<SlotWriter>,
+}
+
+/// Writes versions into the slots of an open format 2 file, in turn.
+struct SlotWriter {
+    file: File,
+    slot_size: usize,
+    /// The slot the next version goes to: the one not holding the newest.
+    next: usize,
+    /// The newest version's sequence.
+    sequence: u64,
+}
+
+impl SlotWriter {
+    fn open(path: &Path, at: Position) -> std::io::Result<SlotWriter> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(SlotWriter {
+            file,
+            slot_size: at.slot_size,
+            next: 1 - at.newest,
+            sequence: at.sequence,
+        })
+    }
+
+    /// One `pwrite` and one `fdatasync`: the whole commit of a version.
+    fn commit(&mut self, record: &[u8]) -> std::io::Result<()> {
+        let sequence = self.sequence + 1;
+        let offset = (self.next * self.slot_size) as u64;
+        self.file
+            .write_all_at(&slots::encode(sequence, record), offset)?;
+        self.file.sync_data()?;
+        self.sequence = sequence;
+        self.next = 1 - self.next;
+        Ok(())
+    }
+}
+
+/// Where a format 2 file's newest version is.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    slot_size: usize,
+    newest: usize,
+    sequence: u64,
 }
 
 impl FileStore {
@@ -75,7 +129,33 @@ impl FileStore {
         Ok(FileStore {
             path: path.to_owned(),
             _lock: lock,
+            slots: None,
         })
+    }
+
+    /// Creates the file anew in format 2, holding `record`, by the full protocol; the
+    /// versions that follow go into its slots.
+    fn create(&mut self, record: &[u8]) -> Result<(), StoreError> {
+        self.slots = None;
+        let bytes = slots::new_file(record);
+        atomic::write(&self.path, &bytes, &Perms::mode(0o600)).map_err(|failed| {
+            StoreError::Io {
+                path: self.path.clone(),
+                err: failed.into_io(),
+            }
+        })?;
+        let at = Position {
+            slot_size: bytes.len() / 2,
+            newest: 0,
+            sequence: 1,
+        };
+        self.slots = Some(
+            SlotWriter::open(&self.path, at).map_err(|err| StoreError::Io {
+                path: self.path.clone(),
+                err,
+            })?,
+        );
+        Ok(())
     }
 }
 
@@ -106,9 +186,14 @@ pub fn hostname() -> String {
     }
 }
 
-/// Reads a state file without locking it (for `status` and `token`): the file is only
-/// ever replaced by rename, so a reader sees a whole version.
+/// Reads a state file without locking it (for `status` and `token`): a slot being
+/// written fails its checksum and the other is read, so a reader sees a whole version.
 pub fn read_state_file(path: &Path) -> Result<Option<State>, StoreError> {
+    Ok(read_with_position(path)?.map(|(state, _)| state))
+}
+
+/// The state in a file and, in format 2, where its newest version is.
+fn read_with_position(path: &Path) -> Result<Option<(State, Option<Position>)>, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -119,26 +204,80 @@ pub fn read_state_file(path: &Path) -> Result<Option<State>, StoreError> {
             });
         }
     };
-    let state: State = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+    let corrupt = |message: String| StoreError::Corrupt {
         path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let (record, position) = match slots::read(&bytes) {
+        Contents::Json => (std::borrow::Cow::Borrowed(bytes.as_slice()), None),
+        Contents::Slots { newest: None, .. } => {
+            return Err(corrupt(
+                "neither of its two slots holds a whole version (both torn or damaged)".into(),
+            ));
+        }
+        Contents::Slots {
+            slot_size,
+            newest: Some((newest, slot)),
+        } => (
+            std::borrow::Cow::Owned(slot.record),
+            Some(Position {
+                slot_size,
+                newest,
+                sequence: slot.sequence,
+            }),
+        ),
+    };
+    let state: State = serde_json::from_slice(&record).map_err(|e| corrupt(e.to_string()))?;
     if state.version != VERSION {
-        return Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            message: format!("unknown version {}", state.version),
-        });
+        return Err(corrupt(format!("unknown version {}", state.version)));
     }
-    Ok(Some(state))
+    Ok(Some((state, position)))
 }
 
 impl StateStore for FileStore {
-    fn load(&self) -> Result<Option<State>, StoreError> {
-        read_state_file(&self.path)
+    fn load(&mut self) -> Result<Option<State>, StoreError> {
+        let Some((state, position)) = read_with_position(&self.path)? else {
+            return Ok(None);
+        };
+        match position {
+            Some(at) => {
+                let writer = SlotWriter::open(&self.path, at).map_err(|err| StoreError::Io {
+                    path: self.path.clone(),
+                    err,
+                })?;
+                self.slots = Some(writer);
+            }
+            // Format 1: migrated now, durably, before anything else happens to it.
+            None => {
+                self.create(&record_bytes(&self.path, &state)?)?;
+                tracing::info!(target: "tokend::store", file = %self.path.display(), "state file migrated to format 2 (two slots, one sync per rotation)");
+            }
+        }
+        Ok(Some(state))
     }
 
     fn save(&mut self, state: &State) -> Result<(), StoreError> {
-        write_state_file(&self.path, state, &Perms::mode(0o600))
+        let record = record_bytes(&self.path, state)?;
+        let Some(writer) = self
+            .slots
+            .as_mut()
+            .filter(|w| slots::fits(record.len(), w.slot_size))
+        else {
+            return self.create(&record);
+        };
+        // Deleted or replaced behind our back: a version written there would be lost.
+        let gone = writer.file.metadata().map_or(true, |m| m.nlink() == 0);
+        if gone {
+            return self.create(&record);
+        }
+        writer.commit(&record).map_err(|err| {
+            // After a failed sync the file's pages are in doubt: start a new file.
+            self.slots = None;
+            StoreError::Io {
+                path: self.path.clone(),
+                err,
+            }
+        })
     }
 
     fn describe(&self) -> String {
@@ -160,14 +299,20 @@ impl StateStore for FileStore {
     }
 }
 
-/// Writes a state file as the daemon does: atomically and durably, with `perms` (0600;
-/// `tokend login` run as root also gives it the daemon's owner).
-pub fn write_state_file(path: &Path, state: &State, perms: &Perms) -> Result<(), StoreError> {
-    let json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
+/// A state as its slot holds it: compact JSON.
+fn record_bytes(path: &Path, state: &State) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(state).map_err(|e| StoreError::Corrupt {
         path: path.to_owned(),
         message: e.to_string(),
-    })?;
-    atomic::write(path, &json, perms).map_err(|failed| StoreError::Io {
+    })
+}
+
+/// Writes a state file as `tokend login` does when no daemon holds it: a new format 2
+/// file, atomically and durably, with `perms` (0600; run as root, also the daemon's
+/// owner).
+pub fn write_state_file(path: &Path, state: &State, perms: &Perms) -> Result<(), StoreError> {
+    let bytes = slots::new_file(&record_bytes(path, state)?);
+    atomic::write(path, &bytes, perms).map_err(|failed| StoreError::Io {
         path: path.to_owned(),
         err: failed.into_io(),
     })
@@ -188,6 +333,8 @@ pub fn local_holder_pid(holder: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
     use crate::store::state::bootstrap_digest;
     use secrecy::{ExposeSecret, SecretString};
@@ -226,11 +373,101 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
             0o600
         );
-        let text = std::fs::read_to_string(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(slots::MAGIC));
+        let text = String::from_utf8_lossy(&bytes);
         assert!(
-            text.contains("\"expires_at\": \"2027-01-15T09:00:00.000Z\""),
+            text.contains("\"expires_at\":\"2027-01-15T09:00:00.000Z\""),
             "{text}"
         );
+    }
+
+    /// Each save after the first is one write into the other slot of the same file.
+    #[test]
+    fn saves_alternate_slots_in_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let mut store = FileStore::open(&path).unwrap();
+        let mut state = sample();
+        store.save(&state).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        for generation in 2..6 {
+            state.generation = generation;
+            store.save(&state).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+            let back = read_state_file(&path).unwrap().unwrap();
+            assert_eq!(back.generation, generation);
+        }
+        // A record that outgrows its slot gets a new file with larger ones.
+        state.access_token = Some(SecretString::from("a".repeat(10_000)));
+        store.save(&state).unwrap();
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * 32768);
+        assert_eq!(
+            read_state_file(&path)
+                .unwrap()
+                .unwrap()
+                .access_token
+                .unwrap()
+                .expose_secret()
+                .len(),
+            10_000
+        );
+        // Deleted behind the daemon's back: the next save writes a file again.
+        std::fs::remove_file(&path).unwrap();
+        store.save(&state).unwrap();
+        assert!(read_state_file(&path).unwrap().is_some());
+    }
+
+    /// Issue 15: a format 1 file (one JSON record) is read, and migrated on load, with
+    /// the same state and no refresh.
+    #[test]
+    fn a_format_1_file_is_migrated_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&sample()).unwrap()).unwrap();
+        assert_eq!(
+            read_state_file(&path)
+                .unwrap()
+                .unwrap()
+                .refresh_token
+                .expose_secret(),
+            "rt"
+        );
+        let mut store = FileStore::open(&path).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.refresh_token.expose_secret(), "rt");
+        assert!(std::fs::read(&path).unwrap().starts_with(slots::MAGIC));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(read_state_file(&path).unwrap().unwrap().generation, 1);
+    }
+
+    /// Issue 15: a file truncated to nothing, or whose slots are both damaged, is
+    /// unreadable, which blocks; never "no state", which would replay the bootstrap.
+    #[test]
+    fn an_empty_or_doubly_damaged_file_is_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            read_state_file(&path),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut store = FileStore::open(&path).unwrap();
+        store.save(&sample()).unwrap();
+        store.save(&sample()).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let half = bytes.len() / 2;
+        bytes[30] ^= 0xff;
+        bytes[half + 30] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_state_file(&path).unwrap_err();
+        assert!(e.to_string().contains("neither of its two slots"), "{e}");
+        assert!(store.load().is_err());
     }
 
     #[test]

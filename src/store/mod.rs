@@ -3,8 +3,10 @@
 //!
 //! - [`state`]: the record ([`State`]) and the [`StateStore`] interface
 //! - [`file`]: the local state file, its lock, and `tokend login`'s handover
+//! - [`slots`]: the file's layout: two checksummed slots written in turn
 
 pub mod file;
+pub mod slots;
 pub mod state;
 
 pub use file::FileStore;

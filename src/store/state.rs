@@ -85,7 +85,7 @@ pub enum StoreError {
 /// Where a credential's state is kept.
 pub trait StateStore: Send + 'static {
     /// The stored state, or `None` when there is none yet.
-    fn load(&self) -> Result<Option<State>, StoreError>;
+    fn load(&mut self) -> Result<Option<State>, StoreError>;
     /// Replaces the stored state durably; when this returns `Ok` the state survives a crash.
     fn save(&mut self, state: &State) -> Result<(), StoreError>;
     /// Where the state lives, for messages.

@@ -1,5 +1,6 @@
 //! Disk faults (issue 5), on real file systems: the state directory on a full tmpfs
-//! (ENOSPC), the output directory remounted read-only, and the output directory deleted.
+//! (ENOSPC: rotations still commit into the state file's slots; a file to create anew
+//! cannot be), the output directory remounted read-only, and the output directory deleted.
 //! The rotated refresh token stays in memory, writes are retried, readiness is false
 //! meanwhile, and everything recovers without a restart and with nothing lost. Mounting
 //! needs root; elsewhere these tests say SKIP (the store's error path is then covered
@@ -89,7 +90,37 @@ async fn a_full_state_disk_loses_nothing_and_recovers_by_itself() {
         .args(["if=/dev/zero", "bs=4k"])
         .arg(format!("of={}", filler.display()))
         .output();
-    env.rotate(&d, "the rotation", 5 * SEC).await;
+    // Issue 15: a rotation is a write into the state file's own (allocated) slots, so a
+    // full disk no longer stops it.
+    env.rotate(&d, "a rotation on a full disk", 5 * SEC).await;
+    wait_for("the rotated token on disk", 5 * SEC, || {
+        state_rt(&env) != before
+    })
+    .await;
+    assert_eq!(
+        env.emu.refresh_token_status(&state_rt(&env)),
+        RefreshTokenStatus::Live
+    );
+    assert!(!d.log_text().contains("cannot save the state"));
+
+    // What still needs space is a new file: a credential added (SIGHUP) while the disk
+    // is full rotates its bootstrap token and cannot create its state file.
+    env.bootstrap("d");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(&cfg).unwrap(),
+            env.credential_toml("d", "")
+        ),
+    )
+    .unwrap();
+    let before = env.emu.stats().refreshes;
+    d.signal(libc::SIGHUP);
+    wait_for("d's first refresh", 5 * SEC, || {
+        env.emu.stats().refreshes > before
+    })
+    .await;
     wait_for("the save error", 5 * SEC, || {
         d.log_text().contains("cannot save the state")
     })
@@ -99,21 +130,22 @@ async fn a_full_state_disk_loses_nothing_and_recovers_by_itself() {
         "{}",
         d.log_text()
     );
-    // The server has rotated; the disk still holds the old token; tokend holds the new.
-    assert_eq!(state_rt(&env), before);
-    assert!(matches!(
-        env.emu.refresh_token_status(&before),
-        RefreshTokenStatus::Rotated { .. }
-    ));
+    // The server has rotated d's bootstrap token; the disk holds nothing of d; tokend
+    // holds the new token in memory.
+    assert!(env.state("d").is_none());
     let (status, body) = ready(port).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("the state is not saved"), "{body}");
 
     // Space returns: the retry saves the rotated token, without a restart.
     std::fs::remove_file(&filler).unwrap();
-    wait_for("the state saved", 10 * SEC, || state_rt(&env) != before).await;
+    wait_for("d's state saved", 10 * SEC, || env.state("d").is_some()).await;
+    let saved = env.state("d").unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
-        env.emu.refresh_token_status(&state_rt(&env)),
+        env.emu.refresh_token_status(&saved),
         RefreshTokenStatus::Live
     );
     let start = std::time::Instant::now();
@@ -127,7 +159,7 @@ async fn a_full_state_disk_loses_nothing_and_recovers_by_itself() {
     assert_eq!(d.stop().await, 0);
     crate::common::figure(
         "disk",
-        "ENOSPC on the state directory: rotated token kept in memory, saved when space returned, 0 reuses, no restart",
+        "ENOSPC on the state directory: rotations still committed into the file's slots; a state file to create anew kept in memory, saved when space returned, 0 reuses, no restart",
     );
     drop(fs);
 }

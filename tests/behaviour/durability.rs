@@ -1,6 +1,6 @@
-//! SPEC §4's write discipline, checked on the real binary's system calls (strace): the
-//! state is fsync'd, renamed into place and its directory fsync'd before any output is
-//! written.
+//! SPEC §4's write discipline, checked on the real binary's system calls (strace): a new
+//! state file is fsync'd, renamed into place and its directory fsync'd before any output
+//! is written; after that, each rotation is one write and one data sync into it.
 
 use std::time::Duration;
 
@@ -75,4 +75,121 @@ async fn state_is_durable_before_outputs_are_written() {
             .any(|l| l.starts_with(&format!("fsync({dir_fd})"))),
         "the state directory is fsync'd after the rename:\n{text}"
     );
+}
+
+/// Issue 15: with the state file in place, each rotation commits the state with one
+/// write and one data sync into that file (no rename, no directory sync on the state's
+/// path), before the outputs are replaced. 1,000 rotations under strace.
+#[tokio::test]
+async fn each_rotation_commits_the_state_with_one_data_sync() {
+    const ROTATIONS: usize = 1000;
+    let env = Env::new(Duration::from_secs(3600)).await;
+    let cfg = env.write_config(&["c"]);
+    // The state file is created (by the full protocol) first, outside the trace.
+    let once = tokio::process::Command::new(BIN)
+        .args(["once", "-c", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .status()
+        .await
+        .unwrap();
+    assert!(once.success());
+    let trace = env.path("strace.txt");
+    let d = env.spawn_shell(
+        &format!(
+            "exec strace -f -o {} -e trace=openat,pwrite64,write,fsync,fdatasync,rename,renameat,renameat2 {BIN} run -c {}",
+            trace.display(),
+            cfg.display()
+        ),
+        "run.log",
+    );
+    // tokend's own pid (strace is the child), from the state's lock file.
+    let lock = env.path("state/c.json.lock");
+    let mut pid = None;
+    crate::common::wait_for("tokend under strace", Duration::from_secs(20), || {
+        pid = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|h| h.split_whitespace().nth(1)?.parse::<i32>().ok())
+            .filter(|p| *p as u32 != d.child.id().unwrap_or(0));
+        pid.is_some() && d.log_text().contains("tokend::daemon: started")
+    })
+    .await;
+    let pid = pid.unwrap();
+    for i in 1..=ROTATIONS {
+        let before = env.emu.stats().refreshes;
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        crate::common::wait_for(&format!("rotation {i}"), Duration::from_secs(10), || {
+            env.emu.stats().refreshes > before && d.log_text().matches(" rotated ").count() >= i
+        })
+        .await;
+    }
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut d = d;
+    assert_eq!(d.wait_exit(Duration::from_secs(20)).await, 0);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let calls: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest.trim_start()))
+        .collect();
+    // The state file, opened once for writing when the daemon loaded it.
+    let open = calls
+        .iter()
+        .find(|l| l.starts_with("openat(") && l.contains("/c.json\"") && l.contains("O_RDWR"))
+        .unwrap_or_else(|| panic!("the state file is never opened for writing:\n{text}"));
+    let fd = open.rsplit("= ").next().unwrap().trim();
+    let on_state = |l: &&str| {
+        (l.starts_with("pwrite64(") || l.starts_with("fdatasync(") || l.starts_with("fsync("))
+            && l.split(['(', ',', ')']).nth(1) == Some(fd)
+    };
+    let state_calls: Vec<&str> = calls.iter().copied().filter(|l| on_state(l)).collect();
+    let writes = state_calls
+        .iter()
+        .filter(|l| l.starts_with("pwrite64("))
+        .count();
+    let syncs = state_calls
+        .iter()
+        .filter(|l| l.starts_with("fdatasync("))
+        .count();
+    let fsyncs = state_calls
+        .iter()
+        .filter(|l| l.starts_with("fsync("))
+        .count();
+    let state_renames = calls
+        .iter()
+        .filter(|l| l.starts_with("rename") && l.contains("\"c.json\")"))
+        .count();
+    crate::common::figure(
+        "durability",
+        &format!(
+            "{ROTATIONS} rotations under strace: state pwrite64={writes} fdatasync={syncs} fsync={fsyncs} renames={state_renames}"
+        ),
+    );
+    assert_eq!(
+        writes,
+        ROTATIONS,
+        "one write per rotation:\n{}",
+        state_calls.join("\n")
+    );
+    assert_eq!(syncs, ROTATIONS, "one data sync per rotation");
+    assert_eq!(
+        (fsyncs, state_renames),
+        (0, 0),
+        "no full protocol on the state's path"
+    );
+    // Each rotation's data sync comes before that rotation's outputs are renamed (the
+    // outputs written at start, from the state as loaded, come before any).
+    let mut synced: Option<usize> = None;
+    for l in &calls {
+        if l.starts_with(&format!("fdatasync({fd})")) {
+            *synced.get_or_insert(0) += 1;
+        } else if let Some(n) = synced
+            .as_mut()
+            .filter(|_| l.starts_with("rename") && l.contains("\"access_token\")"))
+        {
+            assert!(
+                *n > 0,
+                "an output was replaced before the state was durable"
+            );
+            *n -= 1;
+        }
+    }
 }

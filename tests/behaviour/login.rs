@@ -248,12 +248,11 @@ async fn a_running_daemon_adopts_a_new_login() {
 
 /// Moves the state's chain start `days` into the past, as if the chain were that old.
 fn age_chain(env: &Env, days: u64) {
+    use tokend::store::file::{read_state_file, write_state_file};
     let path = env.path("state/c.json");
-    let mut state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let started = SystemTime::now() - Duration::from_secs(days * 86_400);
-    state["chain_started_at"] = tokend::rfc3339::format(started).into();
-    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let mut state = read_state_file(&path).unwrap().unwrap();
+    state.chain_started_at = SystemTime::now() - Duration::from_secs(days * 86_400);
+    write_state_file(&path, &state, &tokend::atomic::Perms::mode(0o600)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

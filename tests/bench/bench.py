@@ -157,9 +157,52 @@ def measure_rotating(tokend, health):
     threads = int(proc_status(proc.pid)["Threads"])
     stop(proc)
     emu.stop()
-    writes = [int(line.split("write_us=")[1].split()[0]) for line in rotations(work)]
+    writes = [int(line.split("state_us=")[1].split()[0]) + int(line.split("publish_us=")[1].split()[0])
+              for line in rotations(work)]
     shutil.rmtree(work)
     return rss, hwm, threads, writes
+
+
+def measure_commit(tokend, n):
+    """Issue 15: the crash window. tokend's `state_us` (answer parsed to state durable)
+    over `n` rotations driven back to back by SIGUSR1, and, in the same directory, the
+    disk's own pwrite + fdatasync of a record of the state's size into an existing file
+    (the physical limit of a durable commit)."""
+    work = tempfile.mkdtemp(prefix="tokend-bench-", dir=os.environ.get("BENCH_DIR"))
+    emu = Emulator(tokend, "1h")
+    proc = start(tokend, config(work, emu, ["c"]), work)
+    wait(lambda: len(rotations(work)) >= 1, 10, "the first token")
+    for i in range(2, n + 2):
+        proc.send_signal(signal.SIGUSR1)
+        wait(lambda: len(rotations(work)) >= i, 10, f"rotation {i}")
+    stop(proc)
+    emu.stop()
+    lines = rotations(work)[1:]
+    state = sorted(int(line.split("state_us=")[1].split()[0]) for line in lines)
+    publish = sorted(int(line.split("publish_us=")[1].split()[0]) for line in lines)
+    state_dir = os.path.join(work, "state")
+    record = os.path.getsize(os.path.join(state_dir, "c.json"))
+    # The record's own size: the used part of a slot (the file holds two, zero-padded).
+    with open(os.path.join(state_dir, "c.json"), "rb") as f:
+        head = f.read(20)
+    record = int.from_bytes(head[12:16], "little") + 20 if head[:4] == b"TKS2" else record
+    path = os.path.join(state_dir, "disk-probe")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"\0" * 8192)
+    os.fsync(fd)
+    disk = []
+    payload = os.urandom(record)
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        os.pwrite(fd, payload, (i % 2) * 4096)
+        os.fdatasync(fd)
+        disk.append((time.perf_counter_ns() - t0) // 1000)
+    os.close(fd)
+    disk.sort()
+    shutil.rmtree(work)
+    pct = lambda v, p: v[min(len(v) - 1, int(len(v) * p))]
+    return {"n": len(state), "record": record, "state_p50": pct(state, 0.5), "state_p95": pct(state, 0.95),
+            "publish_p50": pct(publish, 0.5), "disk_p50": pct(disk, 0.5), "disk_p95": pct(disk, 0.95)}
 
 
 def measure_idle(tokend, seconds):
@@ -424,6 +467,7 @@ def main():
     ap.add_argument("--tokend", default=MUSL)
     ap.add_argument("--idle-seconds", type=int, default=60)
     ap.add_argument("--credentials", type=int, default=1000)
+    ap.add_argument("--rotations", type=int, default=300)
     args = ap.parse_args()
     TOKEND = args.tokend
     if TOKEND == MUSL:
@@ -440,6 +484,8 @@ def main():
     log("exec to first token on disk, HTTP and HTTPS")
     first_http = measure_first_token(TOKEND, tls=False)
     first_tls = measure_first_token(TOKEND, tls=True)
+    log(f"{args.rotations} rotations back to back: the crash window, and the disk's own sync")
+    commit = measure_commit(TOKEND, args.rotations)
     log(f"{args.credentials} credentials in one process")
     many = measure_many(TOKEND, args.credentials)
     co = {}
@@ -463,6 +509,12 @@ def main():
         ("exec to first token on disk, HTTPS + ca_file", f"{first_tls:.1f} ms", "-", "-"),
         ("answer to state durable + outputs visible (median / max)",
          f"{writes[len(writes) // 2] / 1000:.2f} / {writes[-1] / 1000:.2f} ms", "-", "-"),
+        (f"disk: pwrite + fdatasync of {commit['record']} bytes (median / p95, {commit['n']} runs)",
+         f"{commit['disk_p50'] / 1000:.3f} / {commit['disk_p95'] / 1000:.3f} ms", "-", "-"),
+        (f"state_us: answer parsed to state durable (median / p95, {commit['n']} rotations)",
+         f"{commit['state_p50'] / 1000:.3f} / {commit['state_p95'] / 1000:.3f} ms",
+         f"<= 2x disk ({2 * commit['disk_p50'] / 1000:.3f} ms)", "-"),
+        ("publish_us: state durable to outputs visible (median)", f"{commit['publish_p50'] / 1000:.3f} ms", "-", "-"),
         (f"{args.credentials} credentials: RSS (VmRSS / VmHWM)", f"{mib(many['rss'])} / {mib(many['hwm'])}",
          "<= 24 MiB", "-"),
         (f"{args.credentials} credentials: threads", str(many["threads"]), "<= 2", "-"),

@@ -239,9 +239,11 @@ mode = "0600"
         std::fs::read_to_string(self.path(&format!("out/{name}/access_token"))).ok()
     }
 
+    /// A credential's state as JSON (whatever the file's format), read as `status` does.
     pub fn state(&self, name: &str) -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(self.path(&format!("state/{name}.json"))).ok()?;
-        serde_json::from_str(&text).ok()
+        let path = self.path(&format!("state/{name}.json"));
+        let state = tokend::store::file::read_state_file(&path).ok()??;
+        serde_json::to_value(state).ok()
     }
 
     /// A log file in the test directory, appended to by a child's stderr.

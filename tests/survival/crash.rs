@@ -10,6 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+use secrecy::ExposeSecret;
+
 use crate::common::Env;
 use tokend::config::ClientAuth;
 use tokend::emulator::{EmulatorConfig, RefreshTokenStatus};
@@ -104,19 +106,15 @@ async fn crash_loop(grace: Duration, signal: i32, kills: usize) -> Tally {
             .trim()
             .to_owned();
         let digest = tokend::store::bootstrap_digest(&bootstrap.clone().into());
-        let rt = match std::fs::read_to_string(&state_path) {
-            Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(state) if state["bootstrap_sha256"] == digest.as_str() => state["refresh_token"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                Ok(_) => bootstrap,
-                Err(_) => {
-                    t.torn_state_files += 1;
-                    continue;
-                }
-            },
-            Err(_) => bootstrap,
+        let rt = match tokend::store::file::read_state_file(&state_path) {
+            Ok(Some(state)) if state.bootstrap_sha256 == digest => {
+                state.refresh_token.expose_secret().to_owned()
+            }
+            Ok(_) => bootstrap,
+            Err(_) => {
+                t.torn_state_files += 1;
+                continue;
+            }
         };
         let since_kill = killed_at.elapsed();
         if env.emu.stats().reuses > reuses_before {
@@ -157,7 +155,7 @@ async fn crash_loop(grace: Duration, signal: i32, kills: usize) -> Tally {
     let log = std::fs::read_to_string(env.path("crash.log")).unwrap_or_default();
     t.write_ms = log
         .lines()
-        .filter_map(|l| l.split("write_us=").nth(1))
+        .filter_map(|l| l.split("state_us=").nth(1))
         .filter_map(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map(|us| us / 1000.0)
         .collect();

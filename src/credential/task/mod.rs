@@ -340,13 +340,14 @@ impl<S: StateStore> Credential<S> {
         from_bootstrap: bool,
         took: Duration,
     ) {
+        let answered = Instant::now();
         let rotated = self
             .machine
             .succeeded(answer, sent, sent_at, from_bootstrap);
         // Durable first (here, then in the shared store); outputs and the success log
         // line only after.
-        let writing = Instant::now();
         self.save();
+        let durable = Instant::now();
         self.share().await;
         self.publish();
         info!(
@@ -354,8 +355,10 @@ impl<S: StateStore> Credential<S> {
             expires_at = %rfc3339::format(rotated.expires_at),
             lifetime = %humantime::format_duration(Duration::from_secs(rotated.lifetime.as_secs())),
             duration_ms = took.as_millis() as u64,
-            // From the answer in hand to the state durable and the outputs visible.
-            write_us = writing.elapsed().as_micros() as u64,
+            // The crash window: from the answer in hand to the state durable.
+            state_us = durable.duration_since(answered).as_micros() as u64,
+            // Then to the outputs visible (and, coordinated, the record stored).
+            publish_us = durable.elapsed().as_micros() as u64,
             saved = !self.machine.needs_save(),
             generation = self.machine.generation(),
             "rotated"
