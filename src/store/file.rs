@@ -9,11 +9,11 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, Perms};
-use crate::store::slots::{self, Contents};
+use crate::store::slots::{self, Contents, Position, SlotWriter};
 use crate::store::state::{State, StateStore, StoreError, VERSION};
 
 /// A local state file, held exclusively by one process through `<file>.lock`.
@@ -23,51 +23,6 @@ pub struct FileStore {
     /// The open file and where its next version goes, once it is known to be in
     /// format 2.
     slots: Option<SlotWriter>,
-}
-
-/// Writes versions into the slots of an open format 2 file, in turn.
-struct SlotWriter {
-    file: File,
-    slot_size: usize,
-    /// The slot the next version goes to: the one not holding the newest.
-    next: usize,
-    /// The newest version's sequence.
-    sequence: u64,
-}
-
-impl SlotWriter {
-    fn open(path: &Path, at: Position) -> std::io::Result<SlotWriter> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
-        Ok(SlotWriter {
-            file,
-            slot_size: at.slot_size,
-            next: 1 - at.newest,
-            sequence: at.sequence,
-        })
-    }
-
-    /// One `pwrite` and one `fdatasync`: the whole commit of a version.
-    fn commit(&mut self, record: &[u8]) -> std::io::Result<()> {
-        let sequence = self.sequence + 1;
-        let offset = (self.next * self.slot_size) as u64;
-        self.file
-            .write_all_at(&slots::encode(sequence, record), offset)?;
-        self.file.sync_data()?;
-        self.sequence = sequence;
-        self.next = 1 - self.next;
-        Ok(())
-    }
-}
-
-/// Where a format 2 file's newest version is.
-#[derive(Debug, Clone, Copy)]
-struct Position {
-    slot_size: usize,
-    newest: usize,
-    sequence: u64,
 }
 
 impl FileStore {

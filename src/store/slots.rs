@@ -12,7 +12,12 @@
 //! write never changes its size and `fdatasync` has no metadata to flush. The valid slot
 //! with the higher sequence is the state; a torn or corrupt slot fails its checksum and
 //! the other slot is used. A record larger than a slot is written into a new file with
-//! larger slots, by the full replace protocol.
+//! larger slots, by the full replace protocol ([`super::file`] does that; this file
+//! holds the layout and the writer of slots).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// What every slot starts with.
 pub const MAGIC: &[u8; 4] = b"TKS2";
@@ -114,6 +119,51 @@ pub fn read(bytes: &[u8]) -> Contents {
         .filter_map(|i| decode(&bytes[i * slot_size..(i + 1) * slot_size]).map(|s| (i, s)))
         .max_by_key(|(_, s)| s.sequence);
     Contents::Slots { slot_size, newest }
+}
+
+/// Writes versions into the slots of an open format 2 file, in turn.
+pub struct SlotWriter {
+    pub file: File,
+    pub slot_size: usize,
+    /// The slot the next version goes to: the one not holding the newest.
+    next: usize,
+    /// The newest version's sequence.
+    sequence: u64,
+}
+
+impl SlotWriter {
+    pub fn open(path: &Path, at: Position) -> std::io::Result<SlotWriter> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(SlotWriter {
+            file,
+            slot_size: at.slot_size,
+            next: 1 - at.newest,
+            sequence: at.sequence,
+        })
+    }
+
+    /// One `pwrite` and one `fdatasync`: the whole commit of a version.
+    pub fn commit(&mut self, record: &[u8]) -> std::io::Result<()> {
+        let sequence = self.sequence + 1;
+        let offset = (self.next * self.slot_size) as u64;
+        self.file
+            .write_all_at(&encode(sequence, record), offset)?;
+        self.file.sync_data()?;
+        self.sequence = sequence;
+        self.next = 1 - self.next;
+        Ok(())
+    }
+}
+
+/// Where a format 2 file's newest version is.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    pub slot_size: usize,
+    pub newest: usize,
+    pub sequence: u64,
 }
 
 #[cfg(test)]
