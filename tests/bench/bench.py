@@ -508,7 +508,7 @@ def main():
     log("exec to first token on disk, HTTP and HTTPS")
     first_http = measure_first_token(TOKEND, tls=False)
     first_tls = measure_first_token(TOKEND, tls=True)
-    log(f"{args.rotations} rotations back to back: the crash window, and the disk's own sync")
+    log(f"{args.rotations} rotations, each beside one sync of the disk's own: the crash window")
     commit = measure_commit(TOKEND, args.rotations)
     log(f"{args.credentials} credentials in one process")
     many = measure_many(TOKEND, args.credentials)
