@@ -149,8 +149,7 @@ impl SlotWriter {
     pub fn commit(&mut self, record: &[u8]) -> std::io::Result<()> {
         let sequence = self.sequence + 1;
         let offset = (self.next * self.slot_size) as u64;
-        self.file
-            .write_all_at(&encode(sequence, record), offset)?;
+        self.file.write_all_at(&encode(sequence, record), offset)?;
         self.file.sync_data()?;
         self.sequence = sequence;
         self.next = 1 - self.next;
