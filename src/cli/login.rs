@@ -49,7 +49,7 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
 async fn seed_store(c: &CoordinationConfig, cred: &CredentialConfig, outcome: &Outcome) -> u8 {
     let store = c.store.name();
     let seeded = match crate::coordination::Connection::open(c) {
-        Ok(store) => store.seed(&cred.name, &outcome.state).await,
+        Ok(connection) => connection.seed(&cred.name, &outcome.state).await,
         Err(e) => Err(e),
     };
     match seeded {

@@ -1,6 +1,7 @@
-//! The task behind a credential's [`super::member::Member`], and what the two share: it lists the Lease and the Secret, takes
-//! or renews the Lease when [`election`] says so, watches both by name, and lists again
-//! after a broken watch, a 410 Gone and every [`RE_READ`].
+//! The task behind a credential's [`super::member::Member`], and what the two share.
+//! It lists the Lease and the Secret, takes or renews the Lease when [`election`] says
+//! so, watches both by name, and lists again after a broken watch, a 410 Gone and every
+//! [`RE_READ`].
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
