@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Runs inside the container systemd-boot.sh boots, as root, with REPO, BIN and OUT set.
+# Installs tokend as README "Running under systemd" says, against the emulator, and
+# checks what issue 17 asks; one line per finding in $OUT/result.txt, then PASS or FAIL.
+set -uo pipefail
+out=$OUT/result.txt
+: > "$out"
+ok() { echo "ok: $*" >> "$out"; }
+fail() {
+    echo "FAIL: $*" >> "$out"
+    journalctl -b --no-pager -o short-monotonic > "$OUT/journal.txt" 2>&1
+    exit 1
+}
+check() { local what=$1; shift; if "$@"; then ok "$what"; else fail "$what"; fi; }
+prop() { systemctl show -p "$2" --value "$1"; }
+emu=http://127.0.0.1:18080
+secret=client-secret-for-the-boot-test-3f9a
+
+# The emulator, as a service of its own.
+# (It prints its secret and a refresh token, and its command line holds the secret:
+# neither goes to the journal, which is scanned for secrets at the end.)
+systemd-run -q --unit=emulator --description=emulator -p StandardOutput=null \
+    "$BIN" emulator --listen 127.0.0.1:18080 --lifetime 1h --client-id boot-test --client-secret "$secret"
+for _ in $(seq 100); do curl -fsS "$emu/_emulator/stats" > /dev/null 2>&1 && break; sleep 0.1; done
+# A new chain's first refresh token, as {"refresh_token": "..."}.
+new_chain() { curl -fsS -X POST "$emu/_emulator/bootstrap" | sed -n 's/.*"refresh_token": *"\([^"]*\)".*/\1/p'; }
+boot_rt=$(new_chain)
+test -n "$boot_rt" || fail "the emulator did not start"
+
+# The README's install steps, as written (the configuration pointed at the emulator).
+install -m 0755 "$BIN" /usr/local/bin/tokend
+install -d -m 0755 /etc/tokend
+install -m 0644 "$REPO/config/blnk-systemd.toml" /etc/tokend/tokend.toml
+sed -i -e 's/^client_id = "YOUR_CLIENT_ID"/client_id = "boot-test"\ntoken_url = "http:\/\/127.0.0.1:18080\/oauth\/token"/' /etc/tokend/tokend.toml
+printf '\n[credentials.blnk.http]\nallow_insecure_http = true\n' >> /etc/tokend/tokend.toml
+(umask 077; printf '%s' "$secret" > /etc/tokend/blnk.client_secret)
+(umask 077; printf '%s' "$boot_rt" > /etc/tokend/blnk.refresh_token)
+install -m 0644 "$REPO/systemd/tokend.service" /etc/systemd/system/
+systemctl daemon-reload
+
+# 1. The start job ends only once the token exists: the first answer takes 3 s.
+curl -fsS -X POST "$emu/_emulator/faults" -d '[{"kind":"delay","ms":3000}]' > /dev/null
+(sleep 1.5; prop tokend ActiveState > "$OUT/mid-start.txt") &
+t0=$(date +%s%N)
+systemctl enable --now tokend || fail "systemctl enable --now tokend"
+took_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+wait
+check "start took ${took_ms} ms (>= 3000: READY only with the token)" test "$took_ms" -ge 3000
+check "ActiveState while the first answer was delayed: $(cat "$OUT/mid-start.txt")" \
+    grep -qx activating "$OUT/mid-start.txt"
+
+# 2. What the README promises once it runs.
+check "active (running)" test "$(prop tokend ActiveState)/$(prop tokend SubState)" = active/running
+check "status text: $(prop tokend StatusText)" test "$(prop tokend StatusText)" = "1/1 credentials ready"
+check "outputs 0640 in the runtime directory" \
+    test "$(stat -c %a /run/tokend/blnk/access_token)/$(stat -c %a /run/tokend/blnk/token.env)" = 640/640
+check "state 0600 under the DynamicUser state directory" \
+    test "$(stat -c %a /var/lib/private/tokend/blnk.json)" = 600
+check "/readyz 200" curl -fsS -o /dev/null http://127.0.0.1:9464/readyz
+
+# 3. An app with the README's drop-in reads the token; without the group it cannot.
+app() {
+    cat > "/etc/systemd/system/$1.service" <<UNIT
+[Service]
+Type=oneshot
+DynamicUser=yes
+ExecStart=/bin/sh -c 'test -s /run/tokend/blnk/access_token && head -c 1 /run/tokend/blnk/access_token > /dev/null'
+UNIT
+}
+app my-app
+mkdir -p /etc/systemd/system/my-app.service.d
+cat > /etc/systemd/system/my-app.service.d/tokend.conf <<'UNIT'
+[Unit]
+Requires=tokend.service
+After=tokend.service
+[Service]
+SupplementaryGroups=tokend
+UNIT
+app other-app
+systemctl daemon-reload
+if [ -n "${SKIP_GROUP_CHECK:-}" ]; then
+    echo "skipped: an app with SupplementaryGroups=tokend (SKIP_GROUP_CHECK)" >> "$out"
+else
+    check "an app with SupplementaryGroups=tokend reads the token" systemctl start my-app
+fi
+check "an app without the group cannot" bash -c '! systemctl start other-app 2>/dev/null'
+
+reuses() { curl -fsS "$emu/_emulator/stats" | sed -n 's/.*"reuses": *\([0-9]*\).*/\1/p'; }
+restarted() { # waits for a MainPID other than $1, active; up to $2 seconds
+    for _ in $(seq $(($2 * 10))); do
+        local pid; pid=$(prop tokend MainPID)
+        if [ "$pid" != "$1" ] && [ "$pid" != 0 ] && [ "$(prop tokend ActiveState)" = active ]; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# 4. The watchdog (WatchdogSec shortened to 4 s for the test): a frozen tokend is
+# killed and restarted, and the chain goes on.
+mkdir -p /etc/systemd/system/tokend.service.d
+printf '[Service]\nWatchdogSec=4s\nRestartSec=1s\n' > /etc/systemd/system/tokend.service.d/test.conf
+systemctl daemon-reload && systemctl restart tokend
+pid=$(prop tokend MainPID)
+kill -STOP "$pid"
+check "a frozen tokend is restarted by the watchdog" restarted "$pid" 20
+check "watchdog: no reuse at the server" test "$(reuses)" = 0
+
+# 5. kill -9: restarted, no invalid_grant; a configuration error is not retried in a loop.
+pid=$(prop tokend MainPID)
+kill -9 "$pid"
+check "kill -9: restarted" restarted "$pid" 20
+systemctl kill -s USR1 tokend; sleep 1
+check "kill -9: the chain goes on (no reuse, no invalid_grant)" \
+    bash -c "test \"\$(curl -fsS $emu/_emulator/stats | sed -n 's/.*\"reuses\": *\([0-9]*\).*/\1/p')\" = 0 && ! journalctl -b -u tokend | grep -q invalid_grant"
+cp /etc/tokend/tokend.toml "$OUT/good.toml"
+echo 'this is not toml [' >> /etc/tokend/tokend.toml
+systemctl restart tokend 2>/dev/null
+sleep 4
+restarts=$(prop tokend NRestarts)
+sleep 4
+check "a configuration error (exit 78) is not restarted: $(prop tokend ActiveState), NRestarts $restarts then $(prop tokend NRestarts)" \
+    test "$(prop tokend ActiveState)" = failed -a "$restarts" = "$(prop tokend NRestarts)"
+cp "$OUT/good.toml" /etc/tokend/tokend.toml
+systemctl reset-failed tokend; systemctl start tokend || fail "start after the repair"
+
+# 6. reload: a broken configuration keeps the old one; a valid one adds a credential.
+pid=$(prop tokend MainPID)
+echo 'this is not toml [' >> /etc/tokend/tokend.toml
+systemctl reload tokend; sleep 1
+check "reload with a broken configuration: still running, same process" \
+    test "$(prop tokend ActiveState)/$(prop tokend MainPID)" = "active/$pid"
+cp "$OUT/good.toml" /etc/tokend/tokend.toml
+other_rt=$(new_chain)
+cat >> /etc/tokend/tokend.toml <<TOML
+[credentials.other]
+client_id = "boot-test"
+token_url = "http://127.0.0.1:18080/oauth/token"
+client_secret_file = "/run/credentials/tokend.service/blnk_client_secret"
+refresh_token = "$other_rt"
+[credentials.other.http]
+allow_insecure_http = true
+[[credentials.other.outputs]]
+path = "/run/tokend/other/access_token"
+format = "raw"
+mode = "0640"
+TOML
+systemctl reload tokend
+for _ in $(seq 50); do test -s /run/tokend/other/access_token && break; sleep 0.1; done
+check "reload with a valid configuration: the new credential's token, same process" \
+    test -s /run/tokend/other/access_token -a "$(prop tokend MainPID)" = "$pid"
+
+# 8. Nothing secret in the journal of the whole run.
+journalctl -b --no-pager > "$OUT/journal.txt" 2>&1
+leaks=0
+for s in "$secret" "$boot_rt" "$other_rt" "$(cat /run/tokend/blnk/access_token)"; do
+    grep -qF -- "$s" "$OUT/journal.txt" && leaks=$((leaks + 1))
+done
+check "no secret in the journal (${leaks} found)" test "$leaks" = 0
+echo PASS >> "$out"
