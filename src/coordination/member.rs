@@ -67,12 +67,15 @@ impl Member {
         }
     }
 
-    /// Writes `record` if this replica leads and the record is still the one last read;
-    /// otherwise reads what is there into the view and fails with `ConditionFailed`.
-    pub async fn write(&self, record: &Record, op: Op) -> Result<(), StoreFailure> {
+    /// Writes `record` if this replica leads and the stored record is still the one at
+    /// `expected`, the revision the caller last reconciled with or wrote (not whatever
+    /// the view holds by now: a record that arrived meanwhile, a login's, say, must be
+    /// adopted, not overwritten). Returns the new revision; otherwise reads what is
+    /// there into the view and fails with `ConditionFailed`.
+    pub async fn write(&self, record: &Record, op: Op, expected: i64) -> Result<i64, StoreFailure> {
         match self {
-            Member::Etcd(m) => m.write(record, op).await,
-            Member::Kubernetes(m) => m.write(record, op).await,
+            Member::Etcd(m) => m.write(record, op, expected).await,
+            Member::Kubernetes(m) => m.write(record, op, expected).await,
         }
     }
 

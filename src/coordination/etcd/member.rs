@@ -101,22 +101,22 @@ impl Member {
         self.session.renew().await
     }
 
-    /// Writes `record` if this replica still leads and the record is still the one
-    /// last read (its mod_revision); otherwise reads what is there into the view and
-    /// fails with `ConditionFailed`.
-    pub async fn write(&self, record: &Record, op: Op) -> Result<(), StoreFailure> {
-        let (revision, role) = {
+    /// Writes `record` if this replica still leads and the record's mod_revision is
+    /// still `expected`; otherwise reads what is there into the view and fails with
+    /// `ConditionFailed`. Returns the new revision.
+    pub async fn write(&self, record: &Record, op: Op, expected: i64) -> Result<i64, StoreFailure> {
+        let (read, role) = {
             let v = self.view_tx.borrow();
-            (v.stored.as_ref().map(|s| s.revision), v.role)
+            (v.stored.is_some(), v.role)
         };
-        let (Some(revision), Role::Leader { fence }) = (revision, role) else {
+        let (true, Role::Leader { fence }) = (read, role) else {
             let f = StoreFailure::condition(op);
             self.complaints.failed(&f);
             return Err(f);
         };
         let keys = &self.keys;
         let txn = Txn::default()
-            .when("MOD", &keys.state, revision)
+            .when("MOD", &keys.state, expected)
             .when("CREATE", &keys.leader, fence)
             .put(&keys.state, &record.to_bytes(), None)
             .or_list(&keys.prefix);
@@ -136,7 +136,7 @@ impl Member {
                 corrupt: None,
             };
             self.view_tx.send_if_modified(|v| v.apply_state(stored, at));
-            return Ok(());
+            return Ok(at);
         }
         let lease = self.session.current();
         for kv in &answer.kvs {

@@ -86,10 +86,10 @@ impl Member {
         rx.await.map_err(|_| gone())?
     }
 
-    /// Writes `record` into the Secret if this replica holds the Lease and the Secret
-    /// is still the one last read (its resourceVersion); otherwise reads what is there
-    /// into the view and fails with `ConditionFailed`.
-    pub async fn write(&self, record: &Record, op: Op) -> Result<(), StoreFailure> {
+    /// Writes `record` into the Secret if this replica holds the Lease and the Secret's
+    /// resourceVersion is still `expected` (0: there is none); otherwise reads what is
+    /// there into the view and fails with `ConditionFailed`. Returns the new version.
+    pub async fn write(&self, record: &Record, op: Op, expected: i64) -> Result<i64, StoreFailure> {
         let s = &self.shared;
         let leading = self.view.borrow().role.is_leader() && self.lease().is_some();
         if !leading {
@@ -98,6 +98,17 @@ impl Member {
             return Err(f);
         }
         let current = s.secret.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // The Secret as the caller last knew it, or nothing: a newer one is the caller's
+        // to adopt first.
+        let known = match &current {
+            Some(secret) => secret.metadata.revision(op).ok() == Some(expected),
+            None => expected == 0,
+        };
+        if !known {
+            let f = StoreFailure::condition(op);
+            s.complaints.failed(&f);
+            return Err(f);
+        }
         let written = match current {
             None => {
                 s.api
@@ -114,7 +125,7 @@ impl Member {
                 Ok(at) => {
                     s.complaints.ok(op);
                     s.apply_secret(Some(secret), at);
-                    return Ok(());
+                    return Ok(at);
                 }
                 Err(f) => f,
             },

@@ -86,6 +86,9 @@ pub struct Credential<S: StateStore> {
     member: Option<Box<Member>>,
     /// The stored record has been read once and the chain's origin decided.
     synced: bool,
+    /// The revision of the stored record this task last reconciled with or wrote:
+    /// every write is conditional on it, not on whatever the view holds by then.
+    known_revision: i64,
     /// A corrupt stored record has been reported.
     corrupt_logged: bool,
     /// Whether this replica led at the last look, for the log.
@@ -115,6 +118,7 @@ impl<S: StateStore> Credential<S> {
             one_pass: false,
             member: None,
             synced: false,
+            known_revision: 0,
             corrupt_logged: false,
             leading: None,
             local_unreadable: false,

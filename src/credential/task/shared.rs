@@ -81,6 +81,7 @@ impl<S: StateStore> Credential<S> {
         let Some(stored) = view.stored else {
             return;
         };
+        self.known_revision = stored.revision;
         if let Some(why) = &stored.corrupt {
             if !self.corrupt_logged {
                 warn!(target: LOG, error = %why, "the stored record cannot be read: nobody refreshes until it is repaired or deleted");
@@ -169,7 +170,8 @@ impl<S: StateStore> Credential<S> {
             state: Some(state),
             intent: None,
         };
-        if member.write(&record, Op::Write).await.is_ok() {
+        if let Ok(revision) = member.write(&record, Op::Write, self.known_revision).await {
+            self.known_revision = revision;
             debug!(target: LOG, generation, "stored the record");
         }
         // A failure is logged and counted by the member; a condition that failed means
@@ -209,8 +211,9 @@ impl<S: StateStore> Credential<S> {
                 generation,
             }),
         };
-        if member.write(&record, Op::Intent).await.is_err() {
-            return self.not_now();
+        match member.write(&record, Op::Intent, self.known_revision).await {
+            Ok(revision) => self.known_revision = revision,
+            Err(_) => return self.not_now(),
         }
         let budget = self.cfg.http.timeout + LEASE_MARGIN;
         let left = lease.saturating_duration_since(Instant::now());
