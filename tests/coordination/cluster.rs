@@ -211,7 +211,11 @@ pub struct Proxy {
     cut: watch::Sender<bool>,
     hold: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     held: Arc<AtomicBool>,
+    slow: Slow,
 }
+
+/// Requests whose bytes hold the marker, and how long each is held before it goes on.
+type Slow = Arc<std::sync::Mutex<Option<(Vec<u8>, Duration)>>>;
 
 impl Proxy {
     pub async fn start(upstream: u16) -> Proxy {
@@ -221,6 +225,8 @@ impl Proxy {
         let hold = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
         let held = Arc::new(AtomicBool::new(false));
         let (hold2, held2) = (hold.clone(), held.clone());
+        let slow = Slow::default();
+        let slow2 = slow.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
@@ -230,8 +236,16 @@ impl Proxy {
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 let up_hold = Some((hold2.clone(), held2.clone()));
-                tokio::spawn(pipe(cr, sw, cut_rx.clone(), up_hold, None));
-                tokio::spawn(pipe(sr, cw, cut_rx.clone(), None, Some(held2.clone())));
+                let up = pipe(cr, sw, cut_rx.clone(), up_hold, None, Some(slow2.clone()));
+                tokio::spawn(up);
+                tokio::spawn(pipe(
+                    sr,
+                    cw,
+                    cut_rx.clone(),
+                    None,
+                    Some(held2.clone()),
+                    None,
+                ));
             }
         });
         Proxy {
@@ -239,7 +253,14 @@ impl Proxy {
             cut,
             hold,
             held,
+            slow,
         }
+    }
+
+    /// Each request holding `marker` (plain text, as in its request line) goes on only
+    /// `by` after it was sent; `None` ends that.
+    pub fn slow_down(&self, marker_and_delay: Option<(&str, Duration)>) {
+        *self.slow.lock().unwrap() = marker_and_delay.map(|(m, d)| (m.as_bytes().to_vec(), d));
     }
 
     pub fn set_cut(&self, cut: bool) {
@@ -285,6 +306,7 @@ async fn pipe(
     mut cut: watch::Receiver<bool>,
     arm: Option<Hold>,
     held: Option<Arc<AtomicBool>>,
+    slow: Option<Slow>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -301,6 +323,17 @@ async fn pipe(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        let delay = slow.as_ref().and_then(|s| {
+            let s = s.lock().unwrap();
+            let (marker, by) = s.as_ref()?;
+            buf[..n]
+                .windows(marker.len())
+                .any(|w| w == marker.as_slice())
+                .then_some(*by)
+        });
+        if let Some(by) = delay {
+            tokio::time::sleep(by).await;
+        }
         if let Some((markers, flag)) = &arm {
             let armed = markers.lock().unwrap().clone();
             if armed

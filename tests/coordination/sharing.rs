@@ -12,6 +12,7 @@ use crate::stores::{Backend, Store};
 with_each_store!(three_replicas_refresh_as_one);
 with_each_store!(bootstrap_seeds_the_store_once);
 with_each_store!(login_seeds_every_replica);
+with_each_store!(a_login_during_the_leaders_renewal_is_not_overwritten);
 
 /// Issues 13 and 14, test 1: three replicas, one etcd, 5 s tokens, 60 s.
 async fn three_replicas_refresh_as_one(backend: Backend) {
@@ -273,4 +274,56 @@ async fn a_corrupt_local_copy_is_replaced_by_the_record() {
     })
     .await;
     g.finish().await;
+}
+
+/// A record that lands while the leader renews its lease before an intent (here, a
+/// `tokend login` on another host) is adopted: the intent is conditional on the record
+/// the leader last reconciled with, not on the newer one its view holds by then, so it
+/// cannot overwrite the login's chain.
+async fn a_login_during_the_leaders_renewal_is_not_overwritten(backend: Backend) {
+    let store = Store::start(backend).await;
+    let (proxies, tables) = store.proxies(2).await;
+    let g = Group::running(tables, Duration::from_secs(30)).await;
+    let leader = g.leader(Duration::from_secs(5)).await;
+    let other = 1 - leader;
+    let login = start_login(&g.replicas[other].config, &[]).await;
+    let redirect = authorize(&login.url).await;
+    let started = std::time::SystemTime::now();
+    // The leader's next renewal (before its intent) takes 0.8 s to reach the store (less
+    // than the 1 s timeout); the login is stored meanwhile, and the leader's watch shows
+    // it before the intent is sent.
+    let renewal = store.renewal_marker();
+    proxies[leader].slow_down(Some((renewal, Duration::from_millis(800))));
+    g.replicas[leader].signal(libc::SIGUSR1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = crate::cluster::fetch(&redirect).await;
+    assert_eq!(status, 200);
+    let (code, out, err) = finish(login).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxies[leader].slow_down(None);
+    // Every replica ends on the login's chain, and it goes on from there.
+    let chain_of = |i: usize| {
+        let path = g.env.path(&format!("state/r{i}/c.json"));
+        tokend::store::file::read_state_file(&path)
+            .ok()
+            .flatten()
+            .map(|s| s.chain_started_at)
+    };
+    wait_for(
+        "both replicas on the login's chain",
+        Duration::from_secs(15),
+        || (0..2).all(|i| chain_of(i).is_some_and(|t| t >= started)) && g.output(0) == g.output(1),
+    )
+    .await;
+    let before = g.refreshes();
+    g.replicas[g.leader(Duration::from_secs(5)).await].signal(libc::SIGUSR1);
+    wait_for(
+        "a rotation of the login's chain",
+        Duration::from_secs(10),
+        || g.refreshes() > before,
+    )
+    .await;
+    g.finish().await;
+    store.assert_requests_clean().await;
 }

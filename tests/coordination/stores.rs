@@ -62,6 +62,14 @@ impl Store {
         (proxies, tables)
     }
 
+    /// What a replica's lease renewal request holds (for [`Proxy::slow_down`]).
+    pub fn renewal_marker(&self) -> &'static str {
+        match self.kube {
+            Some(_) => "PUT /apis/coordination.k8s.io/",
+            None => "/v3/lease/keepalive",
+        }
+    }
+
     /// The store's service goes away (etcd's member; the API server, etcd staying up).
     pub fn stop_service(&mut self) {
         match &mut self.kube {
