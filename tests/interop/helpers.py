@@ -3,10 +3,35 @@ redirects followed, forms read and submitted, as a person's browser would), a fr
 loopback port, and waiting for a server to listen."""
 import html.parser
 import http.cookiejar
+import json
 import socket
+import struct
 import time
 import urllib.parse
 import urllib.request
+import zlib
+
+
+def read_state(path):
+    """A tokend state file's record, either format: format 2 is two slots ("TKS2",
+    sequence, length, CRC-32, JSON), the valid one with the higher sequence wins;
+    format 1 is the JSON alone."""
+    with open(path, "rb") as f:
+        data = f.read()
+    half = len(data) // 2
+    if not (data.startswith(b"TKS2") or data[half:].startswith(b"TKS2")):
+        return json.loads(data)
+    best = None
+    for slot in (data[:half], data[half:]):
+        if slot[:4] != b"TKS2":
+            continue
+        seq, length, crc = struct.unpack_from("<QII", slot, 4)
+        record = slot[20:20 + length]
+        if zlib.crc32(slot[4:16] + record) == crc and (best is None or seq > best[0]):
+            best = (seq, record)
+    if best is None:
+        raise ValueError(f"{path}: neither slot is valid")
+    return json.loads(best[1])
 
 
 def free_port():

@@ -36,7 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from helpers import Browser, free_port, page_form, wait_listening  # noqa: E402 (beside this script)
+from helpers import Browser, free_port, page_form, read_state, wait_listening  # noqa: E402 (beside this script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -137,7 +137,7 @@ def run_logins(args, cfg, env, password, work):
     if code != 0 or "logged in: credential dot" not in out:
         failures.append(f"login failed: exit {code}: {out}{err}")
         return failures
-    state = json.load(open(state_file))
+    state = read_state(state_file)
     if oct(os.stat(state_file).st_mode & 0o777) != "0o600":
         failures.append("the state file is not 0600")
     for secret_name in ("refresh_token", "access_token"):
@@ -228,7 +228,7 @@ path = "{out}"
                     log("FAIL: " + f)
                 print("interop: 0 passed, 1 failed")
                 return 1
-            bootstrap = json.load(open(state_file))["refresh_token"]
+            bootstrap = read_state(state_file)["refresh_token"]
             log(f"django-oauth-toolkit on 127.0.0.1:{port}; first refresh token from tokend login")
         tokend_log = os.path.join(work, "tokend.log")
         tokend = subprocess.Popen([args.tokend, "run", "-c", os.path.join(work, "tokend.toml")],

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from helpers import Browser, free_port, page_form, wait_listening  # noqa: E402 (beside this script)
+from helpers import Browser, free_port, page_form, read_state, wait_listening  # noqa: E402 (beside this script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "oidc")
@@ -140,7 +140,7 @@ path = "{out}"
         if code != 0 or not os.path.exists(state_file):
             failures.append(f"login failed: exit {code}: {stdout}{stderr}")
             raise StopIteration
-        first = json.load(open(state_file))["refresh_token"]
+        first = read_state(state_file)["refresh_token"]
         for s in (first, secret):
             if s in stdout or s in stderr:
                 failures.append("login printed a secret")
