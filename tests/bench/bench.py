@@ -22,16 +22,16 @@ import signal
 import socket
 import ssl
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "interop"))
+from helpers import read_state  # noqa: E402 (tokend's state file, either format)
 MUSL = os.path.join(REPO, "target", "x86_64-unknown-linux-musl", "release", "tokend")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -163,27 +163,6 @@ def measure_rotating(tokend, health):
               for line in rotations(work)]
     shutil.rmtree(work)
     return rss, hwm, threads, writes
-
-
-def read_state(path):
-    """A state file's record, as tokend reads it: format 2 (two slots, "TKS2", sequence,
-    length, CRC-32, JSON; the valid one with the higher sequence wins) or format 1."""
-    with open(path, "rb") as f:
-        data = f.read()
-    half = len(data) // 2
-    if not (data.startswith(b"TKS2") or data[half:].startswith(b"TKS2")):
-        return json.loads(data)
-    best = None
-    for slot in (data[:half], data[half:]):
-        if slot[:4] != b"TKS2":
-            continue
-        seq, length, crc = struct.unpack_from("<QII", slot, 4)
-        record = slot[20:20 + length]
-        if zlib.crc32(slot[4:16] + record) == crc and (best is None or seq > best[0]):
-            best = (seq, record)
-    if best is None:
-        raise ValueError("neither slot is valid")
-    return json.loads(best[1])
 
 
 def measure_commit(tokend, n):
