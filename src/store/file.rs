@@ -202,11 +202,17 @@ impl StateStore for FileStore {
                 })?;
                 self.slots = Some(writer);
             }
-            // Format 1: migrated now, durably, before anything else happens to it.
-            None => {
-                self.create(&record_bytes(&self.path, &state)?)?;
-                tracing::info!(target: "tokend::store", file = %self.path.display(), "state file migrated to format 2 (two slots, one sync per rotation)");
-            }
+            // Format 1: migrated now, durably, before anything else happens to it. A
+            // migration that cannot be written (a read-only directory) is not a reason to
+            // stop: the state was read, and the next save writes format 2 or says why.
+            None => match self.create(&record_bytes(&self.path, &state)?) {
+                Ok(()) => {
+                    tracing::info!(target: "tokend::store", file = %self.path.display(), "state file migrated to format 2 (two slots, one sync per rotation)")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "tokend::store", error = %e, "cannot migrate the state file to format 2 now; the next save writes it")
+                }
+            },
         }
         Ok(Some(state))
     }
