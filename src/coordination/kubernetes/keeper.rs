@@ -48,18 +48,28 @@ impl Shared {
         });
     }
 
-    /// Reads the Secret again (after a conflict).
-    pub(super) async fn reread_secret(&self, op: Op) -> Result<(), StoreFailure> {
-        let (secret, version) = self
-            .api
-            .list::<Secret>(op, Resource::Secret, &self.name)
-            .await?;
+    /// Takes a listed Secret: as of its own version, or (none listed) as of the list's.
+    fn apply_listed(
+        &self,
+        secret: Option<Secret>,
+        version: &str,
+        op: Op,
+    ) -> Result<(), StoreFailure> {
         let at = match &secret {
             Some(s) => s.metadata.revision(op)?,
             None => version.parse().unwrap_or(0),
         };
         self.apply_secret(secret, at);
         Ok(())
+    }
+
+    /// Reads the Secret again (after a conflict).
+    pub(super) async fn reread_secret(&self, op: Op) -> Result<(), StoreFailure> {
+        let (secret, version) = self
+            .api
+            .list::<Secret>(op, Resource::Secret, &self.name)
+            .await?;
+        self.apply_listed(secret, &version, op)
     }
 }
 
@@ -159,16 +169,9 @@ impl Keeper {
             s.complaints.failed(&f);
             return Next::Retry;
         }
-        let at = match &secret {
-            Some(x) => x.metadata.revision(Op::Read),
-            None => Ok(secret_version.parse().unwrap_or(0)),
-        };
-        match at {
-            Ok(at) => s.apply_secret(secret, at),
-            Err(f) => {
-                s.complaints.failed(&f);
-                return Next::Retry;
-            }
+        if let Err(f) = s.apply_listed(secret, &secret_version, Op::Read) {
+            s.complaints.failed(&f);
+            return Next::Retry;
         }
         self.act().await;
         let watches = async {

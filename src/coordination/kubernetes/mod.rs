@@ -56,12 +56,18 @@ impl Kubernetes {
         let name = self.object_name(credential);
         let lease: Option<Lease> = self.api.get(Op::Read, Resource::Lease, &name).await?;
         let leader = lease.and_then(|l| l.spec.holder().map(str::to_owned));
-        let secret: Option<Secret> = self.api.get(Op::Read, Resource::Secret, &name).await?;
-        let stored = match secret {
+        let (_, stored) = self.read_secret(&name).await?;
+        Ok((leader, stored))
+    }
+
+    /// The Secret named `name`, if any, and the record it holds.
+    async fn read_secret(&self, name: &str) -> Result<(Option<Secret>, Stored), StoreFailure> {
+        let secret: Option<Secret> = self.api.get(Op::Read, Resource::Secret, name).await?;
+        let stored = match &secret {
             Some(s) => s.stored(s.metadata.revision(Op::Read)?),
             None => Stored::default(),
         };
-        Ok((leader, stored))
+        Ok((secret, stored))
     }
 
     /// `tokend login`: makes `state` the credential's record, as the newest generation,
@@ -70,11 +76,7 @@ impl Kubernetes {
     pub async fn seed(&self, credential: &str, state: &State) -> Result<u64, StoreFailure> {
         let name = self.object_name(credential);
         for _ in 0..5 {
-            let current: Option<Secret> = self.api.get(Op::Read, Resource::Secret, &name).await?;
-            let stored = match &current {
-                Some(s) => s.stored(s.metadata.revision(Op::Read)?),
-                None => Stored::default(),
-            };
+            let (current, stored) = self.read_secret(&name).await?;
             let mut state = state.clone();
             state.generation = stored.generation() + 1;
             let record = Record {
