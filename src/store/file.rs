@@ -195,13 +195,9 @@ impl StateStore for FileStore {
             return Ok(None);
         };
         match position {
-            Some(at) => {
-                let writer = SlotWriter::open(&self.path, at).map_err(|err| StoreError::Io {
-                    path: self.path.clone(),
-                    err,
-                })?;
-                self.slots = Some(writer);
-            }
+            // A file that reads but cannot be opened for writing (a read-only mount) is
+            // not unreadable: the state was read, and the next save says what fails.
+            Some(at) => self.slots = SlotWriter::open(&self.path, at).ok(),
             // Format 1: migrated now, durably, before anything else happens to it. A
             // migration that cannot be written (a read-only directory) is not a reason to
             // stop: the state was read, and the next save writes format 2 or says why.
