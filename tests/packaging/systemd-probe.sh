@@ -5,10 +5,11 @@
 set -uo pipefail
 out=$OUT/result.txt
 : > "$out"
+exec 2> "$OUT/probe.log"
+trap 'journalctl -b --no-pager -o short-monotonic > "$OUT/journal.txt" 2>&1' EXIT
 ok() { echo "ok: $*" >> "$out"; }
 fail() {
     echo "FAIL: $*" >> "$out"
-    journalctl -b --no-pager -o short-monotonic > "$OUT/journal.txt" 2>&1
     exit 1
 }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else fail "$what"; fi; }
@@ -28,10 +29,12 @@ boot_rt=$(new_chain)
 test -n "$boot_rt" || fail "the emulator did not start"
 
 # The README's install steps, as written (the configuration pointed at the emulator).
+install -D -m 0644 "$REPO/systemd/tokend.sysusers" /etc/sysusers.d/tokend.conf
+systemd-sysusers /etc/sysusers.d/tokend.conf || fail "systemd-sysusers"
 install -m 0755 "$BIN" /usr/local/bin/tokend
 install -d -m 0755 /etc/tokend
 install -m 0644 "$REPO/config/blnk-systemd.toml" /etc/tokend/tokend.toml
-sed -i -e 's/^client_id = "YOUR_CLIENT_ID"/client_id = "boot-test"\ntoken_url = "http:\/\/127.0.0.1:18080\/oauth\/token"/' /etc/tokend/tokend.toml
+sed -i -e 's/^client_id = "YOUR_CLIENT_ID"/client_id = "boot-test"\ntoken_url = "http:\/\/127.0.0.1:18080\/oauth\/token"\nauthorize_url = "http:\/\/127.0.0.1:18080\/oauth\/authorize"/' /etc/tokend/tokend.toml
 printf '\n[credentials.blnk.http]\nallow_insecure_http = true\n' >> /etc/tokend/tokend.toml
 (umask 077; printf '%s' "$secret" > /etc/tokend/blnk.client_secret)
 (umask 077; printf '%s' "$boot_rt" > /etc/tokend/blnk.refresh_token)
@@ -54,36 +57,34 @@ check "active (running)" test "$(prop tokend ActiveState)/$(prop tokend SubState
 check "status text: $(prop tokend StatusText)" test "$(prop tokend StatusText)" = "1/1 credentials ready"
 check "outputs 0640 in the runtime directory" \
     test "$(stat -c %a /run/tokend/blnk/access_token)/$(stat -c %a /run/tokend/blnk/token.env)" = 640/640
-check "state 0600 under the DynamicUser state directory" \
-    test "$(stat -c %a /var/lib/private/tokend/blnk.json)" = 600
+check "state 0600, owned by tokend, in /var/lib/tokend" \
+    test "$(stat -c %a/%U /var/lib/tokend/blnk.json)" = 600/tokend
 check "/readyz 200" curl -fsS -o /dev/null http://127.0.0.1:9464/readyz
 
-# 3. An app with the README's drop-in reads the token; without the group it cannot.
-app() {
+# 3. Apps with the README's drop-in read the token, whether they run as a user of their
+# own or as a DynamicUser; the same app without the group cannot.
+app() { # name, User= line
     cat > "/etc/systemd/system/$1.service" <<UNIT
 [Service]
 Type=oneshot
-DynamicUser=yes
+$2
 ExecStart=/bin/sh -c 'test -s /run/tokend/blnk/access_token && head -c 1 /run/tokend/blnk/access_token > /dev/null'
 UNIT
 }
-app my-app
-mkdir -p /etc/systemd/system/my-app.service.d
-cat > /etc/systemd/system/my-app.service.d/tokend.conf <<'UNIT'
-[Unit]
-Requires=tokend.service
-After=tokend.service
-[Service]
-SupplementaryGroups=tokend
-UNIT
-app other-app
+dropin() {
+    mkdir -p "/etc/systemd/system/$1.service.d"
+    sed -n '/^# \/etc\/systemd\/system\/my-app.service.d\/tokend.conf$/,/^```$/p' "$REPO/README.md" | sed '1d;$d' \
+        > "/etc/systemd/system/$1.service.d/tokend.conf"
+    grep -q SupplementaryGroups "/etc/systemd/system/$1.service.d/tokend.conf" || fail "the README's drop-in was not found"
+}
+useradd --system app
+app my-app User=app; dropin my-app
+app my-dynamic-app DynamicUser=yes; dropin my-dynamic-app
+app other-app User=app
 systemctl daemon-reload
-if [ -n "${SKIP_GROUP_CHECK:-}" ]; then
-    echo "skipped: an app with SupplementaryGroups=tokend (SKIP_GROUP_CHECK)" >> "$out"
-else
-    check "an app with SupplementaryGroups=tokend reads the token" systemctl start my-app
-fi
-check "an app without the group cannot" bash -c '! systemctl start other-app 2>/dev/null'
+check "an app (User=app) with the README's drop-in reads the token" systemctl start my-app
+check "an app (DynamicUser=yes) with the README's drop-in reads the token" systemctl start my-dynamic-app
+check "the same app without the group cannot" bash -c '! systemctl start other-app 2>/dev/null'
 
 reuses() { curl -fsS "$emu/_emulator/stats" | sed -n 's/.*"reuses": *\([0-9]*\).*/\1/p'; }
 restarted() { # waits for a MainPID other than $1, active; up to $2 seconds
@@ -101,8 +102,14 @@ mkdir -p /etc/systemd/system/tokend.service.d
 printf '[Service]\nWatchdogSec=4s\nRestartSec=1s\n' > /etc/systemd/system/tokend.service.d/test.conf
 systemctl daemon-reload && systemctl restart tokend
 pid=$(prop tokend MainPID)
+t0=$(date +%s%N)
 kill -STOP "$pid"
-check "a frozen tokend is restarted by the watchdog" restarted "$pid" 20
+restarted "$pid" 20 || fail "a frozen tokend was not restarted"
+took_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+killed_by=$(journalctl -b -u tokend --no-pager | grep -c 'Watchdog timeout (limit 4s)')
+# Killed within WatchdogSec of its last ping (pings every 2 s), back RestartSec later.
+check "the watchdog killed the frozen tokend (${killed_by}x) and it was back in ${took_ms} ms (<= 4000 + 1000 + 2000 to start)" \
+    test "$killed_by" = 1 -a "$took_ms" -le 7000
 check "watchdog: no reuse at the server" test "$(reuses)" = 0
 
 # 5. kill -9: restarted, no invalid_grant; a configuration error is not retried in a loop.
@@ -149,11 +156,69 @@ for _ in $(seq 50); do test -s /run/tokend/other/access_token && break; sleep 0.
 check "reload with a valid configuration: the new credential's token, same process" \
     test -s /run/tokend/other/access_token -a "$(prop tokend MainPID)" = "$pid"
 
+# 7. `tokend login --no-browser` as root before the first start (an empty bootstrap
+# file), then start: tokend runs on what login wrote. A second login while it runs is
+# adopted by the same process.
+login() { # the browser's part: follow the printed URL, paste where it lands
+    rm -f /tmp/login.in; mkfifo /tmp/login.in
+    : > /tmp/login.out
+    tokend login blnk -c /etc/tokend/tokend.toml --no-browser < /tmp/login.in > /tmp/login.out 2>> "$OUT/login.txt" &
+    local pid=$! url=
+    exec 3> /tmp/login.in
+    for _ in $(seq 100); do url=$(sed -n 1p /tmp/login.out); [ -n "$url" ] && break; sleep 0.1; done
+    local landed; landed=$(curl -fsS -o /dev/null -w '%{redirect_url}' "$url")
+    echo "$landed" >&3
+    exec 3>&-
+    wait "$pid"; local status=$?
+    cat /tmp/login.out >> "$OUT/login.txt"
+    return $status
+}
+owners() { echo "$(stat -c %U /var/lib/tokend)/$(stat -c %U /var/lib/tokend/blnk.json)"; }
+chain_ok() { # forces a refresh; the chain goes on with no reuse and no invalid_grant
+    local before; before=$(curl -fsS "$emu/_emulator/stats" | sed -n 's/.*"refreshes": *\([0-9]*\).*/\1/p')
+    systemctl kill -s USR1 tokend
+    for _ in $(seq 50); do
+        local now; now=$(curl -fsS "$emu/_emulator/stats" | sed -n 's/.*"refreshes": *\([0-9]*\).*/\1/p')
+        [ "$now" -gt "$before" ] && break; sleep 0.1
+    done
+    sleep 0.5
+    [ "$now" -gt "$before" ] && [ "$(reuses)" = 0 ] && ! journalctl -b -u tokend | grep -q invalid_grant
+}
+systemctl stop tokend
+cp "$OUT/good.toml" /etc/tokend/tokend.toml   # without the credential of step 6
+rm -rf /var/lib/tokend
+: > /etc/tokend/blnk.refresh_token
+check "login as root before the first start" login
+check "the state login wrote belongs to root until the start: $(stat -c %U /var/lib/tokend/blnk.json)" \
+    test "$(stat -c %U /var/lib/tokend/blnk.json)" = root
+systemctl start tokend || fail "start after login"
+check "at start systemd gives the state to tokend: $(owners)" \
+    test "$(owners)" = tokend/tokend
+check "tokend rotates the chain login started" chain_ok
+pid=$(prop tokend MainPID)
+check "a second login while it runs" login
+check "... is adopted by the running tokend" grep -q "(pid $pid), which adopted it" "$OUT/login.txt"
+same_process_goes_on() { chain_ok && test "$(prop tokend MainPID)" = "$pid"; }
+check "... which rotates the new chain, same process" same_process_goes_on
+
+# An install of the earlier unit (DynamicUser=yes, state in /var/lib/private/tokend)
+# upgrades in place: at start, systemd moves the state back and gives it to tokend.
+sed -e 's/^User=tokend$/DynamicUser=yes/' -e '/^Group=tokend$/d' "$REPO/systemd/tokend.service" \
+    > /etc/systemd/system/tokend.service
+systemctl daemon-reload && systemctl restart tokend
+check "the earlier DynamicUser unit keeps its state in /var/lib/private/tokend" \
+    test -s /var/lib/private/tokend/blnk.json -a -L /var/lib/tokend
+install -m 0644 "$REPO/systemd/tokend.service" /etc/systemd/system/
+systemctl daemon-reload && systemctl restart tokend
+check "after the upgrade: /var/lib/tokend a directory of tokend's, not a link" \
+    test ! -L /var/lib/tokend -a "$(owners)" = tokend/tokend
+check "after the upgrade: the chain goes on" chain_ok
+
 # 8. Nothing secret in the journal of the whole run.
 journalctl -b --no-pager > "$OUT/journal.txt" 2>&1
 leaks=0
 for s in "$secret" "$boot_rt" "$other_rt" "$(cat /run/tokend/blnk/access_token)"; do
-    grep -qF -- "$s" "$OUT/journal.txt" && leaks=$((leaks + 1))
+    grep -qF -- "$s" "$OUT/journal.txt" "$OUT/login.txt" && leaks=$((leaks + 1))
 done
 check "no secret in the journal (${leaks} found)" test "$leaks" = 0
 echo PASS >> "$out"
