@@ -248,7 +248,11 @@ async fn state_and_outputs_have_exact_modes_under_umask_000() {
         cfg.display()
     );
     let mut d = env.spawn_shell(&script, "umask.log");
-    wait_for("first token", 5 * SEC, || env.raw_output("c").is_some()).await;
+    // Outputs are written one after another: wait for the last one.
+    wait_for("first token", 5 * SEC, || {
+        env.path("out/c/token.json").exists()
+    })
+    .await;
     assert_eq!(mode(&env.path("state/c.json")), 0o600);
     assert_eq!(mode(&env.path("out/c/access_token")), 0o640);
     assert_eq!(mode(&env.path("out/c/token.json")), 0o600);
