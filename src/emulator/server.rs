@@ -76,10 +76,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
         (&Method::GET, "/_emulator/stats") => {
             json(StatusCode::OK, serde_json::json!(lock(&shared.inner).stats))
         }
-        (&Method::POST, "/_emulator/bootstrap") => json(
-            StatusCode::OK,
-            serde_json::json!({"refresh_token": shared.issue_bootstrap()}),
-        ),
+        // `?count=N`: N new chains at once (benchmarks with tens of thousands).
+        (&Method::POST, "/_emulator/bootstrap") => match bootstrap_count(&req) {
+            None => json(
+                StatusCode::OK,
+                serde_json::json!({"refresh_token": shared.issue_bootstrap()}),
+            ),
+            Some(n) => json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "refresh_tokens": (0..n).map(|_| shared.issue_bootstrap()).collect::<Vec<_>>()
+                }),
+            ),
+        },
         (&Method::POST, "/_emulator/faults") => match read_body(req)
             .await
             .and_then(|b| serde_json::from_slice::<Vec<Fault>>(&b).ok())
@@ -98,6 +107,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
             serde_json::json!({"error": "not_found"}),
         ),
     })
+}
+
+/// The `count` of a bootstrap request, if it asks for more than one chain.
+fn bootstrap_count(req: &Request<Incoming>) -> Option<usize> {
+    form_urlencoded::parse(req.uri().query()?.as_bytes())
+        .find(|(k, _)| k == "count")
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 fn resource(shared: &Shared, req: &Request<Incoming>) -> Answer {
