@@ -68,7 +68,7 @@ pub async fn once(path: &Path) -> u8 {
     worst
 }
 
-async fn once_one(cfg: &CredentialConfig, board: &Arc<Board>, clients: &Clients) -> u8 {
+async fn once_one(cfg: &Arc<CredentialConfig>, board: &Arc<Board>, clients: &Clients) -> u8 {
     match daemon::prepare(cfg, board, clients) {
         Err(e) => {
             error!(target: LOG, error = %e, "cannot start");

@@ -84,8 +84,7 @@ pub fn load_from_str(
     let sources = Sources {
         env: env_map,
         file: file_name.to_owned(),
-        // It parsed above; an empty table only makes messages blame the file.
-        file_table: toml::from_str(text).unwrap_or_default(),
+        file_text: text,
     };
     let raw: RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
         let key = e.path().to_string();

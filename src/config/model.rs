@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -32,7 +33,7 @@ pub struct Config {
     pub health: Option<HealthConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coordination: Option<CoordinationConfig>,
-    pub credentials: BTreeMap<String, CredentialConfig>,
+    pub credentials: BTreeMap<String, Arc<CredentialConfig>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -37,7 +38,7 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
     let mut credentials = BTreeMap::new();
     for (name, rc) in raw.credentials {
         let cred = validate_credential(&name, rc, &state_dir, src)?;
-        credentials.insert(name, cred);
+        credentials.insert(name, Arc::new(cred));
     }
     let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
     for c in credentials.values() {

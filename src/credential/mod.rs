@@ -4,9 +4,12 @@
 //! - [`schedule`]: when to refresh and how long to back off (pure functions of time)
 //! - [`machine`]: the state machine: phases, flags, backoff, blocking (pure)
 //! - [`task`]: the task that sleeps, refreshes, saves, publishes and reports
+//! - [`mailbox`]: what the daemon asks of a running task
 
 pub mod machine;
+pub mod mailbox;
 pub mod schedule;
 pub mod task;
 
-pub use task::{Command, Credential, OnceResult};
+pub use mailbox::{Command, Mailbox, mailbox};
+pub use task::{Credential, OnceResult};

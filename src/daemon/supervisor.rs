@@ -9,19 +9,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{self, Config, CredentialConfig, HealthConfig, LogConfig};
 use crate::coordination::Coordination;
-use crate::credential::{Command, Credential};
+use crate::credential::{Command, Credential, Mailbox, mailbox};
 use crate::daemon::control::Control;
 use crate::daemon::error::StartError;
 use crate::daemon::notify;
 use crate::oauth::{Clients, Endpoint};
 use crate::store::FileStore;
-use crate::telemetry::{Board, Health};
+use crate::telemetry::Board;
+use crate::telemetry::health::Report;
 
 /// Pinned log target: operators and tests filter on it, whatever the module is called.
 const LOG: &str = "tokend::daemon";
@@ -36,10 +36,10 @@ pub enum ConfigSource {
 
 /// Takes the credential's lock and builds its client, without starting it.
 pub fn prepare(
-    cfg: &CredentialConfig,
+    cfg: &Arc<CredentialConfig>,
     board: &Arc<Board>,
     clients: &Clients,
-) -> Result<(Credential<FileStore>, watch::Receiver<Health>), StartError> {
+) -> Result<(Credential<FileStore>, Arc<Report>), StartError> {
     let store = FileStore::open(&cfg.state_file)?;
     let endpoint = Endpoint::new(cfg, clients).map_err(|err| StartError::Endpoint {
         name: cfg.name.clone(),
@@ -50,8 +50,8 @@ pub fn prepare(
 
 /// A running credential.
 struct Running {
-    config: CredentialConfig,
-    commands: mpsc::UnboundedSender<Command>,
+    config: Arc<CredentialConfig>,
+    commands: Mailbox,
     task: JoinHandle<()>,
 }
 
@@ -119,18 +119,19 @@ impl Daemon {
 
     fn spawn(
         &mut self,
-        cfg: &CredentialConfig,
+        cfg: &Arc<CredentialConfig>,
         credential: Credential<FileStore>,
-        health: watch::Receiver<Health>,
+        health: Arc<Report>,
     ) {
         let credential = match &self.coordination {
             Some(c) => credential.with_member(c.member(&cfg.name)),
             None => credential,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mailbox();
         let span = info_span!(target: LOG, "credential", credential = %cfg.name);
-        let task = tokio::spawn(credential.run(rx).instrument(span));
+        // On the board before its first report, so that the board counts it.
         self.board.set(&cfg.name, health);
+        let task = tokio::spawn(credential.run(rx).instrument(span));
         self.running.insert(
             cfg.name.clone(),
             Running {
@@ -153,7 +154,7 @@ impl Daemon {
         let mut announced = false;
         loop {
             let status = self.board.summary();
-            if !announced && self.board.readiness().is_ok() {
+            if !announced && self.board.all_ready() {
                 info!(target: LOG, "every credential is ready");
                 notify::ready(&status);
                 announced = true;
@@ -193,14 +194,18 @@ impl Daemon {
 
     fn broadcast(&self, command: Command) {
         for r in self.running.values() {
-            let _ = r.commands.send(command);
+            r.commands.send(command);
         }
     }
 
     async fn stop_all(&mut self) {
+        // Every credential is told first, so that they finish their work side by side.
+        // The process's lease, revoked next, takes every leadership with it.
+        for r in self.running.values() {
+            r.commands.send(Command::Stop);
+        }
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            // The process's lease, revoked next, takes every leadership with it.
             self.stop(&name, Command::Stop).await;
         }
     }
@@ -209,7 +214,7 @@ impl Daemon {
     /// the process goes on without it (a leadership it holds is given up).
     async fn stop(&mut self, name: &str, how: Command) {
         if let Some(r) = self.running.remove(name) {
-            let _ = r.commands.send(how);
+            r.commands.send(how);
             if let Err(e) = r.task.await {
                 error!(target: LOG, credential = name, error = %e, "credential task ended abnormally");
             }
@@ -251,7 +256,7 @@ impl Daemon {
                 }
                 Some(_) => {
                     if let Some(r) = self.running.get(name) {
-                        let _ = r.commands.send(Command::Resume);
+                        r.commands.send(Command::Resume);
                     }
                 }
             }
@@ -271,7 +276,7 @@ impl Daemon {
         }
     }
 
-    fn add(&mut self, cfg: &CredentialConfig) {
+    fn add(&mut self, cfg: &Arc<CredentialConfig>) {
         match prepare(cfg, &self.board, &self.clients) {
             Ok((cred, health)) => self.spawn(cfg, cred, health),
             Err(e) => {
@@ -294,6 +299,8 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
+
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::emulator::{Emulator, EmulatorConfig};

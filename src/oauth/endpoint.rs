@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::config::{ClientAuth, CredentialConfig, MIN_SECRET_LEN, SecretSource};
@@ -102,21 +102,39 @@ impl Endpoint {
     }
 
     /// Sends one `grant_type=refresh_token` request and classifies the answer.
+    /// Waits for one of the process's request slots ([`super::clients::MAX_IN_FLIGHT`]).
+    pub async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        // The semaphore is never closed, so acquiring cannot fail; if it did, sending
+        // without a slot is the better failure.
+        self.in_flight.clone().acquire_owned().await.ok()
+    }
+
     pub async fn refresh(&self, refresh_token: &SecretString) -> Outcome {
         self.request(Grant::Refresh(refresh_token)).await
     }
 
-    /// Sends one token request and classifies the answer; no secret reaches the
-    /// failure's text.
+    /// Sends a refresh in a `slot` the caller waited for.
+    pub async fn refresh_in(
+        &self,
+        refresh_token: &SecretString,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Outcome {
+        self.send_in(Grant::Refresh(refresh_token), slot).await
+    }
+
+    /// Sends one token request and classifies the answer.
     pub async fn request(&self, grant: Grant<'_>) -> Outcome {
+        let slot = self.slot().await;
+        self.send_in(grant, slot).await
+    }
+
+    /// Sends one token request in its slot; no secret reaches the failure's text.
+    async fn send_in(&self, grant: Grant<'_>, _slot: Option<OwnedSemaphorePermit>) -> Outcome {
         let secret = self
             .client_secret
             .read()
             .map_err(|e| Failure::new(FailureKind::Local, format!("client secret: {e}")))?;
         let url = self.token_url().await?.clone();
-        // The semaphore is never closed, so acquiring cannot fail; if it did, sending
-        // without a permit is the better failure.
-        let _permit = self.in_flight.acquire().await.ok();
         // A server may echo what it was sent in its error text; none of it reaches a log.
         let mut secrets = vec![secret.expose_secret()];
         match &grant {

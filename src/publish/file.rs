@@ -74,6 +74,7 @@ mod tests {
         crate::config::load_from_str(&text, "t.toml", [])
             .unwrap()
             .credentials["c"]
+            .as_ref()
             .clone()
     }
 

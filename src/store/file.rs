@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, Perms};
@@ -105,7 +105,7 @@ impl FileStore {
             sequence: 1,
         };
         self.slots = Some(
-            SlotWriter::open(&self.path, at).map_err(|err| StoreError::Io {
+            SlotWriter::new(&self.path, at).map_err(|err| StoreError::Io {
                 path: self.path.clone(),
                 err,
             })?,
@@ -195,9 +195,9 @@ impl StateStore for FileStore {
             return Ok(None);
         };
         match position {
-            // A file that reads but cannot be opened for writing (a read-only mount) is
-            // not unreadable: the state was read, and the next save says what fails.
-            Some(at) => self.slots = SlotWriter::open(&self.path, at).ok(),
+            // A file that cannot be written (a read-only mount) is not unreadable: the
+            // state was read, and the next save says what fails.
+            Some(at) => self.slots = SlotWriter::new(&self.path, at).ok(),
             // Format 1: migrated now, durably, before anything else happens to it. A
             // migration that cannot be written (a read-only directory) is not a reason to
             // stop: the state was read, and the next save writes format 2 or says why.
@@ -222,19 +222,18 @@ impl StateStore for FileStore {
         else {
             return self.create(&record);
         };
-        // Deleted or replaced behind our back: a version written there would be lost.
-        let gone = writer.file.metadata().map_or(true, |m| m.nlink() == 0);
-        if gone {
-            return self.create(&record);
+        match writer.commit(&self.path, &record) {
+            // Deleted or replaced behind our back: made again by the full protocol.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.create(&record),
+            result => result.map_err(|err| {
+                // After a failed sync the file's pages are in doubt: start a new file.
+                self.slots = None;
+                StoreError::Io {
+                    path: self.path.clone(),
+                    err,
+                }
+            }),
         }
-        writer.commit(&record).map_err(|err| {
-            // After a failed sync the file's pages are in doubt: start a new file.
-            self.slots = None;
-            StoreError::Io {
-                path: self.path.clone(),
-                err,
-            }
-        })
     }
 
     fn describe(&self) -> String {
@@ -374,6 +373,14 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         store.save(&state).unwrap();
         assert!(read_state_file(&path).unwrap().is_some());
+        // Replaced by another file (a format 1 copy, say): its bytes are not our slots,
+        // and the next save writes a whole file instead of one slot into it.
+        std::fs::write(dir.path().join("other"), b"{}").unwrap();
+        std::fs::rename(dir.path().join("other"), &path).unwrap();
+        state.generation = 9;
+        store.save(&state).unwrap();
+        assert_eq!(read_state_file(&path).unwrap().unwrap().generation, 9);
+        assert!(std::fs::read(&path).unwrap().starts_with(slots::MAGIC));
     }
 
     /// Issue 15: a format 1 file (one JSON record) is read, and migrated on load, with

@@ -15,8 +15,7 @@
 //! larger slots, by the full replace protocol ([`super::file`] does that; this file
 //! holds the layout and the writer of slots).
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 /// What every slot starts with.
@@ -123,8 +122,9 @@ pub fn read(bytes: &[u8]) -> Contents {
 
 /// Writes versions into the slots of an open format 2 file, in turn.
 pub struct SlotWriter {
-    pub file: File,
     pub slot_size: usize,
+    /// The file (device, inode) the position was learned from.
+    file: (u64, u64),
     /// The slot the next version goes to: the one not holding the newest.
     next: usize,
     /// The newest version's sequence.
@@ -132,25 +132,34 @@ pub struct SlotWriter {
 }
 
 impl SlotWriter {
-    pub fn open(path: &Path, at: Position) -> std::io::Result<SlotWriter> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
+    /// Slots of the file at `path` as it is now, whose newest version is `at`.
+    pub fn new(path: &Path, at: Position) -> std::io::Result<SlotWriter> {
+        let meta = std::fs::metadata(path)?;
         Ok(SlotWriter {
-            file,
+            file: (meta.dev(), meta.ino()),
             slot_size: at.slot_size,
             next: 1 - at.newest,
             sequence: at.sequence,
         })
     }
 
-    /// One `pwrite` and one `fdatasync`: the whole commit of a version.
-    pub fn commit(&mut self, record: &[u8]) -> std::io::Result<()> {
+    /// One `pwrite` and one `fdatasync`: the whole commit of a version. The file is
+    /// opened for each commit rather than held: a held descriptor per credential would
+    /// double the descriptors tens of thousands of credentials need (issue 18).
+    /// `NotFound` when the file was deleted or replaced since: its slots are not ours.
+    pub fn commit(&mut self, path: &Path, record: &[u8]) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let meta = file.metadata()?;
+        if (meta.dev(), meta.ino()) != self.file {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the state file was replaced",
+            ));
+        }
         let sequence = self.sequence + 1;
         let offset = (self.next * self.slot_size) as u64;
-        self.file.write_all_at(&encode(sequence, record), offset)?;
-        self.file.sync_data()?;
+        file.write_all_at(&encode(sequence, record), offset)?;
+        file.sync_data()?;
         self.sequence = sequence;
         self.next = 1 - self.next;
         Ok(())

@@ -2,6 +2,8 @@
 //! last refresh and error, the chain's age. Credentials publish it; the board, metrics,
 //! systemd notifications and `/readyz` read it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// A credential's condition, as health checks and `status` see it.
@@ -31,4 +33,59 @@ pub struct Health {
 pub struct Shared {
     pub leader: bool,
     pub generation: u64,
+}
+
+/// A credential's health as its task last reported it: the task writes through its
+/// [`Reporter`], the board reads. (A `watch` channel would do, but costs 480 bytes per
+/// credential for wake-ups nobody waits on; issue 18.)
+#[derive(Debug, Default)]
+pub struct Report {
+    health: Mutex<Health>,
+    /// The task's loop still runs.
+    alive: AtomicBool,
+}
+
+impl Report {
+    pub fn get(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+/// The task's end of a [`Report`]; when it is dropped, the loop has ended.
+#[derive(Debug)]
+pub struct Reporter(Arc<Report>);
+
+impl Reporter {
+    pub fn new() -> (Reporter, Arc<Report>) {
+        let report = Arc::new(Report {
+            health: Mutex::default(),
+            alive: AtomicBool::new(true),
+        });
+        (Reporter(report.clone()), report)
+    }
+
+    /// Replaces the health; `on_change` sees the old and new one first. True when it
+    /// changed.
+    pub fn set(&self, health: Health, on_change: impl FnOnce(&Health, &Health)) -> bool {
+        let mut current = self.0.health.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == health {
+            return false;
+        }
+        on_change(&current, &health);
+        *current = health;
+        true
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`health`]: one credential's condition
 //! - [`board`]: every credential's condition, for readiness and status lines
-//! - [`metrics`]: the Prometheus series
+//! - [`series`]: the series every credential has, made at each scrape
+//! - [`metrics`]: the other Prometheus series, and the text of them all
 //! - [`server`]: `/healthz`, `/readyz`, `/metrics`
 //! - [`logging`]: `tracing` to stderr, text or JSON
 
@@ -12,6 +13,7 @@ pub mod board;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod series;
 pub mod server;
 
 pub use board::Board;

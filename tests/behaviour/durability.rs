@@ -96,7 +96,7 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
     let trace = env.path("strace.txt");
     let d = env.spawn_shell(
         &format!(
-            "exec strace -f -o {} -e trace=openat,pwrite64,write,fsync,fdatasync,rename,renameat,renameat2 {BIN} run -c {}",
+            "exec strace -f -o {} -e trace=openat,close,pwrite64,write,fsync,fdatasync,rename,renameat,renameat2 {BIN} run -c {}",
             trace.display(),
             cfg.display()
         ),
@@ -130,17 +130,33 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
         .lines()
         .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest.trim_start()))
         .collect();
-    // The state file, opened once for writing when the daemon loaded it.
-    let open = calls
-        .iter()
-        .find(|l| l.starts_with("openat(") && l.contains("/c.json\"") && l.contains("O_RDWR"))
-        .unwrap_or_else(|| panic!("the state file is never opened for writing:\n{text}"));
-    let fd = open.rsplit("= ").next().unwrap().trim();
-    let on_state = |l: &&str| {
-        (l.starts_with("pwrite64(") || l.starts_with("fdatasync(") || l.starts_with("fsync("))
-            && l.split(['(', ',', ')']).nth(1) == Some(fd)
-    };
-    let state_calls: Vec<&str> = calls.iter().copied().filter(|l| on_state(l)).collect();
+    // The calls on the state file, opened for writing at each commit: every descriptor
+    // from its open to its close.
+    let mut open_on_state: Option<String> = None;
+    let mut state_calls: Vec<&str> = Vec::new();
+    let mut state_syncs = std::collections::HashSet::new();
+    for (i, l) in calls.iter().enumerate() {
+        let fd_of = |l: &str| l.split(['(', ',', ')']).nth(1).map(str::to_owned);
+        if l.starts_with("openat(") && l.contains("/c.json\"") && l.contains("O_WRONLY") {
+            open_on_state = Some(l.rsplit("= ").next().unwrap().trim().to_owned());
+        } else if open_on_state.is_some() && fd_of(l) == open_on_state {
+            if l.starts_with("close(") {
+                open_on_state = None;
+            } else if ["pwrite64(", "fdatasync(", "fsync("]
+                .iter()
+                .any(|c| l.starts_with(c))
+            {
+                state_calls.push(l);
+                if l.starts_with("fdatasync(") {
+                    state_syncs.insert(i);
+                }
+            }
+        }
+    }
+    assert!(
+        !state_calls.is_empty(),
+        "the state file is never written in place:\n{text}"
+    );
     let writes = state_calls
         .iter()
         .filter(|l| l.starts_with("pwrite64("))
@@ -178,8 +194,8 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
     // Each rotation's data sync comes before that rotation's outputs are renamed (the
     // outputs written at start, from the state as loaded, come before any).
     let mut synced: Option<usize> = None;
-    for l in &calls {
-        if l.starts_with(&format!("fdatasync({fd})")) {
+    for (i, l) in calls.iter().enumerate() {
+        if state_syncs.contains(&i) {
             *synced.get_or_insert(0) += 1;
         } else if let Some(n) = synced
             .as_mut()

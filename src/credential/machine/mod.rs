@@ -16,6 +16,8 @@ mod refresh;
 mod report;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub use tests::config as tests_config;
 pub mod types;
 
 use std::time::{Duration, SystemTime};

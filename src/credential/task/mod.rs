@@ -21,19 +21,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::SecretString;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::CredentialConfig;
 use crate::coordination::Member;
 use crate::credential::machine::{Block, Machine, Phase, Reaction, RetryKind, Start};
+use crate::credential::mailbox::{Command, Inbox};
 use crate::credential::schedule;
 use crate::oauth::{Endpoint, Failure, FailureKind, TokenAnswer};
 use crate::rfc3339;
 use crate::store::{State, StateStore};
-use crate::telemetry::metrics::AttemptResult;
-use crate::telemetry::{Board, Health};
+use crate::telemetry::Board;
+use crate::telemetry::health::{Report, Reporter};
+use crate::telemetry::series::AttemptResult;
 
 use operator::digested;
 
@@ -43,20 +45,6 @@ const LOG: &str = "tokend::credential";
 const STOP_SAVE_TRIES: u32 = 10;
 /// The longest single sleep, so that wall-clock jumps and suspends are noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
-
-/// What the daemon can ask of a running credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Refresh now (SIGUSR1).
-    RefreshNow,
-    /// Re-check the bootstrap token and retry a blocked credential (SIGHUP).
-    Resume,
-    /// Finish the work in hand and return.
-    Stop,
-    /// Stop, and give up a leadership this replica holds (SPEC §11): the process goes
-    /// on without this credential (SIGHUP removed or changed it).
-    Leave,
-}
 
 /// How a single pass of `once` ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +60,13 @@ pub enum OnceResult {
 
 /// One credential and everything it needs to keep its token fresh.
 pub struct Credential<S: StateStore> {
-    cfg: CredentialConfig,
+    /// Shared with the daemon's configuration: one copy per credential.
+    cfg: Arc<CredentialConfig>,
     store: S,
     endpoint: Endpoint,
     machine: Machine,
     hooks: JoinSet<()>,
-    health: watch::Sender<Health>,
+    health: Reporter,
     board: Arc<Board>,
     /// `tokend once`: no retry follows a failure but the quick one.
     one_pass: bool,
@@ -100,12 +89,12 @@ pub struct Credential<S: StateStore> {
 
 impl<S: StateStore> Credential<S> {
     pub fn new(
-        cfg: CredentialConfig,
+        cfg: Arc<CredentialConfig>,
         store: S,
         endpoint: Endpoint,
         board: Arc<Board>,
-    ) -> (Self, watch::Receiver<Health>) {
-        let (health, rx) = watch::channel(Health::default());
+    ) -> (Self, Arc<Report>) {
+        let (health, rx) = Reporter::new();
         let machine = Machine::new(&cfg, store.describe());
         let cred = Credential {
             cfg,
@@ -133,7 +122,14 @@ impl<S: StateStore> Credential<S> {
     }
 
     /// Runs until told to stop (or the daemon goes away).
-    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    // Not an `async fn`: those keep a second copy of their arguments in the future
+    // (rust-lang/rust#62958), and this future is every credential's standing cost.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self, mut commands: Inbox) -> impl Future<Output = ()> + Send {
+        async move { self.run_loop(&mut commands).await }
+    }
+
+    async fn run_loop(&mut self, commands: &mut Inbox) {
         self.start();
         let mut leaving = false;
         loop {
@@ -153,13 +149,13 @@ impl<S: StateStore> Credential<S> {
             }
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Stop) | None => break,
-                    Some(Command::Leave) => {
+                    Command::Stop => break,
+                    Command::Leave => {
                         leaving = true;
                         break;
                     }
-                    Some(Command::RefreshNow) => self.refresh_now(),
-                    Some(Command::Resume) => self.resume(),
+                    Command::RefreshNow => self.refresh_now(),
+                    Command::Resume => self.resume(),
                 },
                 _ = tokio::time::sleep(sleep) => {}
                 _ = member_changed(&mut self.member) => {}
@@ -167,7 +163,11 @@ impl<S: StateStore> Credential<S> {
             self.sync_shared().await;
             let now = SystemTime::now();
             if self.machine.is_due(now) && self.may_refresh() {
-                self.attempt().await;
+                // Boxed, once a request slot is free: a refresh holds an HTTP request,
+                // several KiB of future that a parked or queued credential should not
+                // carry (issue 18).
+                let slot = self.endpoint.slot().await;
+                Box::pin(self.attempt(slot)).await;
             } else if self.machine.is_blocked() {
                 self.check_unblock_files();
             }
@@ -215,7 +215,8 @@ impl<S: StateStore> Credential<S> {
                 break;
             }
             tries += 1;
-            self.attempt().await;
+            let slot = self.endpoint.slot().await;
+            self.attempt(slot).await;
             match self.machine.last_failure() {
                 None => break,
                 // The one quick retry after an ambiguous answer; then leave the rest to the caller.
@@ -310,7 +311,7 @@ impl<S: StateStore> Credential<S> {
     }
 
     /// Sends one refresh and acts on the answer.
-    async fn attempt(&mut self) {
+    async fn attempt(&mut self, slot: Option<OwnedSemaphorePermit>) {
         let Some((token, from_bootstrap)) = self.machine.token_to_send() else {
             return self.block(Block::NoBootstrap);
         };
@@ -320,13 +321,13 @@ impl<S: StateStore> Credential<S> {
         let sent_at = SystemTime::now();
         let started = Instant::now();
         debug!(target: LOG, from_bootstrap, "refreshing");
-        let outcome = self.endpoint.refresh(&token).await;
+        let outcome = self.endpoint.refresh_in(&token, slot).await;
         let took = started.elapsed();
         let result = match &outcome {
             Ok(_) => AttemptResult::Success,
             Err(f) => attempt_result(f.kind),
         };
-        self.board.metrics.attempt(&self.cfg.name, result, took);
+        self.board.attempt(&self.cfg.name, result, took);
         match outcome {
             Ok(answer) => {
                 self.on_success(answer, token, sent_at, from_bootstrap, took)
@@ -463,4 +464,34 @@ fn attempt_result(kind: FailureKind) -> AttemptResult {
 
 fn fmt_delay(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+#[cfg(test)]
+mod footprint {
+    use crate::store::FileStore;
+
+    /// A parked credential's future is its standing cost (issue 18): a refresh in it
+    /// must stay boxed, and `run` must not keep two copies of the credential.
+    #[test]
+    fn a_parked_credential_is_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::credential::machine::tests_config();
+        cfg.state_file = dir.path().join("c.json");
+        let store = FileStore::open(&cfg.state_file).unwrap();
+        let endpoint =
+            crate::oauth::Endpoint::new(&cfg, &crate::oauth::Clients::default()).unwrap();
+        let (cred, _report) = super::Credential::new(
+            std::sync::Arc::new(cfg),
+            store,
+            endpoint,
+            Default::default(),
+        );
+        let credential = std::mem::size_of_val(&cred);
+        let (_mailbox, inbox) = crate::credential::mailbox();
+        let future = std::mem::size_of_val(&cred.run(inbox));
+        assert!(
+            future <= credential + 512,
+            "the run future is {future} bytes for a {credential}-byte credential"
+        );
+    }
 }

@@ -86,17 +86,15 @@ impl<S: StateStore> Credential<S> {
                 generation: self.machine.generation(),
             });
         }
-        let changed = self.health.send_if_modified(|h| {
-            match (h.ready, health.ready) {
+        let changed = self.health.set(health, |old, new| {
+            match (old.ready, new.ready) {
                 (false, true) => info!(target: LOG, "ready"),
                 (true, false) => {
                     warn!(target: LOG, reason = %self.machine.unready_reason(now), "not ready")
                 }
                 _ => {}
             }
-            let changed = *h != health;
-            *h = health;
-            changed
+            self.board.counted(old, new);
         });
         if changed {
             self.board.changed.notify_one();

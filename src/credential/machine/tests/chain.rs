@@ -214,6 +214,7 @@ fn the_chain_age_warning_is_due_at_its_point_then_daily() {
     let cfg = crate::config::load_from_str(text, "t.toml", [])
         .unwrap()
         .credentials["c"]
+        .as_ref()
         .clone();
     let mut m = Machine::new(&cfg, "c.json".into());
     m.start(t(0), Some(stored("rt-1", t(0), "b")), None);

@@ -17,7 +17,7 @@ pub(super) fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
 }
 
-pub(super) fn config() -> CredentialConfig {
+pub fn config() -> CredentialConfig {
     let text = r#"
         state_dir = "/tmp/m"
         [credentials.c]
@@ -31,6 +31,7 @@ pub(super) fn config() -> CredentialConfig {
     crate::config::load_from_str(text, "t.toml", [])
         .unwrap()
         .credentials["c"]
+        .as_ref()
         .clone()
 }
 
