@@ -11,6 +11,7 @@ and wakeups; skipped without `etcd`). A naive Python `requests` loop doing the s
 the same invocation as the baseline.
 
 Usage: tests/bench/bench.py [--idle-seconds 60] [--credentials 1000] [--tokend PATH]
+       tests/bench/bench.py --scale 1,1000,10000,50000   (memory and speed per credential)
 Needs: cargo with the x86_64-unknown-linux-musl target and musl-tools, openssl, python3.
 """
 import argparse
@@ -327,6 +328,58 @@ def measure_many(tokend, n):
     }
 
 
+def measure_scale(tokend, emulator, n):
+    """n credentials with 1-hour tokens in one process: exec to every task started,
+    the first round's rate, RSS once it is over, and SIGTERM to exit."""
+    need = n + 512
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < need:
+        return {"skipped": f"needs {need} file descriptors; this machine allows "
+                           f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]}"}
+    work = tempfile.mkdtemp(prefix="tokend-bench-")
+    emu = Emulator(emulator, "1h")
+    names = [f"c{i}" for i in range(n)]
+    cfg = config(work, emu, names)
+    out = os.path.join(work, "out")
+    t0 = time.time()
+    proc = start(tokend, cfg, work)
+    log_path = os.path.join(work, "tokend.log")
+    wait(lambda: "tokend::daemon: started" in open(log_path).read(), 600, "every task started", every=0.05)
+    started = time.time()
+    wait(lambda: os.path.isdir(out) and len(os.listdir(out)) >= n, 1200, "the first round", every=0.1)
+    done = time.time()
+    time.sleep(2)
+    rss, hwm = kib(proc.pid, "VmRSS"), kib(proc.pid, "VmHWM")
+    t_stop = time.time()
+    stop(proc)
+    stopped = time.time() - t_stop
+    emu.stop()
+    shutil.rmtree(work)
+    return {"n": n, "startup": started - t0, "round": done - started, "rate": n / max(done - started, 1e-9),
+            "rss": rss, "hwm": hwm, "stop": stopped}
+
+
+def scale_report(tokend, emulator, counts):
+    rows = []
+    for n in counts:
+        log(f"{n} credentials, 1-hour tokens")
+        rows.append((n, measure_scale(tokend, emulator, n)))
+    print("| credentials | exec to every task started | first round (rate) | RSS / VmHWM | per credential above 1 | SIGTERM to exit |")
+    print("|---|---|---|---|---|---|")
+    base = next((r["rss"] for n, r in rows if n == 1 and "rss" in r), None)
+    for n, r in rows:
+        if "skipped" in r:
+            print(f"| {n:,} | skipped: {r['skipped']} | | | | |")
+            continue
+        slope = f"{(r['rss'] - base) / (n - 1):.2f} KiB" if base is not None and n > 1 else "-"
+        print(f"| {n:,} | {r['startup']:.2f} s | {r['round']:.2f} s ({r['rate']:.0f}/s) | "
+              f"{r['rss'] / 1024:.1f} / {r['hwm'] / 1024:.1f} MiB | {slope} | {r['stop']:.2f} s |")
+    measured = [(n, r) for n, r in rows if "rss" in r and n > 1]
+    if len(measured) >= 2:
+        (n1, r1), (n2, r2) = measured[0], measured[-1]
+        print(f"\nslope between {n1:,} and {n2:,} credentials: {(r2['rss'] - r1['rss']) / (n2 - n1):.2f} KiB per credential")
+    print(f"\nmachine: {os.cpu_count()} cores, {os.uname().release}, {time.strftime('%Y-%m-%d')}")
+
+
 BASELINE = r'''
 import json, os, sys, time, requests
 url, rt_file, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -483,6 +536,8 @@ def main():
     ap.add_argument("--idle-seconds", type=int, default=60)
     ap.add_argument("--credentials", type=int, default=1000)
     ap.add_argument("--rotations", type=int, default=300)
+    ap.add_argument("--scale", help="only this: credentials per process, e.g. 1,1000,10000,50000")
+    ap.add_argument("--emulator", help="the tokend whose emulator serves --scale (default: --tokend)")
     args = ap.parse_args()
     TOKEND = args.tokend
     if TOKEND == MUSL:
@@ -490,6 +545,9 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--locked", "--target", "x86_64-unknown-linux-musl",
                         "--manifest-path", os.path.join(REPO, "Cargo.toml")], check=True)
 
+    if args.scale:
+        raise_fd_limit()  # for this process too: the limit it checks is the one tokend gets
+        return scale_report(TOKEND, args.emulator or TOKEND, [int(n) for n in args.scale.split(",")])
     size = os.path.getsize(TOKEND)
     log("one credential, 10 rotations, without and with the health server")
     rss, hwm, threads, writes = measure_rotating(TOKEND, health=False)
