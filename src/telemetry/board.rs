@@ -45,7 +45,9 @@ impl Board {
             health,
             tally: Tally::default(),
         };
-        self.write().insert(name.to_owned(), slot);
+        if let Some(old) = self.write().insert(name.to_owned(), slot) {
+            self.counted(&old.health.get(), &Health::default());
+        }
         self.changed.notify_one();
     }
 
@@ -160,5 +162,47 @@ impl Board {
         drop(samples);
         drop(entries);
         self.metrics.encode(families)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::health::Reporter;
+
+    #[test]
+    fn counts_follow_reports_and_removals() {
+        let board = Board::default();
+        let (a, report_a) = Reporter::new();
+        let (b, report_b) = Reporter::new();
+        board.set("a", report_a);
+        board.set("b", report_b);
+        let ready = Health {
+            ready: true,
+            ..Health::default()
+        };
+        let report = |reporter: &Reporter, health: &Health| {
+            reporter.set(health.clone(), |old, new| board.counted(old, new));
+        };
+        report(&a, &ready);
+        assert!(!board.all_ready());
+        assert_eq!(board.summary(), "1/2 credentials ready");
+        report(&b, &ready);
+        report(&b, &ready); // unchanged: counted once
+        assert!(board.all_ready() && board.readiness().is_ok());
+        let blocked = Health {
+            blocked: true,
+            ..Health::default()
+        };
+        report(&a, &blocked);
+        assert_eq!(board.summary(), "1/2 credentials ready; blocked: a");
+        board.remove("a");
+        assert_eq!(board.summary(), "1/1 credentials ready");
+        assert!(board.all_ready());
+        // A credential set again under the same name starts from nothing.
+        let (_c, report_c) = Reporter::new();
+        board.set("b", report_c);
+        assert_eq!(board.summary(), "0/1 credentials ready");
+        drop(b);
     }
 }
