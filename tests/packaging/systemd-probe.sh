@@ -187,7 +187,7 @@ chain_ok() { # forces a refresh; the chain goes on with no reuse and no invalid_
 systemctl stop tokend
 cp "$OUT/good.toml" /etc/tokend/tokend.toml   # without the credential of step 6
 rm -rf /var/lib/tokend
-: > /etc/tokend/blnk.refresh_token
+install -m 0600 /dev/null /etc/tokend/blnk.refresh_token   # as the README says
 check "login as root before the first start" login
 check "the state login wrote belongs to root until the start: $(stat -c %U /var/lib/tokend/blnk.json)" \
     test "$(stat -c %U /var/lib/tokend/blnk.json)" = root
