@@ -45,9 +45,14 @@ impl Sources<'_> {
         if self.env.contains_key(&var) {
             return var;
         }
+        if self.env.is_empty() {
+            return self.file.clone();
+        }
+        // It parsed before validation; an empty table only makes messages blame the file.
+        let file_table: toml::Table = toml::from_str(self.file_text).unwrap_or_default();
         let parts: Vec<&str> = key.split('.').collect();
         for depth in (1..parts.len()).rev() {
-            if self.file_has(&parts[..depth]) {
+            if file_has(&file_table, &parts[..depth]) {
                 break;
             }
             let made_by = format!("{}__", env_var_for(&parts[..depth].join(".")));
@@ -58,24 +63,22 @@ impl Sources<'_> {
         self.file.clone()
     }
 
-    fn file_has(&self, path: &[&str]) -> bool {
-        // It parsed before validation; an empty table only makes messages blame the file.
-        let file_table: toml::Table = toml::from_str(self.file_text).unwrap_or_default();
-        let mut table = &file_table;
-        for part in path {
-            match table.get(*part) {
-                Some(toml::Value::Table(t)) => table = t,
-                Some(_) => return true,
-                None => return false,
-            }
-        }
-        true
-    }
-
     /// An error about `key`, blamed on the source that set it.
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::new(self.origin_of(key), key, message)
     }
+}
+
+fn file_has(file_table: &toml::Table, path: &[&str]) -> bool {
+    let mut table = file_table;
+    for part in path {
+        match table.get(*part) {
+            Some(toml::Value::Table(t)) => table = t,
+            Some(_) => return true,
+            None => return false,
+        }
+    }
+    true
 }
 
 fn env_var_for(key: &str) -> String {
