@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::common::{self, Daemon, Env, free_port, get};
+use crate::common::{self, Daemon, Env, free_port, get, wait_for};
 
 /// A GET that gives up after a second (a stopped replica never answers).
 pub async fn fetch(url: &str) -> (u16, String) {
@@ -464,6 +464,34 @@ impl Group {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         g
+    }
+
+    /// Waits for a moment between two refreshes: the leader has just rotated and every
+    /// running replica publishes the result, so the store holds it. A kill, stop or cut
+    /// of the leader inside a refresh (after the server rotated, before the store holds
+    /// the answer) loses the chain on a server without a reuse grace window, whatever
+    /// the client does (SPEC §11); a test that strikes at random hits that window now
+    /// and then on a loaded machine, so the tests strike here, with about a second of
+    /// the refresh cycle ahead.
+    pub async fn between_refreshes(&self, leader: usize) {
+        // The leader publishes after it stored the record: its output changing is the
+        // end of a refresh (the emulator's count moves when it answers, mid-refresh).
+        let before = self.output(leader);
+        wait_for(
+            "a refresh to strike after",
+            LEASE + Duration::from_secs(5),
+            || {
+                let newest = self.output(leader);
+                newest.is_some()
+                    && newest != before
+                    && self
+                        .replicas
+                        .iter()
+                        .filter(|r| r.daemon.is_some())
+                        .all(|r| self.output(r.id) == newest)
+            },
+        )
+        .await;
     }
 
     /// A replica other than `old` that leads, waiting up to `limit` from `since`.

@@ -23,6 +23,7 @@ async fn a_killed_leader_is_replaced_within_the_lease(backend: Backend) {
     let mut takeovers = Vec::new();
     for _ in 0..10 {
         let leader = g.leader(Duration::from_secs(10)).await;
+        g.between_refreshes(leader).await;
         alive.lock().unwrap()[leader] = false;
         g.replicas[leader].kill().await;
         let killed = Instant::now();
@@ -95,8 +96,8 @@ async fn a_stopped_leader_hands_over_at_once(backend: Backend) {
     store.assert_requests_clean().await;
 }
 
-/// Issues 13 and 14, test 3: a leader stopped (SIGSTOP) past its lease, once at a random
-/// moment and once exactly between its intent write and its request, wakes up, never
+/// Issues 13 and 14, test 3: a leader stopped (SIGSTOP) past its lease, once between
+/// two refreshes and once exactly between its intent write and its request, wakes up, never
 /// sends a refresh, and follows the newer record.
 async fn a_paused_leader_never_refreshes_after_waking(backend: Backend) {
     let store = Store::start(backend).await;
@@ -111,6 +112,8 @@ async fn a_paused_leader_never_refreshes_after_waking(backend: Backend) {
                 proxies[leader].holding()
             })
             .await;
+        } else {
+            g.between_refreshes(leader).await;
         }
         g.replicas[leader].signal(libc::SIGSTOP);
         proxies[leader].release();

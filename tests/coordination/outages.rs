@@ -18,6 +18,7 @@ async fn a_leader_cut_off_from_the_store_stops_at_its_deadline(backend: Backend)
     let (proxies, tables) = store.proxies(3).await;
     let g = Group::running(tables, Duration::from_secs(5)).await;
     let leader = g.leader(Duration::from_secs(10)).await;
+    g.between_refreshes(leader).await;
     proxies[leader].set_cut(true);
     let cut = Instant::now();
     let rotated = |g: &Group| g.replicas[leader].log_text().matches(" rotated ").count();

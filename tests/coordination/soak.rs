@@ -1,4 +1,5 @@
-//! Issue 13, test 9: random kills, stops and cuts across three replicas for
+//! Issue 13, test 9: random kills, stops and cuts of the leader (between two of its
+//! refreshes: see [`Group::between_refreshes`]) across three replicas for
 //! COORD_SOAK_SECONDS (default 45; `.ci/run --long` sets 300).
 
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ async fn random_kills_stops_and_cuts() {
         let leader = g.leader(LEASE + Duration::from_secs(10)).await;
         let what = rand::rng().random_range(0..3);
         events[what] += 1;
+        g.between_refreshes(leader).await;
         steady.lock().unwrap()[leader] = false;
         let hit = Instant::now();
         match what {
