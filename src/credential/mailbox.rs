@@ -36,6 +36,9 @@ impl Command {
     }
 }
 
+/// The bits of the commands that end the task.
+const STOPS: u8 = 1 << Command::Stop as u8 | 1 << Command::Leave as u8;
+
 #[derive(Default)]
 struct Shared {
     pending: AtomicU8,
@@ -79,6 +82,29 @@ impl Inbox {
         }
     }
 
+    /// Waits for a stop (or a leave) only, and takes it; other requests stay pending
+    /// for [`Self::recv`]. What a credential queued for a request slot listens for.
+    pub async fn until_stop(&mut self) -> Command {
+        loop {
+            if let Some(command) = self.take_stop() {
+                return command;
+            }
+            self.0.wake.notified().await;
+        }
+    }
+
+    /// Whether a stop (or a leave) is pending, without taking it.
+    pub fn stop_pending(&self) -> bool {
+        self.0.pending.load(Ordering::Acquire) & STOPS != 0
+    }
+
+    fn take_stop(&self) -> Option<Command> {
+        if !self.stop_pending() {
+            return None;
+        }
+        self.take()
+    }
+
     fn take(&self) -> Option<Command> {
         let pending = self.0.pending.load(Ordering::Acquire);
         let command = Command::BY_RANK
@@ -107,6 +133,25 @@ mod tests {
         assert_eq!(rx.recv().await, Command::Stop);
         tx.send(Command::Leave);
         assert_eq!(rx.recv().await, Command::Leave);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_stop_leaves_the_other_requests_pending() {
+        let (tx, mut rx) = mailbox();
+        let waiter = tokio::spawn(async move {
+            let stop = rx.until_stop().await;
+            (stop, rx.recv().await)
+        });
+        tokio::task::yield_now().await;
+        tx.send(Command::RefreshNow);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a refresh request is not a stop");
+        tx.send(Command::Stop);
+        assert_eq!(waiter.await.unwrap(), (Command::Stop, Command::RefreshNow));
+        let (tx, rx) = mailbox();
+        assert!(!rx.stop_pending());
+        tx.send(Command::Leave);
+        assert!(rx.stop_pending());
     }
 
     #[tokio::test]

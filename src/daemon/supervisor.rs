@@ -14,7 +14,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{self, Config, CredentialConfig, HealthConfig, LogConfig};
 use crate::coordination::Coordination;
-use crate::credential::{Command, Credential, Mailbox, mailbox};
+use crate::credential::{Command, Credential, Mailbox, Stopped, mailbox};
 use crate::daemon::control::Control;
 use crate::daemon::error::StartError;
 use crate::daemon::notify;
@@ -52,7 +52,7 @@ pub fn prepare(
 struct Running {
     config: Arc<CredentialConfig>,
     commands: Mailbox,
-    task: JoinHandle<()>,
+    task: JoinHandle<Stopped>,
 }
 
 /// The set of running credentials.
@@ -198,28 +198,46 @@ impl Daemon {
         }
     }
 
+    /// Stops every credential. The stop is bounded by the request timeout whatever
+    /// their number: refreshes in flight are finished and saved, queued ones are not
+    /// started (issue 19).
     async fn stop_all(&mut self) {
         // Every credential is told first, so that they finish their work side by side.
         // The process's lease, revoked next, takes every leadership with it.
         for r in self.running.values() {
             r.commands.send(Command::Stop);
         }
+        let (mut finished, mut left) = (0, 0);
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            self.stop(&name, Command::Stop).await;
+            match self.stop(&name, Command::Stop).await {
+                Some(Stopped::Finished) => finished += 1,
+                Some(Stopped::LeftDue) => left += 1,
+                _ => {}
+            }
         }
+        info!(
+            target: LOG,
+            finished,
+            left,
+            "credentials stopped: the refreshes in flight were finished and saved; the due ones not started are left for the next start"
+        );
     }
 
     /// Stops one credential with `how`: [`Command::Stop`], or [`Command::Leave`] when
     /// the process goes on without it (a leadership it holds is given up).
-    async fn stop(&mut self, name: &str, how: Command) {
-        if let Some(r) = self.running.remove(name) {
-            r.commands.send(how);
-            if let Err(e) = r.task.await {
+    async fn stop(&mut self, name: &str, how: Command) -> Option<Stopped> {
+        let r = self.running.remove(name)?;
+        r.commands.send(how);
+        let stopped = match r.task.await {
+            Ok(stopped) => Some(stopped),
+            Err(e) => {
                 error!(target: LOG, credential = name, error = %e, "credential task ended abnormally");
+                None
             }
-            self.board.remove(name);
-        }
+        };
+        self.board.remove(name);
+        stopped
     }
 
     /// SIGHUP: a valid new configuration replaces the old one credential by credential;

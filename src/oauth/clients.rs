@@ -27,7 +27,9 @@ pub struct Clients {
     pub(crate) in_flight: Arc<Semaphore>,
 }
 
-/// The most token requests one process has in flight at once.
+/// The most token requests one process has in flight at once; a refresh keeps its slot
+/// until its answer is on disk, so this also bounds the rotated refresh tokens held
+/// only in memory (what a kill -9 can lose on a server without a reuse grace window).
 pub const MAX_IN_FLIGHT: usize = 16;
 
 impl Default for Clients {

@@ -113,23 +113,26 @@ impl Endpoint {
         self.request(Grant::Refresh(refresh_token)).await
     }
 
-    /// Sends a refresh in a `slot` the caller waited for.
+    /// Sends a refresh in a `slot` the caller waited for, and keeps until the answer is
+    /// on disk: so at most as many rotated refresh tokens as there are slots are ever
+    /// held only in memory, however fast the server answers and however slow the disk.
     pub async fn refresh_in(
         &self,
         refresh_token: &SecretString,
-        slot: Option<OwnedSemaphorePermit>,
+        _slot: &Option<OwnedSemaphorePermit>,
     ) -> Outcome {
-        self.send_in(Grant::Refresh(refresh_token), slot).await
+        self.send_held(Grant::Refresh(refresh_token)).await
     }
 
     /// Sends one token request and classifies the answer.
     pub async fn request(&self, grant: Grant<'_>) -> Outcome {
-        let slot = self.slot().await;
-        self.send_in(grant, slot).await
+        let _slot = self.slot().await;
+        self.send_held(grant).await
     }
 
-    /// Sends one token request in its slot; no secret reaches the failure's text.
-    async fn send_in(&self, grant: Grant<'_>, _slot: Option<OwnedSemaphorePermit>) -> Outcome {
+    /// Sends one token request (the caller holds a slot); no secret reaches the
+    /// failure's text.
+    async fn send_held(&self, grant: Grant<'_>) -> Outcome {
         let secret = self
             .client_secret
             .read()

@@ -32,12 +32,9 @@ pub struct Board {
     pub metrics: Metrics,
 }
 
-/// One credential's health as of now; `alive` is false once its loop has ended.
-pub struct Entry {
-    pub name: String,
-    pub health: Health,
-    pub alive: bool,
-}
+/// How many credentials `/readyz` names when more are not ready: during a first round
+/// of thousands, a probe should not read a page per credential.
+const READINESS_LINES: usize = 20;
 
 impl Board {
     pub fn set(&self, name: &str, health: Arc<Report>) {
@@ -93,38 +90,44 @@ impl Board {
         self.entries.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn entries(&self) -> Vec<Entry> {
+    /// The credentials whose loop has ended (`/healthz`): a look at a flag each, cheap
+    /// enough for a probe during a refresh storm.
+    pub fn ended(&self) -> Vec<String> {
         self.read()
             .iter()
-            .map(|(name, slot)| Entry {
-                name: name.clone(),
-                health: slot.health.get(),
-                alive: slot.health.alive(),
-            })
+            .filter(|(_, slot)| !slot.health.alive())
+            .map(|(name, _)| name.clone())
             .collect()
     }
 
-    /// `Ok` when every credential is ready, else a line per credential that is not.
+    /// `Ok` when every credential is ready, else a line per credential that is not (the
+    /// first [`READINESS_LINES`], then how many more).
     pub fn readiness(&self) -> Result<(), String> {
         if self.all_ready() {
             return Ok(());
         }
-        let reasons: Vec<String> = self
-            .entries()
-            .into_iter()
-            .filter(|e| !e.health.ready)
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e.name,
-                    e.health.reason.as_deref().unwrap_or("not ready")
-                )
-            })
-            .collect();
-        if reasons.is_empty() {
+        let entries = self.read();
+        let mut lines = Vec::new();
+        let mut more = 0;
+        for (name, slot) in entries.iter() {
+            let reason = slot.health.peek(|h| {
+                (!h.ready).then(|| h.reason.clone().unwrap_or_else(|| "not ready".into()))
+            });
+            match reason {
+                Some(reason) if lines.len() < READINESS_LINES => {
+                    lines.push(format!("{name}: {reason}"))
+                }
+                Some(_) => more += 1,
+                None => {}
+            }
+        }
+        if more > 0 {
+            lines.push(format!("and {more} more not ready"));
+        }
+        if lines.is_empty() {
             Ok(())
         } else {
-            Err(reasons.join("\n"))
+            Err(lines.join("\n"))
         }
     }
 
@@ -204,5 +207,26 @@ mod tests {
         board.set("b", report_c);
         assert_eq!(board.summary(), "0/1 credentials ready");
         drop(b);
+    }
+
+    #[test]
+    fn probes_name_a_few_credentials_and_count_the_rest() {
+        let board = Board::default();
+        let reporters: Vec<Reporter> = (0..READINESS_LINES + 5)
+            .map(|i| {
+                let (reporter, report) = Reporter::new();
+                board.set(&format!("c{i:02}"), report);
+                reporter
+            })
+            .collect();
+        let why = board.readiness().unwrap_err();
+        let lines: Vec<&str> = why.lines().collect();
+        assert_eq!(lines.len(), READINESS_LINES + 1, "{why}");
+        assert_eq!(lines[0], "c00: not ready");
+        assert_eq!(lines[READINESS_LINES], "and 5 more not ready");
+        assert!(board.ended().is_empty());
+        let mut reporters = reporters.into_iter();
+        drop(reporters.next());
+        assert_eq!(board.ended(), ["c00"]);
     }
 }

@@ -47,10 +47,12 @@ pub struct Report {
 
 impl Report {
     pub fn get(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.peek(Health::clone)
+    }
+
+    /// Looks at the health without copying it.
+    pub fn peek<T>(&self, look: impl FnOnce(&Health) -> T) -> T {
+        look(&self.health.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn alive(&self) -> bool {

@@ -42,12 +42,7 @@ fn answer(board: &Board, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/healthz" => {
-            let dead: Vec<String> = board
-                .entries()
-                .into_iter()
-                .filter(|e| !e.alive)
-                .map(|e| e.name)
-                .collect();
+            let dead = board.ended();
             if dead.is_empty() {
                 text(StatusCode::OK, PLAIN, "ok\n".into())
             } else {

@@ -147,6 +147,61 @@ async fn sigterm_during_a_refresh_waits_for_it_and_persists_the_new_token() {
     assert_eq!(env.emu.stats().reuses, 0);
 }
 
+/// Issue 19: SIGTERM with hundreds of refreshes queued behind the 16 request slots (every
+/// answer takes a second) does not wait for the queue: the 16 in flight finish and are
+/// saved, the rest are left, and the next start goes on from every state without reuse.
+#[tokio::test]
+async fn sigterm_with_a_queue_of_refreshes_finishes_those_in_flight_and_leaves_the_rest() {
+    let env = Env::new(Duration::from_secs(3600)).await;
+    let names: Vec<String> = (0..200).map(|i| format!("q{i:03}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // The first three waves of requests are slow; the stop comes during the first.
+    for _ in 0..48 {
+        env.emu.push_fault(Fault::Delay { ms: 1000 });
+    }
+    let mut d = env.run_started(&names).await;
+    wait_for("16 requests in flight", 10 * SEC, || {
+        env.emu.stats().token_requests >= 16
+    })
+    .await;
+    let stopping = Instant::now();
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(30 * SEC).await, 0);
+    let took = stopping.elapsed();
+    // The whole queue would take 200 / 16 seconds; the bound is the request timeout (3 s
+    // here) plus a second. Asserted loosely: a loaded machine is slow, not unbounded.
+    assert!(took < 8 * SEC, "the stop took {took:?}");
+    let log = d.log_text();
+    let last = log
+        .lines()
+        .find(|l| l.contains("credentials stopped"))
+        .expect("the stop's count");
+    let count = |key: &str| -> usize {
+        last.split(&format!("{key}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {last}"))
+    };
+    let (finished, left) = (count("finished"), count("left"));
+    assert!(finished <= 32 && left >= 100, "{last}");
+    let saved = names.iter().filter(|n| env.state(n).is_some()).count();
+    assert_eq!(
+        saved as u64,
+        env.emu.stats().refreshes,
+        "every rotation the server made is on disk"
+    );
+    // The next start refreshes the rest, from the bootstrap tokens or the saved states.
+    let mut d = env.run_started(&names).await;
+    wait_for("every credential's token", 30 * SEC, || {
+        names.iter().all(|n| env.raw_output(n).is_some())
+    })
+    .await;
+    assert_eq!(d.stop().await, 0);
+    assert_eq!(env.emu.stats().reuses, 0);
+    assert_eq!(env.emu.stats().refreshes, names.len() as u64);
+}
+
 #[tokio::test]
 async fn sighup_adds_a_credential_and_refuses_a_broken_config() {
     let env = Env::new(Duration::from_secs(4)).await;

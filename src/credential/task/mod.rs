@@ -17,7 +17,7 @@ mod operator;
 mod shared;
 mod writes;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::SecretString;
@@ -38,6 +38,7 @@ use crate::telemetry::health::{Report, Reporter};
 use crate::telemetry::series::AttemptResult;
 
 use operator::digested;
+use writes::SharedStore;
 
 /// Pinned log target: operators and tests filter on it, whatever the module is called.
 const LOG: &str = "tokend::credential";
@@ -58,11 +59,24 @@ pub enum OnceResult {
     Other(String),
 }
 
+/// What a credential was doing when it was told to stop: the daemon's last log line
+/// counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Nothing was due.
+    Idle,
+    /// A refresh was in flight: it was finished, and saved, first.
+    Finished,
+    /// A refresh was due and not started: the next start sends it.
+    LeftDue,
+}
+
 /// One credential and everything it needs to keep its token fresh.
 pub struct Credential<S: StateStore> {
     /// Shared with the daemon's configuration: one copy per credential.
     cfg: Arc<CredentialConfig>,
-    store: S,
+    /// Shared with the blocking pool, where its files are read and written.
+    store: SharedStore<S>,
     endpoint: Endpoint,
     machine: Machine,
     hooks: JoinSet<()>,
@@ -98,7 +112,7 @@ impl<S: StateStore> Credential<S> {
         let machine = Machine::new(&cfg, store.describe());
         let cred = Credential {
             cfg,
-            store,
+            store: Arc::new(Mutex::new(store)),
             endpoint,
             machine,
             hooks: JoinSet::new(),
@@ -125,16 +139,22 @@ impl<S: StateStore> Credential<S> {
     // Not an `async fn`: those keep a second copy of their arguments in the future
     // (rust-lang/rust#62958), and this future is every credential's standing cost.
     #[allow(clippy::manual_async_fn)]
-    pub fn run(mut self, mut commands: Inbox) -> impl Future<Output = ()> + Send {
+    pub fn run(mut self, mut commands: Inbox) -> impl Future<Output = Stopped> + Send {
         async move { self.run_loop(&mut commands).await }
     }
 
-    async fn run_loop(&mut self, commands: &mut Inbox) {
-        self.start();
-        let mut leaving = false;
+    async fn run_loop(&mut self, commands: &mut Inbox) -> Stopped {
+        // The rarely taken paths are boxed where they are awaited: the run future is
+        // every credential's standing cost, and holds the largest of its await points.
+        Box::pin(self.start()).await;
+        let leaving;
+        let mut stopped = Stopped::Idle;
         loop {
             self.sync_shared().await;
-            self.catch_up_writes();
+            self.reap_hooks();
+            if self.writes_pending() {
+                Box::pin(self.catch_up_writes()).await;
+            }
             self.report();
             let now = SystemTime::now();
             let mut sleep = self
@@ -147,42 +167,50 @@ impl<S: StateStore> Credential<S> {
                 // A rotation the store does not have yet: try again soon.
                 sleep = sleep.min(shared::NOT_NOW);
             }
+            // Biased: a stop outranks a refresh that fell due at the same moment.
             tokio::select! {
+                biased;
                 command = commands.recv() => match command {
-                    Command::Stop => break,
-                    Command::Leave => {
-                        leaving = true;
+                    Command::Stop | Command::Leave => {
+                        leaving = command == Command::Leave;
+                        if stopped == Stopped::Idle && self.is_due_here(SystemTime::now()) {
+                            stopped = Stopped::LeftDue;
+                        }
                         break;
                     }
                     Command::RefreshNow => self.refresh_now(),
-                    Command::Resume => self.resume(),
+                    Command::Resume => Box::pin(self.resume()).await,
                 },
                 _ = tokio::time::sleep(sleep) => {}
                 _ = member_changed(&mut self.member) => {}
             }
             self.sync_shared().await;
-            let now = SystemTime::now();
-            if self.machine.is_due(now) && self.may_refresh() {
+            if self.is_due_here(SystemTime::now()) {
+                // A stop while queued for a request slot leaves the refresh to the next
+                // start: with thousands due at once, the queue would outlast any stop
+                // timeout (issue 19).
+                let slot = tokio::select! {
+                    biased;
+                    command = commands.until_stop() => {
+                        leaving = command == Command::Leave;
+                        stopped = Stopped::LeftDue;
+                        break;
+                    }
+                    slot = self.endpoint.slot() => slot,
+                };
                 // Boxed, once a request slot is free: a refresh holds an HTTP request,
                 // several KiB of future that a parked or queued credential should not
                 // carry (issue 18).
-                let slot = self.endpoint.slot().await;
                 Box::pin(self.attempt(slot)).await;
+                if commands.stop_pending() {
+                    stopped = Stopped::Finished;
+                }
             } else if self.machine.is_blocked() {
-                self.check_unblock_files();
+                Box::pin(self.check_unblock_files()).await;
             }
             self.warn_chain_age();
         }
-        self.catch_up_writes();
-        // A rotated refresh token that is not on disk dies with this task: keep trying
-        // for a while (a full disk may clear), then say so plainly.
-        for _ in 0..STOP_SAVE_TRIES {
-            if !self.machine.needs_save() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            self.save();
-        }
+        Box::pin(self.finish_writes()).await;
         if self.machine.needs_save() {
             error!(
                 target: LOG,
@@ -195,12 +223,32 @@ impl<S: StateStore> Credential<S> {
             Box::pin(member.stop(leaving)).await;
         }
         self.report();
+        stopped
+    }
+
+    /// A refresh is due and this replica may send it.
+    fn is_due_here(&self, now: SystemTime) -> bool {
+        self.machine.is_due(now) && self.may_refresh()
+    }
+
+    /// The writes a stopping credential owes: a rotated refresh token that is not on
+    /// disk dies with this task, so a failed save is retried for a while (a full disk
+    /// may clear).
+    async fn finish_writes(&mut self) {
+        self.catch_up_writes().await;
+        for _ in 0..STOP_SAVE_TRIES {
+            if !self.machine.needs_save() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.save().await;
+        }
     }
 
     /// One pass for `tokend once`: refresh only if due, make sure the outputs are written.
     pub async fn once(mut self) -> OnceResult {
         self.one_pass = true;
-        self.start();
+        self.start().await;
         let mut tries = 0;
         loop {
             if let Phase::Blocked { why, .. } = self.machine.phase() {
@@ -234,7 +282,8 @@ impl<S: StateStore> Credential<S> {
                 Some(_) => return OnceResult::Temporary(self.machine.last_error_text()),
             }
         }
-        self.catch_up_writes();
+        self.reap_hooks();
+        self.catch_up_writes().await;
         // The process exits next: let this run's hooks finish (each within its timeout).
         while self.hooks.join_next().await.is_some() {}
         if self.machine.needs_save() || self.machine.needs_publish() {
@@ -251,13 +300,13 @@ impl<S: StateStore> Credential<S> {
     /// Loads the state and decides which refresh token the chain continues from. With
     /// coordination the decision waits for the stored record (see [`shared`]); the
     /// state file only serves the outputs until then.
-    fn start(&mut self) {
+    async fn start(&mut self) {
         // A login that was handed over but not yet adopted (say, tokend was stopped
         // first) starts the new chain now.
-        if self.adopt_handover() {
+        if self.adopt_handover().await {
             return;
         }
-        let stored = match self.store.load() {
+        let stored = match self.on_store(|store| store.load()).await {
             Ok(stored) => stored,
             // With coordination the chain lives in the store; this file is a copy.
             Err(e) if self.member.is_some() => {
@@ -321,7 +370,7 @@ impl<S: StateStore> Credential<S> {
         let sent_at = SystemTime::now();
         let started = Instant::now();
         debug!(target: LOG, from_bootstrap, "refreshing");
-        let outcome = self.endpoint.refresh_in(&token, slot).await;
+        let outcome = self.endpoint.refresh_in(&token, &slot).await;
         let took = started.elapsed();
         let result = match &outcome {
             Ok(_) => AttemptResult::Success,
@@ -330,10 +379,13 @@ impl<S: StateStore> Credential<S> {
         self.board.attempt(&self.cfg.name, result, took);
         match outcome {
             Ok(answer) => {
-                self.on_success(answer, token, sent_at, from_bootstrap, took)
+                self.on_success(answer, token, sent_at, from_bootstrap, took, slot)
                     .await
             }
-            Err(failure) => self.on_failure(failure, sent_at, from_bootstrap),
+            Err(failure) => {
+                self.on_failure(failure, sent_at, from_bootstrap).await;
+                drop(slot);
+            }
         }
     }
 
@@ -344,17 +396,19 @@ impl<S: StateStore> Credential<S> {
         sent_at: SystemTime,
         from_bootstrap: bool,
         took: Duration,
+        slot: Option<OwnedSemaphorePermit>,
     ) {
         let answered = Instant::now();
         let rotated = self
             .machine
             .succeeded(answer, sent, sent_at, from_bootstrap);
         // Durable first (here, then in the shared store); outputs and the success log
-        // line only after.
-        self.save();
+        // line only after. The request slot is given back once the state is on disk.
+        self.save().await;
+        drop(slot);
         let durable = Instant::now();
         self.share().await;
-        self.publish();
+        self.publish().await;
         info!(
             target: LOG,
             expires_at = %rfc3339::format(rotated.expires_at),
@@ -370,7 +424,12 @@ impl<S: StateStore> Credential<S> {
         );
     }
 
-    fn on_failure(&mut self, mut failure: Failure, sent_at: SystemTime, from_bootstrap: bool) {
+    async fn on_failure(
+        &mut self,
+        mut failure: Failure,
+        sent_at: SystemTime,
+        from_bootstrap: bool,
+    ) {
         let now = SystemTime::now();
         let reaction = self.machine.failed(
             &mut failure,
@@ -381,7 +440,7 @@ impl<S: StateStore> Credential<S> {
         );
         // A rotated refresh token kept from an unusable answer, and the error: on disk
         // before anything else.
-        self.save_if_needed();
+        self.save_if_needed().await;
         let detail = &failure.detail;
         match reaction {
             Reaction::Block(why) => {

@@ -48,8 +48,8 @@ impl<S: StateStore> Credential<S> {
     }
 
     /// Adopts a state that `tokend login` handed over; true if there was one.
-    pub(super) fn adopt_handover(&mut self) -> bool {
-        let state = match self.store.load_handover() {
+    pub(super) async fn adopt_handover(&mut self) -> bool {
+        let state = match self.on_store(|store| store.load_handover()).await {
             Ok(Some(state)) => state,
             Ok(None) => return false,
             Err(e) => {
@@ -59,10 +59,15 @@ impl<S: StateStore> Credential<S> {
         };
         let stored = match self.machine.chain_started_at() {
             Some(_) => None,
-            None => self.store.load().ok().flatten().map(|s| s.chain_started_at),
+            None => self
+                .on_store(|store| store.load())
+                .await
+                .ok()
+                .flatten()
+                .map(|s| s.chain_started_at),
         };
         if !self.machine.is_newer_chain(&state, stored) {
-            let _ = self.store.clear_handover();
+            let _ = self.on_store(|store| store.clear_handover()).await;
             return false;
         }
         info!(
@@ -70,9 +75,9 @@ impl<S: StateStore> Credential<S> {
             "adopting the refresh-token chain that `tokend login` started"
         );
         self.machine.adopt(state, SystemTime::now());
-        self.save();
+        self.save().await;
         if !self.machine.needs_save()
-            && let Err(e) = self.store.clear_handover()
+            && let Err(e) = self.on_store(|store| store.clear_handover()).await
         {
             // Not adopted twice (see `is_newer_chain`), but litter holding a token.
             warn!(target: LOG, error = %e, "cannot remove the handed-over state file; remove it by hand");
@@ -81,8 +86,8 @@ impl<S: StateStore> Credential<S> {
     }
 
     /// While blocked: a new bootstrap token or client secret on disk resumes refreshing.
-    pub(super) fn check_unblock_files(&mut self) {
-        if self.adopt_handover() {
+    pub(super) async fn check_unblock_files(&mut self) {
+        if self.adopt_handover().await {
             return;
         }
         let bootstrap = self.cfg.read_bootstrap().ok().map(digested);
@@ -104,13 +109,13 @@ impl<S: StateStore> Credential<S> {
 
     /// SIGHUP: adopt a new login or a changed bootstrap token; give a blocked credential
     /// another try.
-    pub(super) fn resume(&mut self) {
-        if self.adopt_handover() {
+    pub(super) async fn resume(&mut self) {
+        if self.adopt_handover().await {
             return;
         }
         let bootstrap = self.cfg.read_bootstrap().ok().map(digested);
         match self.machine.resume(SystemTime::now(), bootstrap) {
-            Resume::Restart => self.start(),
+            Resume::Restart => self.start().await,
             Resume::AdoptedBootstrap => info!(
                 target: LOG,
                 "the bootstrap refresh token changed; adopting it"

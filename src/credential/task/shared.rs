@@ -110,9 +110,9 @@ impl<S: StateStore> Credential<S> {
             self.begin(newer);
             if from_store {
                 // The local file becomes a copy of the record.
-                self.save();
+                self.save().await;
             }
-            self.publish();
+            self.publish().await;
             return;
         }
         match (theirs, local) {
@@ -120,7 +120,7 @@ impl<S: StateStore> Credential<S> {
                 if l.as_ref()
                     .is_none_or(|l| t.generation >= l.generation && !same_link(&t, l)) =>
             {
-                self.adopt_shared(t, view.leader.as_deref());
+                self.adopt_shared(t, view.leader.as_deref()).await;
             }
             (_, Some(l)) if l.generation > stored.generation() && view.role.is_leader() => {
                 info!(target: LOG, generation = l.generation, stored = stored.generation(), "this replica's state is newer than the stored record; storing it");
@@ -144,12 +144,12 @@ impl<S: StateStore> Credential<S> {
         }
     }
 
-    fn adopt_shared(&mut self, state: State, leader: Option<&str>) {
+    async fn adopt_shared(&mut self, state: State, leader: Option<&str>) {
         let generation = state.generation;
         let expires_at = state.expires_at;
         self.machine.adopt(state, SystemTime::now());
-        self.save();
-        self.publish();
+        self.save().await;
+        self.publish().await;
         info!(
             target: LOG,
             generation,

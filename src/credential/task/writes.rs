@@ -1,6 +1,12 @@
 //! A credential's writes and reports: the state saved, the outputs published, the
 //! rotation hooks started, and its health on the board.
+//!
+//! Every file operation runs on tokio's blocking pool, and the task waits for it there:
+//! a save or an output write ends in a disk sync, and the runtime thread meanwhile
+//! serves every other credential and the health endpoints (issue 19). The order of one
+//! credential's writes is unchanged: it waits for each before the next.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use tracing::{error, info, warn};
@@ -10,12 +16,32 @@ use crate::publish::{self, Published};
 use crate::store::StateStore;
 use crate::telemetry::health::Shared;
 
+/// Runs `work` on the blocking pool and waits for it.
+pub(super) async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // A blocking task is cancelled only when the runtime shuts down, which drops
+        // this task too: there is no caller left to answer.
+        Err(_) => std::future::pending().await,
+    }
+}
+
 impl<S: StateStore> Credential<S> {
-    pub(super) fn save(&mut self) {
-        let Some(state) = self.machine.state() else {
+    /// Runs `work` with the state store, on the blocking pool.
+    pub(super) async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut S) -> T + Send + 'static,
+    ) -> T {
+        let store = self.store.clone();
+        off_thread(move || work(&mut lock(&store))).await
+    }
+
+    pub(super) async fn save(&mut self) {
+        let Some(state) = self.machine.state().cloned() else {
             return;
         };
-        match self.store.save(state) {
+        match self.on_store(move |store| store.save(&state)).await {
             Ok(()) => self.machine.saved(),
             Err(e) => {
                 error!(target: LOG, error = %e, "cannot save the state; the refresh token is kept in memory and the write is retried");
@@ -24,29 +50,38 @@ impl<S: StateStore> Credential<S> {
         }
     }
 
-    pub(super) fn save_if_needed(&mut self) {
+    pub(super) async fn save_if_needed(&mut self) {
         if self.machine.needs_save() {
-            self.save();
+            self.save().await;
         }
     }
 
-    pub(super) fn publish(&mut self) {
+    pub(super) async fn publish(&mut self) {
         let Some(state) = self.machine.state() else {
             return;
         };
-        let Some(token) = state.valid_access_token(SystemTime::now()) else {
+        if state.valid_access_token(SystemTime::now()).is_none() {
             return;
-        };
+        }
         let Some(expires_at) = state.expires_at else {
             return;
         };
-        let published = Published {
-            access_token: token,
-            token_type: &state.token_type,
-            expires_at,
-            scope: state.scope.as_deref(),
-        };
-        match publish::publish(&self.cfg, &published) {
+        let state = state.clone();
+        let cfg = self.cfg.clone();
+        let written = off_thread(move || {
+            let Some(access_token) = &state.access_token else {
+                return Ok(());
+            };
+            let published = Published {
+                access_token,
+                token_type: &state.token_type,
+                expires_at,
+                scope: state.scope.as_deref(),
+            };
+            publish::publish(&cfg, &published)
+        })
+        .await;
+        match written {
             Ok(()) => {
                 if self.machine.published_ok()
                     && let Some(hook) = &self.cfg.on_rotate
@@ -66,14 +101,22 @@ impl<S: StateStore> Credential<S> {
         }
     }
 
+    /// A state save or output write that failed earlier, or was left for the loop.
+    pub(super) fn writes_pending(&self) -> bool {
+        self.machine.needs_save() || self.machine.needs_publish()
+    }
+
     /// Retries a state save or output write that failed earlier.
-    pub(super) fn catch_up_writes(&mut self) {
-        // Reap finished hooks (their outcome is already logged and counted).
-        while self.hooks.try_join_next().is_some() {}
-        self.save_if_needed();
+    pub(super) async fn catch_up_writes(&mut self) {
+        self.save_if_needed().await;
         if self.machine.needs_publish() {
-            self.publish();
+            self.publish().await;
         }
+    }
+
+    /// Reaps finished hooks (their outcome is already logged and counted).
+    pub(super) fn reap_hooks(&mut self) {
+        while self.hooks.try_join_next().is_some() {}
     }
 
     /// Publishes the credential's health to the board, logging readiness changes.
@@ -101,3 +144,11 @@ impl<S: StateStore> Credential<S> {
         }
     }
 }
+
+/// The store, whoever panicked while holding it last: its file is rewritten whole.
+fn lock<S>(store: &Mutex<S>) -> std::sync::MutexGuard<'_, S> {
+    store.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The store as the task and its blocking work share it.
+pub(super) type SharedStore<S> = Arc<Mutex<S>>;
