@@ -66,26 +66,33 @@ pub fn load_from_str(
     file_name: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    check_file_types(text, file_name)?;
+    let from_file = check_file_types(text, file_name)?;
     let env_map: config::Map<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_CONFIG.contains(&k.as_str()))
         .collect();
+    let sources = Sources {
+        env: env_map,
+        file: file_name.to_owned(),
+        file_text: text,
+    };
+    if sources.env.is_empty() {
+        // Nothing to merge: the file as read. The `config` crate's own tree of the file
+        // costs ~9 KiB per credential while it lives, the peak of a start with
+        // thousands of credentials (issue 18).
+        return validate::validate(from_file, &sources);
+    }
+    drop(from_file);
     let merged = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix("TOKEND")
                 .prefix_separator("_")
                 .separator("__")
-                .source(Some(env_map.clone())),
+                .source(Some(sources.env.clone())),
         )
         .build()
         .map_err(|e| ConfigError::new(file_name, "(file)", one_line(&e.to_string())))?;
-    let sources = Sources {
-        env: env_map,
-        file: file_name.to_owned(),
-        file_text: text,
-    };
     let raw: RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
         let key = e.path().to_string();
         let message = one_line(&strip_config_suffix(&e.inner().to_string()));
@@ -96,7 +103,8 @@ pub fn load_from_str(
 
 /// The file alone, read with TOML's own types: a string is not a boolean, a number not
 /// a string. (The merged view coerces, since environment variables are all strings.)
-fn check_file_types(text: &str, file_name: &str) -> Result<(), ConfigError> {
+/// Without environment overrides, this is the configuration.
+fn check_file_types(text: &str, file_name: &str) -> Result<RawConfig, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| {
         let at = e.span().map_or_else(
             || "(syntax)".to_owned(),
@@ -114,13 +122,10 @@ fn check_file_types(text: &str, file_name: &str) -> Result<(), ConfigError> {
             format!("TOML syntax: {}", one_line(e.message())),
         )
     })?;
-    serde_path_to_error::deserialize::<_, RawConfig>(de)
-        .map(|_| ())
-        .map_err(|e| {
-            let message =
-                one_line(e.inner().message()).replace("expected f64", "expected a number");
-            ConfigError::new(file_name, e.path().to_string(), message)
-        })
+    serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+        let message = one_line(e.inner().message()).replace("expected f64", "expected a number");
+        ConfigError::new(file_name, e.path().to_string(), message)
+    })
 }
 
 /// The `config` crate appends its own location to some messages; we give ours instead.
@@ -155,6 +160,23 @@ mod tests {
             "t.toml",
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    /// The file read alone (no `TOKEND_` variable) and merged through `config` (one
+    /// variable that repeats the file's own value) are the same configuration.
+    #[test]
+    fn the_file_alone_and_the_merged_view_agree() {
+        for text in [
+            MINIMAL,
+            include_str!("../../config/tokend.toml"),
+            include_str!("../../config/blnk.toml"),
+            include_str!("../../config/blnk-systemd.toml"),
+        ] {
+            let alone = load(text, &[]).unwrap();
+            let dir = alone.state_dir.to_str().unwrap().to_owned();
+            let merged = load(text, &[("TOKEND_STATE_DIR", &dir)]).unwrap();
+            assert_eq!(alone, merged, "{text}");
+        }
     }
 
     #[test]
