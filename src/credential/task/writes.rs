@@ -145,7 +145,8 @@ impl<S: StateStore> Credential<S> {
     }
 }
 
-/// The store, whoever panicked while holding it last: its file is rewritten whole.
+/// The store, even after a write panicked while holding it: each save writes a whole
+/// record, so nothing half-done in memory carries over.
 fn lock<S>(store: &Mutex<S>) -> std::sync::MutexGuard<'_, S> {
     store.lock().unwrap_or_else(PoisonError::into_inner)
 }
