@@ -474,16 +474,23 @@ impl Group {
     /// and then on a loaded machine, so the tests strike here, with about a second of
     /// the refresh cycle ahead.
     pub async fn between_refreshes(&self, leader: usize) {
-        // The leader publishes after it stored the record: its output changing is the
-        // end of a refresh (the emulator's count moves when it answers, mid-refresh).
-        let before = self.output(leader);
+        // The end of a refresh is the leader's `rotated` line, logged once the record is
+        // stored and the outputs written (the emulator's count moves when it answers,
+        // mid-refresh; an output is visible before its directory is synced).
+        let rotated = || {
+            self.replicas[leader]
+                .log_text()
+                .matches(" rotated ")
+                .count()
+        };
+        let before = rotated();
         wait_for(
             "a refresh to strike after",
             LEASE + Duration::from_secs(5),
             || {
                 let newest = self.output(leader);
-                newest.is_some()
-                    && newest != before
+                rotated() > before
+                    && newest.is_some()
                     && self
                         .replicas
                         .iter()

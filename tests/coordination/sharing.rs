@@ -159,12 +159,15 @@ async fn login_seeds_every_replica(backend: Backend) {
     assert!(g.outputs_accepted());
     // The chain goes on from the login: a rotation now uses its refresh token.
     let leader = g.leader(Duration::from_secs(5)).await;
-    let before = g.refreshes();
+    // Its `rotated` line, not the server's count: the line comes once the record is
+    // stored, which `status` reads next.
+    let rotated = || g.replicas[leader].log_text().matches(" rotated ").count();
+    let before = rotated();
     g.replicas[leader].signal(libc::SIGUSR1);
     wait_for(
         "a rotation of the new chain",
         Duration::from_secs(10),
-        || g.refreshes() > before,
+        || rotated() > before,
     )
     .await;
     let status = std::process::Command::new(crate::common::BIN)
