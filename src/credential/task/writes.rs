@@ -60,23 +60,22 @@ impl<S: StateStore> Credential<S> {
         let Some(state) = self.machine.state() else {
             return;
         };
-        if state.valid_access_token(SystemTime::now()).is_none() {
+        let Some(access_token) = state.valid_access_token(SystemTime::now()).cloned() else {
             return;
-        }
+        };
         let Some(expires_at) = state.expires_at else {
             return;
         };
-        let state = state.clone();
+        // Only what the outputs hold goes to the writing thread; the refresh token stays.
+        let token_type = state.token_type.clone();
+        let scope = state.scope.clone();
         let cfg = self.cfg.clone();
         let written = off_thread(move || {
-            let Some(access_token) = &state.access_token else {
-                return Ok(());
-            };
             let published = Published {
-                access_token,
-                token_type: &state.token_type,
+                access_token: &access_token,
+                token_type: &token_type,
                 expires_at,
-                scope: state.scope.as_deref(),
+                scope: scope.as_deref(),
             };
             publish::publish(&cfg, &published)
         })
