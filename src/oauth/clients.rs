@@ -85,7 +85,10 @@ fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, E
         .connect_timeout(key.connect_timeout)
         // A token endpoint has no business redirecting a POST that carries secrets.
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(4);
+        // Every request in flight may go to one host; keeping fewer idle connections
+        // than that made a refresh storm reconnect (and, over TLS, handshake) for more
+        // than half its requests.
+        .pool_max_idle_per_host(MAX_IN_FLIGHT);
     if !key.tls {
         // Loading the system's trust roots is most of tokend's start-up time; a client
         // that only speaks plain HTTP to loopback has no use for them.

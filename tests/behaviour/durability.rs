@@ -37,40 +37,43 @@ async fn state_is_durable_before_outputs_are_written() {
             .unwrap_or_else(|| panic!("not found in:\n{text}"))
     };
 
-    let state_rename = find(&|l| l.starts_with("rename") && l.contains("\"c.json\")"));
-    let access_rename = find(&|l| l.starts_with("rename") && l.contains("\"access_token\")"));
-    let json_rename = find(&|l| l.starts_with("rename") && l.contains("\"token.json\")"));
+    let state_rename = find(&|l| l.starts_with("rename") && l.contains("/c.json\")"));
+    let access_rename = find(&|l| l.starts_with("rename") && l.contains("/access_token\")"));
+    let json_rename = find(&|l| l.starts_with("rename") && l.contains("/token.json\")"));
     assert!(
         state_rename < access_rename && access_rename < json_rename,
         "state first, then outputs:\n{text}"
     );
 
-    // The state's temporary file: created with 0600, fsync'd before the rename.
-    let dir_fd = calls[state_rename]
-        .trim_start_matches(|c: char| !c.is_ascii_digit())
-        .split(',')
-        .next()
-        .unwrap();
+    // The state's temporary file: created in the state directory with 0600, fsync'd
+    // before the rename.
+    let dir = format!("\"{}\",", env.path("state").display());
+    let opens_dir = |l: &str| l.starts_with("openat(") && l.contains(&dir);
+    let fd_of = |l: &str| l.rsplit("= ").next().unwrap().trim().to_owned();
     let tmp_open = (0..state_rename)
         .rev()
         .find(|&i| {
-            let unnamed = calls[i].starts_with(&format!("openat({dir_fd}, \".\""))
-                && calls[i].contains("O_TMPFILE");
+            let unnamed = opens_dir(calls[i]) && calls[i].contains("O_TMPFILE");
             let named = calls[i].contains(".c.json.") && calls[i].contains("O_EXCL");
             unnamed || named
         })
         .unwrap_or_else(|| panic!("no temporary file for the state:\n{text}"));
     assert!(calls[tmp_open].contains("0600"), "{}", calls[tmp_open]);
-    let tmp_fd = calls[tmp_open].rsplit("= ").next().unwrap().trim();
+    let tmp_fd = fd_of(calls[tmp_open]);
     assert!(
         calls[tmp_open..state_rename]
             .iter()
             .any(|l| l.starts_with(&format!("fsync({tmp_fd})"))),
         "the state file is fsync'd before the rename:\n{text}"
     );
-    // The directory is fsync'd after the rename, before the first output is touched.
+    // The directory is opened and fsync'd after the rename, before the first output is
+    // touched.
+    let dir_open = (state_rename..access_rename)
+        .find(|&i| opens_dir(calls[i]) && !calls[i].contains("O_TMPFILE"))
+        .unwrap_or_else(|| panic!("the state directory is not opened after the rename:\n{text}"));
+    let dir_fd = fd_of(calls[dir_open]);
     assert!(
-        calls[state_rename..access_rename]
+        calls[dir_open..access_rename]
             .iter()
             .any(|l| l.starts_with(&format!("fsync({dir_fd})"))),
         "the state directory is fsync'd after the rename:\n{text}"
@@ -171,7 +174,7 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
         .count();
     let state_renames = calls
         .iter()
-        .filter(|l| l.starts_with("rename") && l.contains("\"c.json\")"))
+        .filter(|l| l.starts_with("rename") && l.contains("/c.json\")"))
         .count();
     crate::common::figure(
         "durability",
@@ -199,7 +202,7 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
             *synced.get_or_insert(0) += 1;
         } else if let Some(n) = synced
             .as_mut()
-            .filter(|_| l.starts_with("rename") && l.contains("\"access_token\")"))
+            .filter(|_| l.starts_with("rename") && l.contains("/access_token\")"))
         {
             assert!(
                 *n > 0,

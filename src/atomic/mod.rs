@@ -1,18 +1,24 @@
 //! Durable atomic file replacement, shared by the state store and the outputs.
 //!
-//! `atomic-write-file` creates the new version as an unnamed `O_TMPFILE` in the target's
-//! directory (a named, exclusively created temporary where the file system lacks it),
-//! fsyncs it, links it in, renames it over the target and fsyncs the directory. We set
-//! the exact owner, group and mode on the still-invisible file, so the target never
-//! exists with other permissions, whatever the umask.
+//! SPEC §4's protocol: the new version is created in the target's directory with mode
+//! 0600 (an unnamed `O_TMPFILE`; an exclusively created named temporary where the file
+//! system lacks it), given its exact owner, group and mode while still invisible (so the
+//! target never exists with other permissions, whatever the umask), written, linked
+//! under a temporary name, fsync'd, renamed over the target, and its directory fsync'd.
+//!
+//! These are `atomic-write-file`'s steps, written out here for the last one: that crate
+//! fsyncs the directory once per file, and with thousands of credentials due at once
+//! those syncs were most of the disk's work. Here the writers that renamed into one
+//! directory share a sync ([`dir_sync`]), which keeps every one of them durable.
+
+mod dir_sync;
+mod temp;
+
+pub use dir_sync::sync_dir;
 
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-use atomic_write_file::AtomicWriteFile;
-use atomic_write_file::unix::OpenOptionsExt as _;
 
 /// The permissions a file must have from the moment it is visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +67,14 @@ impl Failed {
 
 /// Replaces `path` with `contents`, with exactly `perms`, atomically and durably.
 pub fn write(path: &Path, contents: &[u8], perms: &Perms) -> Result<(), Failed> {
-    let mut file = AtomicWriteFile::options()
-        .mode(0o600)
-        .preserve_mode(false)
-        .preserve_owner(false)
-        .open(path)
-        .map_err(Failed::Io)?;
-    perms.apply(file.as_file())?;
-    file.write_all(contents).map_err(Failed::Io)?;
-    file.commit().map_err(Failed::Io)
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Failed::Io(std::io::Error::from_raw_os_error(libc::EISDIR)))?;
+    let temp = temp::Temp::written(dir, name, contents, perms)?;
+    temp.rename_over(path).map_err(Failed::Io)?;
+    sync_dir(dir).map_err(Failed::Io)
 }
