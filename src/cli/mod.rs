@@ -23,11 +23,6 @@ use crate::config::DEFAULT_PATH;
 use crate::oauth::login::Options as LoginOptions;
 use crate::out::errln;
 
-/// Threads for the state saves and output writes (each ends in a disk sync) that run
-/// beside the one runtime thread. Concurrent syncs share the file system's journal
-/// commits; more threads than token requests in flight (16) buy nothing.
-const BLOCKING_THREADS: usize = 16;
-
 #[derive(Parser)]
 #[command(
     name = "tokend",
@@ -140,7 +135,7 @@ pub fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(BLOCKING_THREADS)
+        .max_blocking_threads(crate::credential::DISK_THREADS)
         .build()
     {
         Ok(r) => r,

@@ -120,9 +120,36 @@ pub struct CredentialConfig {
     pub outputs: Vec<OutputConfig>,
     /// A directory published as one consistent set, as kubelet writes Secret volumes.
     pub publish_dir: Option<PathBuf>,
-    pub on_rotate: Option<HookConfig>,
-    pub login: LoginConfig,
+    /// Boxed: most credentials have none (issue 18).
+    pub on_rotate: Option<Box<HookConfig>>,
+    pub login: Login,
     pub chain: ChainPolicy,
+}
+
+/// A credential's [`LoginConfig`], boxed when it has one: most have none, and every
+/// credential's configuration lives as long as the process (issue 18).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Login(Option<Box<LoginConfig>>);
+
+/// What a credential without login settings reads.
+static NO_LOGIN: LoginConfig = LoginConfig {
+    issuer: None,
+    authorize_url: None,
+    redirect_uri: None,
+    params: BTreeMap::new(),
+};
+
+impl std::ops::Deref for Login {
+    type Target = LoginConfig;
+    fn deref(&self) -> &LoginConfig {
+        self.0.as_deref().unwrap_or(&NO_LOGIN)
+    }
+}
+
+impl From<LoginConfig> for Login {
+    fn from(login: LoginConfig) -> Self {
+        Login((login != NO_LOGIN).then(|| Box::new(login)))
+    }
 }
 
 /// Where `tokend login` sends the user, and where the server sends them back.

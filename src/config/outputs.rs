@@ -22,7 +22,8 @@ pub fn validate_outputs(
             "must be an absolute path to a directory (not /)",
         ));
     }
-    let mut outputs = Vec::new();
+    // Exactly as long as it needs: each credential keeps it for the process's life.
+    let mut outputs = Vec::with_capacity(raw.len());
     for (i, o) in raw.into_iter().enumerate() {
         let okey = |k: &str| format!("credentials.{name}.outputs[{i}].{k}");
         let mode = parse_mode(&o.mode).map_err(|m| src.error(&okey("mode"), m))?;

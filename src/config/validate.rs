@@ -151,7 +151,7 @@ fn validate_credential(
     let outputs = validate_outputs(name, rc.outputs, rc.publish_dir.as_deref(), src)?;
     let on_rotate = rc
         .on_rotate
-        .map(|h| validate_hook(h, &key("on_rotate"), src))
+        .map(|h| validate_hook(h, &key("on_rotate"), src).map(Box::new))
         .transpose()?;
 
     let state_file = rc
@@ -173,7 +173,7 @@ fn validate_credential(
         outputs,
         publish_dir: rc.publish_dir,
         on_rotate,
-        login: server.login,
+        login: server.login.into(),
         chain,
     })
 }

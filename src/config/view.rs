@@ -74,7 +74,7 @@ impl Serialize for CredentialConfig {
             retry: &self.retry,
             http: &self.http,
             publish_dir: self.publish_dir.as_deref(),
-            on_rotate: self.on_rotate.as_ref(),
+            on_rotate: self.on_rotate.as_deref(),
             outputs: &self.outputs,
         }
         .serialize(s)

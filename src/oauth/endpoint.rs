@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
-use crate::config::{ClientAuth, CredentialConfig, MIN_SECRET_LEN, SecretSource};
+use crate::config::{ClientAuth, CredentialConfig, MIN_SECRET_LEN};
 use crate::oauth::answer::{Failure, FailureKind, Outcome, classify, parse_retry_after};
 use crate::oauth::clients::{Clients, EndpointError};
 use crate::oauth::discovery;
@@ -23,16 +23,12 @@ const MAX_DETAIL: usize = 200;
 pub struct Endpoint {
     http: reqwest::Client,
     in_flight: Arc<Semaphore>,
-    /// The token URL: configured, or found in the issuer's metadata on first use.
-    url: OnceCell<Url>,
-    issuer: Option<Url>,
-    allow_insecure_http: bool,
-    client_id: String,
-    client_secret: SecretSource,
-    auth: ClientAuth,
-    scope: Option<String>,
-    /// Whose roots the server's certificate must chain to, for messages.
-    trust: String,
+    /// The client, its secret, scope and URLs: read where they are configured, not
+    /// copied (each credential holds its endpoint for the process's life; issue 18).
+    cfg: Arc<CredentialConfig>,
+    /// Without a configured token URL: the one found in the issuer's metadata (boxed:
+    /// most credentials configure theirs).
+    discovered: OnceCell<Box<Url>>,
 }
 
 /// What a token request asks for.
@@ -48,28 +44,23 @@ pub enum Grant<'a> {
 }
 
 impl Endpoint {
-    pub fn new(cfg: &CredentialConfig, clients: &Clients) -> Result<Self, EndpointError> {
+    pub fn new(cfg: &Arc<CredentialConfig>, clients: &Clients) -> Result<Self, EndpointError> {
         let server = cfg.token_url.as_ref().or(cfg.login.issuer.as_ref());
         let tls = server.is_none_or(|u| u.scheme() == "https");
         Ok(Endpoint {
             http: clients.get(&cfg.http, tls)?,
             in_flight: clients.in_flight.clone(),
-            url: cfg
-                .token_url
-                .clone()
-                .map(|u| OnceCell::new_with(Some(u)))
-                .unwrap_or_default(),
-            issuer: cfg.login.issuer.clone(),
-            allow_insecure_http: cfg.http.allow_insecure_http,
-            trust: match &cfg.http.ca_file {
-                Some(ca) => format!("http.ca_file ({}) or the system's roots", ca.display()),
-                None => "the system's roots (set http.ca_file for a private CA)".into(),
-            },
-            client_id: cfg.client_id.clone(),
-            client_secret: cfg.client_secret.clone(),
-            auth: cfg.client_auth,
-            scope: cfg.scope.clone(),
+            cfg: Arc::clone(cfg),
+            discovered: OnceCell::new(),
         })
+    }
+
+    /// Whose roots the server's certificate must chain to, for messages.
+    fn trust(&self) -> String {
+        match &self.cfg.http.ca_file {
+            Some(ca) => format!("http.ca_file ({}) or the system's roots", ca.display()),
+            None => "the system's roots (set http.ca_file for a private CA)".into(),
+        }
     }
 
     /// The HTTP client, for discovery at login.
@@ -79,26 +70,32 @@ impl Endpoint {
 
     /// Sets the token URL found by a discovery done elsewhere (login), unless one is set.
     pub fn use_discovered_token_url(&self, url: Url) {
-        let _ = self.url.set(url);
+        if self.cfg.token_url.is_none() {
+            let _ = self.discovered.set(Box::new(url));
+        }
     }
 
     /// The token URL, fetching the issuer's metadata the first time if need be.
     pub async fn token_url(&self) -> Result<&Url, Failure> {
-        self.url
+        if let Some(url) = &self.cfg.token_url {
+            return Ok(url);
+        }
+        self.discovered
             .get_or_try_init(|| async {
-                let Some(issuer) = &self.issuer else {
+                let Some(issuer) = &self.cfg.login.issuer else {
                     // Validation sets one of the two; this only guards the invariant.
                     return Err(Failure::new(
                         FailureKind::Unexpected,
                         "no token_url and no issuer",
                     ));
                 };
-                discovery::discover(&self.http, issuer, self.allow_insecure_http)
+                discovery::discover(&self.http, issuer, self.cfg.http.allow_insecure_http)
                     .await
-                    .map(|m| m.token_endpoint)
+                    .map(|m| Box::new(m.token_endpoint))
                     .map_err(|e| Failure::new(FailureKind::Transient, e.to_string()))
             })
             .await
+            .map(|url| &**url)
     }
 
     /// Sends one `grant_type=refresh_token` request and classifies the answer.
@@ -134,6 +131,7 @@ impl Endpoint {
     /// failure's text.
     async fn send_held(&self, grant: Grant<'_>) -> Outcome {
         let secret = self
+            .cfg
             .client_secret
             .read()
             .map_err(|e| Failure::new(FailureKind::Local, format!("client secret: {e}")))?;
@@ -173,34 +171,34 @@ impl Endpoint {
                 ("code_verifier", verifier.expose_secret()),
             ],
         };
-        if let (Some(scope), Grant::Refresh(_)) = (&self.scope, grant) {
+        if let (Some(scope), Grant::Refresh(_)) = (&self.cfg.scope, grant) {
             form.push(("scope", scope));
         }
         let mut request = self
             .http
             .post(url)
             .header(reqwest::header::ACCEPT, "application/json");
-        match self.auth {
+        match self.cfg.client_auth {
             ClientAuth::Basic => {
                 request = request.header(
                     reqwest::header::AUTHORIZATION,
-                    basic_header(&self.client_id, secret.expose_secret(), true),
+                    basic_header(&self.cfg.client_id, secret.expose_secret(), true),
                 )
             }
             ClientAuth::BasicUnencoded => {
                 request = request.header(
                     reqwest::header::AUTHORIZATION,
-                    basic_header(&self.client_id, secret.expose_secret(), false),
+                    basic_header(&self.cfg.client_id, secret.expose_secret(), false),
                 )
             }
             ClientAuth::Post => {
-                form.push(("client_id", &self.client_id));
+                form.push(("client_id", &self.cfg.client_id));
                 form.push(("client_secret", secret.expose_secret()));
             }
         }
         let response = match request.form(&form).send().await {
             Ok(r) => r,
-            Err(e) => return Err(transport_failure(&e, &self.trust)),
+            Err(e) => return Err(transport_failure(&e, &self.trust())),
         };
         let status = response.status().as_u16();
         let retry_after = response

@@ -236,10 +236,6 @@ impl StateStore for FileStore {
         }
     }
 
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-
     fn load_handover(&self) -> Result<Option<State>, StoreError> {
         read_state_file(&handover_path(&self.path))
     }

@@ -88,8 +88,6 @@ pub trait StateStore: Send + 'static {
     fn load(&mut self) -> Result<Option<State>, StoreError>;
     /// Replaces the stored state durably; when this returns `Ok` the state survives a crash.
     fn save(&mut self, state: &State) -> Result<(), StoreError>;
-    /// Where the state lives, for messages.
-    fn describe(&self) -> String;
     /// A state that `tokend login` left for this process while it held the lock.
     fn load_handover(&self) -> Result<Option<State>, StoreError>;
     /// Removes the handover once its state is saved.

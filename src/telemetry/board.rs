@@ -4,24 +4,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
 use crate::telemetry::health::{Health, Report};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::series::{self, AttemptResult, Sample, Tally};
-
-/// One credential on the board.
-struct Slot {
-    health: Arc<Report>,
-    tally: Tally,
-}
+use crate::telemetry::series::{self, Sample};
 
 /// What the daemon knows of its credentials, shared with the health server.
 #[derive(Default)]
 pub struct Board {
-    entries: RwLock<BTreeMap<String, Slot>>,
+    entries: RwLock<BTreeMap<String, Arc<Report>>>,
     /// Poked whenever a credential's health changes.
     pub changed: Notify,
     /// How many credentials are ready, and blocked: kept as their health changes, so
@@ -38,12 +32,8 @@ const READINESS_LINES: usize = 20;
 
 impl Board {
     pub fn set(&self, name: &str, health: Arc<Report>) {
-        let slot = Slot {
-            health,
-            tally: Tally::default(),
-        };
-        if let Some(old) = self.write().insert(name.to_owned(), slot) {
-            self.counted(&old.health.get(), &Health::default());
+        if let Some(old) = self.write().insert(name.to_owned(), health) {
+            self.counted(&old.get(), &Health::default());
         }
         self.changed.notify_one();
     }
@@ -67,26 +57,19 @@ impl Board {
         self.ready.load(Ordering::Relaxed) == self.read().len()
     }
 
-    /// Counts one refresh attempt of `name` and how long its request took.
-    pub fn attempt(&self, name: &str, result: AttemptResult, took: Duration) {
-        if let Some(slot) = self.read().get(name) {
-            slot.tally.record(result, took);
-        }
-    }
-
     pub fn remove(&self, name: &str) {
-        if let Some(slot) = self.write().remove(name) {
-            self.counted(&slot.health.get(), &Health::default());
+        if let Some(report) = self.write().remove(name) {
+            self.counted(&report.get(), &Health::default());
         }
         self.metrics.forget(name);
         self.changed.notify_one();
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Slot>> {
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Arc<Report>>> {
         self.entries.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Slot>> {
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Report>>> {
         self.entries.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -95,7 +78,7 @@ impl Board {
     pub fn ended(&self) -> Vec<String> {
         self.read()
             .iter()
-            .filter(|(_, slot)| !slot.health.alive())
+            .filter(|(_, report)| !report.alive())
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -109,8 +92,8 @@ impl Board {
         let entries = self.read();
         let mut lines = Vec::new();
         let mut more = 0;
-        for (name, slot) in entries.iter() {
-            let reason = slot.health.peek(|h| {
+        for (name, report) in entries.iter() {
+            let reason = report.peek(|h| {
                 (!h.ready).then(|| h.reason.clone().unwrap_or_else(|| "not ready".into()))
             });
             match reason {
@@ -139,7 +122,7 @@ impl Board {
         if self.blocked.load(Ordering::Relaxed) > 0 {
             let blocked: Vec<&str> = entries
                 .iter()
-                .filter(|(_, slot)| slot.health.get().blocked)
+                .filter(|(_, report)| report.peek(|h| h.blocked))
                 .map(|(name, _)| name.as_str())
                 .collect();
             text.push_str(&format!("; blocked: {}", blocked.join(", ")));
@@ -151,14 +134,14 @@ impl Board {
     pub fn metrics_text(&self) -> String {
         let entries = self.read();
         // Copies of each health, so that no credential waits on a scrape to report.
-        let healths: Vec<Health> = entries.values().map(|s| s.health.get()).collect();
+        let healths: Vec<Health> = entries.values().map(|r| r.get()).collect();
         let samples: Vec<Sample> = entries
             .iter()
             .zip(&healths)
-            .map(|((name, slot), health)| Sample {
+            .map(|((name, report), health)| Sample {
                 name,
                 health,
-                tally: &slot.tally,
+                tally: report.tally(),
             })
             .collect();
         let families = series::families(&samples, SystemTime::now());

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use crate::telemetry::series::{AttemptResult, Tally};
 
 /// A credential's condition, as health checks and `status` see it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,6 +45,9 @@ pub struct Report {
     health: Mutex<Health>,
     /// The task's loop still runs.
     alive: AtomicBool,
+    /// Its refresh attempts, for the metrics: here rather than in a map of the board's,
+    /// so that counting one needs no lookup and costs no entry (issue 18).
+    tally: Tally,
 }
 
 impl Report {
@@ -58,6 +63,10 @@ impl Report {
     pub fn alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
+
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
 }
 
 /// The task's end of a [`Report`]; when it is dropped, the loop has ended.
@@ -69,6 +78,7 @@ impl Reporter {
         let report = Arc::new(Report {
             health: Mutex::default(),
             alive: AtomicBool::new(true),
+            tally: Tally::default(),
         });
         (Reporter(report.clone()), report)
     }
@@ -83,6 +93,11 @@ impl Reporter {
         on_change(&current, &health);
         *current = health;
         true
+    }
+
+    /// Counts one refresh attempt and how long its request took.
+    pub fn attempt(&self, result: AttemptResult, took: Duration) {
+        self.0.tally.record(result, took);
     }
 }
 

@@ -20,11 +20,12 @@ mod tests;
 pub use tests::config as tests_config;
 pub mod types;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 
-use crate::config::{ChainPolicy, CredentialConfig, RefreshPolicy, RetryPolicy};
+use crate::config::CredentialConfig;
 use crate::credential::schedule;
 use crate::oauth::FailureKind;
 use crate::store::State;
@@ -44,13 +45,8 @@ pub const WRITE_RETRY: Duration = Duration::from_secs(5);
 /// One credential's decisions and everything they depend on.
 #[derive(Debug)]
 pub struct Machine {
-    name: String,
-    refresh: RefreshPolicy,
-    retry: RetryPolicy,
-    chain: ChainPolicy,
-    scope: Option<String>,
-    /// Where the state lives, for messages.
-    state_file: String,
+    /// The policies it decides by: shared with the task, not copied (issue 18).
+    cfg: Arc<CredentialConfig>,
     state: Option<State>,
     /// A bootstrap token to use instead of the state's chain.
     bootstrap: Option<Bootstrap>,
@@ -74,14 +70,9 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn new(cfg: &CredentialConfig, state_file: String) -> Self {
+    pub fn new(cfg: Arc<CredentialConfig>) -> Self {
         Machine {
-            name: cfg.name.clone(),
-            refresh: cfg.refresh.clone(),
-            retry: cfg.retry.clone(),
-            chain: cfg.chain.clone(),
-            scope: cfg.scope.clone(),
-            state_file,
+            cfg,
             state: None,
             bootstrap: None,
             unsaved: false,
@@ -135,9 +126,9 @@ impl Machine {
         let s = self.state.as_ref()?;
         s.access_token.as_ref()?;
         let (obtained, expires) = (s.obtained_at?, s.expires_at?);
-        let jitter = schedule::jitter_unit(&self.name, obtained);
+        let jitter = schedule::jitter_unit(&self.cfg.name, obtained);
         Some(schedule::refresh_deadline(
-            &self.refresh,
+            &self.cfg.refresh,
             obtained,
             expires,
             jitter,
@@ -370,11 +361,14 @@ impl Machine {
                     .unwrap_or("a local file cannot be read")
             ),
             Block::UnreadableState => {
-                format!("the state file {} cannot be read", self.state_file)
+                format!(
+                    "the state file {} cannot be read",
+                    self.cfg.state_file.display()
+                )
             }
             Block::NoBootstrap => format!(
                 "no state and no readable bootstrap refresh token: run `tokend login {}`, or write a refresh token to the bootstrap file",
-                self.name
+                self.cfg.name
             ),
         }
     }

@@ -47,13 +47,18 @@ impl Machine {
         let origin = self.chain_origin(sent_at, from_bootstrap);
         let previous = self.state.as_ref();
         let fallback_scope = self
+            .cfg
             .scope
             .clone()
             .or(previous.and_then(|s| s.scope.clone()));
         let refused = previous.and_then(|s| s.refused_bootstrap_sha256.clone());
         let generation = self.generation() + 1;
-        let mut state =
-            answer.into_state(sent, origin, self.refresh.default_lifetime, fallback_scope);
+        let mut state = answer.into_state(
+            sent,
+            origin,
+            self.cfg.refresh.default_lifetime,
+            fallback_scope,
+        );
         state.refused_bootstrap_sha256 = refused;
         state.generation = generation;
         let expires_at = state.expires_at.unwrap_or(sent_at);
@@ -90,9 +95,13 @@ impl Machine {
         self.last_failure = Some(failure.kind);
         // A backoff never sleeps past the expiry of a token still in use (SPEC §5); a
         // server's own Retry-After is still honoured.
-        let left = self.time_left(now).map(|l| l.max(self.retry.initial));
+        let left = self.time_left(now).map(|l| l.max(self.cfg.retry.initial));
         let cap = |d: Duration| left.map_or(d, |l| d.min(l));
-        let backoff = cap(schedule::backoff(&self.retry, self.failures - 1, random));
+        let backoff = cap(schedule::backoff(
+            &self.cfg.retry,
+            self.failures - 1,
+            random,
+        ));
         let retry_after = failure.retry_after.unwrap_or(Duration::ZERO);
         let (delay, kind) = match failure.kind {
             FailureKind::Transient | FailureKind::Untrusted => {
@@ -103,9 +112,10 @@ impl Machine {
                 (schedule::AMBIGUOUS_RETRY, RetryKind::Quick)
             }
             FailureKind::Ambiguous => (backoff, RetryKind::Ambiguous),
-            FailureKind::Unexpected => {
-                (cap(self.retry.max).max(retry_after), RetryKind::Unexpected)
-            }
+            FailureKind::Unexpected => (
+                cap(self.cfg.retry.max).max(retry_after),
+                RetryKind::Unexpected,
+            ),
             FailureKind::Permanent(Permanent::Grant) if from_bootstrap && self.fall_back() => {
                 self.record_error(now, &failure.detail, false);
                 self.phase = Phase::RetryAt(now);

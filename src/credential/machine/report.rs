@@ -9,7 +9,7 @@ use crate::telemetry::Health;
 
 impl Machine {
     pub(super) fn chain_age(&self) -> Option<ChainAge> {
-        ChainAge::of(&self.chain, self.state.as_ref()?.chain_started_at)
+        ChainAge::of(&self.cfg.chain, self.state.as_ref()?.chain_started_at)
     }
 
     /// The chain-age warning, when it is due (at the warning point, then daily); it

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
 use crate::credential::task::{Credential, LOG};
@@ -16,8 +17,25 @@ use crate::publish::{self, Published};
 use crate::store::StateStore;
 use crate::telemetry::health::Shared;
 
+/// Threads for the state saves and output writes (each ends in a disk sync) that run
+/// beside the one runtime thread. Concurrent syncs share the file system's work;
+/// more threads than token requests in flight (16) buy nothing.
+pub const DISK_THREADS: usize = 16;
+
+/// Places for file work: a credential waits for one (in its own future, at no cost)
+/// before its work goes to the blocking pool, whose queue has no bound: 10,000
+/// credentials starting at once queued 10,000 jobs there, each with its closure and
+/// then its result (issue 18).
+static DISK: Semaphore = Semaphore::const_new(DISK_THREADS);
+
 /// Runs `work` on the blocking pool and waits for it.
 pub(super) async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    // The semaphore is never closed; should acquiring fail, the work runs unbounded.
+    let place = DISK.acquire().await.ok();
+    let work = move || {
+        let _place = place;
+        work()
+    };
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -86,7 +104,7 @@ impl<S: StateStore> Credential<S> {
                     && let Some(hook) = &self.cfg.on_rotate
                 {
                     self.hooks.spawn(publish::hooks::run(
-                        hook.clone(),
+                        (**hook).clone(),
                         self.cfg.name.clone(),
                         expires_at,
                         self.board.clone(),

@@ -1,6 +1,7 @@
 //! The authorization-code flow with PKCE (RFC 6749 §4.1, RFC 7636): the authorize URL,
 //! the code exchange, and the new chain's first state.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -59,7 +60,7 @@ impl Secrets {
 
 /// Runs the whole flow for one credential; `show_url` prints the authorize URL.
 pub async fn login(
-    cfg: &CredentialConfig,
+    cfg: &Arc<CredentialConfig>,
     opts: &Options,
     show_url: impl FnOnce(&Url),
 ) -> Result<Outcome, LoginError> {

@@ -214,9 +214,8 @@ fn the_chain_age_warning_is_due_at_its_point_then_daily() {
     let cfg = crate::config::load_from_str(text, "t.toml", [])
         .unwrap()
         .credentials["c"]
-        .as_ref()
         .clone();
-    let mut m = Machine::new(&cfg, "c.json".into());
+    let mut m = Machine::new(cfg);
     m.start(t(0), Some(stored("rt-1", t(0), "b")), None);
     let day = 86_400;
     assert_eq!(m.chain_warning_due(t(24 * day)), None);

@@ -36,7 +36,7 @@ pub fn config() -> CredentialConfig {
 }
 
 pub(super) fn machine() -> Machine {
-    Machine::new(&config(), "/tmp/m/c.json".into())
+    Machine::new(std::sync::Arc::new(config()))
 }
 
 pub(super) fn bootstrap(token: &str) -> Bootstrap {
