@@ -252,6 +252,37 @@ mod tests {
     }
 
     #[test]
+    fn token_params_are_extra_parameters_and_never_tokends_own() {
+        let with = |extra: &str| load(&format!("{MINIMAL}{extra}\n"), &[]);
+        let c = with(
+            r#"token_params = { resource = "https://api.example.com/", audience = "ledger" }"#,
+        )
+        .unwrap();
+        let params = &c.credentials["blnk"].token_params;
+        assert_eq!(params["resource"], "https://api.example.com/");
+        assert_eq!(params["audience"], "ledger");
+        // What `check` prints loads again to the same parameters.
+        let again = load(&c.redacted_toml(), &[]).unwrap();
+        assert_eq!(&again.credentials["blnk"].token_params, params);
+        for own in [
+            "grant_type",
+            "refresh_token",
+            "client_id",
+            "client_secret",
+            "client_assertion",
+            "client_assertion_type",
+            "scope",
+            "code",
+        ] {
+            let err = with(&format!("token_params = {{ {own} = \"x\" }}")).unwrap_err();
+            assert_eq!(err.key, format!("credentials.blnk.token_params.{own}"));
+            assert!(err.message.contains("tokend sends itself"), "{err}");
+        }
+        let err = with("token_params = { resource = \"a\\nb\" }").unwrap_err();
+        assert!(err.message.contains("printable"), "{err}");
+    }
+
+    #[test]
     fn secrets_are_not_in_check_output() {
         let c = load(MINIMAL, &[]).unwrap();
         let out = c.redacted_toml();

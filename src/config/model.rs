@@ -113,6 +113,9 @@ pub struct CredentialConfig {
     /// The bootstrap token; optional, since `tokend login` can start a chain instead.
     pub refresh_token: Option<SecretSource>,
     pub scope: Option<String>,
+    /// Extra form parameters of every token request (RFC 8707's `resource`, an
+    /// `audience`...); never one of tokend's own (SPEC §12).
+    pub token_params: BTreeMap<String, String>,
     pub state_file: PathBuf,
     pub refresh: RefreshPolicy,
     pub retry: RetryPolicy,

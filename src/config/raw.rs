@@ -47,6 +47,8 @@ pub struct RawCredential {
     pub refresh_token: Option<SecretString>,
     pub refresh_token_file: Option<PathBuf>,
     pub scope: Option<String>,
+    #[serde(default)]
+    pub token_params: BTreeMap<String, String>,
     pub state_file: Option<PathBuf>,
     #[serde(default)]
     pub refresh: RefreshPolicy,

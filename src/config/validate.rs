@@ -147,6 +147,13 @@ fn validate_credential(
     if let Some(scope) = &rc.scope {
         validate_scope(scope).map_err(|m| src.error(&key("scope"), m))?;
     }
+    check_params(
+        &rc.token_params,
+        &key("token_params"),
+        &TOKEN_OWN_PARAMS,
+        "a parameter tokend sends itself",
+        src,
+    )?;
     validate_policies(name, &rc.refresh, &rc.retry, &rc.http, src)?;
     let outputs = validate_outputs(name, rc.outputs, rc.publish_dir.as_deref(), src)?;
     let on_rotate = rc
@@ -166,6 +173,7 @@ fn validate_credential(
         client_auth: rc.client_auth,
         refresh_token,
         scope: rc.scope,
+        token_params: rc.token_params,
         state_file,
         refresh: rc.refresh,
         retry: rc.retry,
@@ -220,6 +228,49 @@ const AUTHORIZE_OWN_PARAMS: [&str; 7] = [
     "code_challenge_method",
 ];
 
+/// What a token request carries for tokend itself: the grants' own parameters (RFC 6749
+/// §4.1.3 and §6, RFC 7636 §4.5), the client's authentication (RFC 6749 §2.3.1, RFC
+/// 7523 §2.2), and `scope`, which has its own key.
+const TOKEN_OWN_PARAMS: [&str; 10] = [
+    "grant_type",
+    "refresh_token",
+    "code",
+    "code_verifier",
+    "redirect_uri",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "scope",
+];
+
+/// Extra parameters of a request (`params`, configured at `table`): printable, and none
+/// of the request's `own`.
+fn check_params(
+    params: &BTreeMap<String, String>,
+    table: &str,
+    own: &[&str],
+    what: &str,
+    src: &Sources,
+) -> Result<(), ConfigError> {
+    for (name, value) in params {
+        let k = format!("{table}.{name}");
+        if own.contains(&name.as_str()) {
+            return Err(src.error(
+                &k,
+                format!(
+                    "is {what}; set it through its key, or not at all ({})",
+                    own.join(", ")
+                ),
+            ));
+        }
+        if name.is_empty() || value.chars().any(char::is_control) {
+            return Err(src.error(&k, "names and values must be non-empty printable text"));
+        }
+    }
+    Ok(())
+}
+
 /// The server's URLs, with Blnk Cloud's as the defaults when no issuer is given.
 struct Server {
     token_url: Option<Url>,
@@ -264,21 +315,13 @@ fn validate_server(name: &str, rc: &RawCredential, src: &Sources) -> Result<Serv
             Ok(u)
         })
         .transpose()?;
-    for (name, value) in &rc.authorize_params {
-        let k = key(&format!("authorize_params.{name}"));
-        if AUTHORIZE_OWN_PARAMS.contains(&name.as_str()) {
-            return Err(src.error(
-                &k,
-                format!(
-                    "is the flow's own parameter; set it through its key, or not at all ({})",
-                    AUTHORIZE_OWN_PARAMS.join(", ")
-                ),
-            ));
-        }
-        if name.is_empty() || value.chars().any(char::is_control) {
-            return Err(src.error(&k, "names and values must be non-empty printable text"));
-        }
-    }
+    check_params(
+        &rc.authorize_params,
+        &key("authorize_params"),
+        &AUTHORIZE_OWN_PARAMS,
+        "the flow's own parameter",
+        src,
+    )?;
     Ok(Server {
         token_url,
         login: LoginConfig {

@@ -38,6 +38,8 @@ struct CredentialView<'a> {
     refresh_token_file: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    token_params: &'a BTreeMap<String, String>,
     state_file: &'a Path,
     #[serde(flatten)]
     chain: &'a ChainPolicy,
@@ -68,6 +70,7 @@ impl Serialize for CredentialConfig {
             refresh_token: self.refresh_token.as_ref().and_then(inline),
             refresh_token_file: self.refresh_token.as_ref().and_then(SecretSource::path),
             scope: self.scope.as_deref(),
+            token_params: &self.token_params,
             state_file: &self.state_file,
             chain: &self.chain,
             refresh: &self.refresh,

@@ -120,6 +120,8 @@ pub struct Rotation {
 pub struct TokenRequest {
     pub at: Instant,
     pub refresh_token: String,
+    /// Every form parameter as sent, in order, repeats included.
+    pub params: Vec<(String, String)>,
 }
 
 /// A certificate chain and private key, PEM-encoded, for serving HTTPS.

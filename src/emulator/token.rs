@@ -67,7 +67,8 @@ pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer
             "body too large or unreadable",
         ));
     };
-    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let form: HashMap<String, String> = params.iter().cloned().collect();
     let fault = {
         let mut inner = lock(&shared.inner);
         inner.stats.token_requests += 1;
@@ -75,6 +76,7 @@ pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer
         inner.requests.push(TokenRequest {
             at: Instant::now(),
             refresh_token,
+            params,
         });
         let fault = inner.faults.pop_front().or_else(|| {
             let (p, faults) = inner.chaos.as_ref()?;

@@ -174,6 +174,10 @@ impl Endpoint {
         if let (Some(scope), Grant::Refresh(_)) = (&self.cfg.scope, grant) {
             form.push(("scope", scope));
         }
+        // Validation keeps tokend's own names out of these (SPEC §12).
+        for (name, value) in &self.cfg.token_params {
+            form.push((name, value));
+        }
         let mut request = self
             .http
             .post(url)

@@ -243,6 +243,61 @@ async fn post_sends_credentials_in_the_body() {
     assert!(auth_case(ClientAuth::Post, "basic").await.is_err());
 }
 
+/// SPEC §12: `token_params` reach the server beside the grant's own parameters, each
+/// of which is sent once (validation keeps them out of `token_params`).
+#[tokio::test]
+async fn token_params_reach_the_server_beside_the_grants_own() {
+    let emu = Emulator::start(
+        emu_config(ClientAuth::Post, "s3cret"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let toml = format!(
+        r#"
+        [credentials.c]
+        token_url = "{}"
+        client_id = "client"
+        client_secret = "s3cret"
+        client_auth = "post"
+        refresh_token = "unused"
+        scope = "ledger:read"
+        token_params = {{ resource = "https://api.example.com/", audience = "a b&c=d" }}
+        [credentials.c.http]
+        allow_insecure_http = true
+        "#,
+        emu.token_url()
+    );
+    let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+    let ep = Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap();
+    let token = SecretString::from(emu.issue_refresh_token());
+    assert!(ep.refresh(&token).await.is_ok());
+    let sent = emu.requests().pop().unwrap().params;
+    let count = |name: &str| sent.iter().filter(|(n, _)| n == name).count();
+    let value = |name: &str| {
+        sent.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(value("resource"), Some("https://api.example.com/"));
+    assert_eq!(
+        value("audience"),
+        Some("a b&c=d"),
+        "form-encoded, decoded intact"
+    );
+    for own in [
+        "grant_type",
+        "refresh_token",
+        "client_id",
+        "client_secret",
+        "scope",
+    ] {
+        assert_eq!(count(own), 1, "{own} is sent once");
+    }
+    assert_eq!(value("grant_type"), Some("refresh_token"));
+    assert_eq!(sent.len(), 7);
+}
+
 /// A throwaway CA, and a certificate for 127.0.0.1 signed by it.
 fn test_ca() -> (String, tokend::emulator::TlsIdentity) {
     let ca_key = rcgen::KeyPair::generate().unwrap();

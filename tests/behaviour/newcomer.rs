@@ -171,6 +171,17 @@ fn check_names_key_source_and_what_is_accepted_for_every_bad_value() {
             "authorize_params.state",
             "the flow's own",
         ),
+        cred("token_params = [\"x\"]", "token_params", "expected"),
+        cred(
+            "token_params = { grant_type = \"password\" }",
+            "token_params.grant_type",
+            "tokend sends itself",
+        ),
+        cred(
+            "token_params = { client_assertion = \"x\" }",
+            "token_params.client_assertion",
+            "tokend sends itself",
+        ),
         table("refresh", "at = \"0.5\"", "at", "expected a number"),
         table("refresh", "at = 1.5", "at", "between 0 and 1"),
         table("refresh", "at = 0.97", "at", "inside (0, 1)"),
