@@ -165,6 +165,7 @@ pub async fn emulator(o: EmulatorOptions) -> u8 {
             (Ok(cert_chain_pem), Ok(key_pem)) => Some(TlsIdentity {
                 cert_chain_pem,
                 key_pem,
+                client_ca_pem: None,
             }),
             (Err(e), _) | (_, Err(e)) => {
                 errln!("tokend: cannot read the TLS certificate or key: {e}");

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::coordination::{EtcdConfig, KubernetesConfig, StoreConfig};
 use crate::config::{Config, CredentialConfig, MIN_SECRET_LEN, SecretReadError, SecretSource};
-use crate::oauth::Clients;
+use crate::oauth::{Clients, EndpointError};
 
 /// What the preflight found.
 #[derive(Debug, Default)]
@@ -48,12 +48,23 @@ fn look(config: &Config, full: bool) -> Findings {
             Err(SecretReadError::NotConfigured { .. }) => {}
             Err(e) => f.warnings.push(format!("{}: {e}", key("refresh_token"))),
         }
-        if let Some(ca) = &c.http.ca_file
-            && full
+        if full
+            && (c.http.ca_file.is_some() || c.http.client_cert_file.is_some())
             && let Err(e) = clients.get(&c.http, true)
         {
-            f.errors
-                .push(format!("{}: {}: {e}", key("http.ca_file"), ca.display()));
+            f.errors.push(match e {
+                EndpointError::CaFile { path, message } => {
+                    format!("{}: {path}: {message}", key("http.ca_file"))
+                }
+                EndpointError::ClientCert {
+                    key: k,
+                    path,
+                    message,
+                } => {
+                    format!("{}: {path}: {message}", key(&format!("http.{k}")))
+                }
+                other => format!("{}: {other}", key("http")),
+            });
         }
         if let Some(dir) = c.state_file.parent()
             && full

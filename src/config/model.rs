@@ -284,6 +284,12 @@ pub struct HttpConfig {
     pub connect_timeout: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// A TLS client certificate (PEM, leaf first) and its private key, for a token
+    /// endpoint behind mutual TLS (RFC 8705; SPEC §12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
     pub allow_insecure_http: bool,
 }
 
@@ -293,6 +299,8 @@ impl Default for HttpConfig {
             timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             allow_insecure_http: false,
         }
     }

@@ -384,6 +384,21 @@ fn validate_policies(
         std::fs::metadata(ca)
             .map_err(|e| src.error(&key("http.ca_file"), format!("{}: {e}", ca.display())))?;
     }
+    match (&http.client_cert_file, &http.client_key_file) {
+        (Some(_), None) => {
+            return Err(src.error(
+                &key("http.client_key_file"),
+                "is required with http.client_cert_file: the certificate's private key",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(src.error(
+                &key("http.client_cert_file"),
+                "is required with http.client_key_file: the certificate the key belongs to",
+            ));
+        }
+        _ => {}
+    }
     Ok(())
 }
 

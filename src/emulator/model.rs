@@ -128,6 +128,9 @@ pub struct TokenRequest {
 pub struct TlsIdentity {
     pub cert_chain_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// When set, every client must present a certificate that chains to one of these
+    /// (mutual TLS, RFC 8705), or the handshake fails.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 /// Random letters and digits, for secrets and tokens.

@@ -26,8 +26,23 @@ pub fn tls_acceptor(identity: TlsIdentity) -> std::io::Result<tokio_rustls::TlsA
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(&e))?;
     let key = PrivateKeyDer::from_pem_slice(&identity.key_pem).map_err(|e| invalid(&e))?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder();
+    let builder = match &identity.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.map_err(|e| invalid(&e))?)
+                    .map_err(|e| invalid(&e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| invalid(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| invalid(&e))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))

@@ -14,6 +14,13 @@ use crate::config::HttpConfig;
 pub enum EndpointError {
     #[error("http.ca_file {path}: {message}")]
     CaFile { path: String, message: String },
+    /// The message never holds the key: only which file, and what is wrong with it.
+    #[error("http.{key} {path}: {message}")]
+    ClientCert {
+        key: &'static str,
+        path: String,
+        message: String,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -47,6 +54,8 @@ struct ClientKey {
     connect_timeout: Duration,
     /// The CA file's content, so that a changed file gets a new client on reload.
     ca_pem: Option<Vec<u8>>,
+    /// The client certificate's key and chain (PEM), likewise.
+    identity_pem: Option<Vec<u8>>,
     /// False for `http://` token URLs (loopback only), which need no trust roots.
     tls: bool,
 }
@@ -61,10 +70,20 @@ impl Clients {
             })?),
             None => None,
         };
+        let identity_pem = match (&http.client_key_file, &http.client_cert_file) {
+            (Some(key), Some(cert)) => {
+                let mut pem = read_identity_part("client_key_file", key)?;
+                pem.push(b'\n');
+                pem.extend(read_identity_part("client_cert_file", cert)?);
+                Some(pem)
+            }
+            _ => None,
+        };
         let key = ClientKey {
             timeout: http.timeout,
             connect_timeout: http.connect_timeout,
             ca_pem,
+            identity_pem,
             tls,
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,6 +94,15 @@ impl Clients {
         cache.insert(key, client.clone());
         Ok(client)
     }
+}
+
+/// One of the client certificate's files, as read for a new client.
+fn read_identity_part(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, EndpointError> {
+    std::fs::read(path).map_err(|e| EndpointError::ClientCert {
+        key,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, EndpointError> {
@@ -107,6 +135,18 @@ fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, E
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
+    }
+    if let (Some(pem), Some(cert)) = (&key.identity_pem, &http.client_cert_file) {
+        // rustls's parse errors name the PEM section, never its content.
+        let identity = reqwest::Identity::from_pem(pem).map_err(|e| EndpointError::ClientCert {
+            key: "client_cert_file",
+            path: cert.display().to_string(),
+            message: format!(
+                "with http.client_key_file, not a PEM certificate and its private key: {}",
+                crate::oauth::http::error_chain(&e)
+            ),
+        })?;
+        builder = builder.identity(identity);
     }
     builder
         .build()

@@ -267,6 +267,15 @@ fn transport_failure(e: &reqwest::Error, trust: &str) -> Failure {
             FailureKind::Untrusted,
             format!("the server's certificate is not trusted by {trust}: {reason}"),
         )
+    } else if detail.contains("CertificateRequired") || detail.contains("BadCertificate") {
+        // TLS 1.3 reports a refused client certificate after the handshake, on the
+        // first read: a setup problem, whichever way it surfaces.
+        Failure::new(
+            FailureKind::Untrusted,
+            format!(
+                "the server refused the connection for want of an accepted TLS client certificate (http.client_cert_file and http.client_key_file): {detail}"
+            ),
+        )
     } else if e.is_connect() {
         // DNS, refused, unreachable, TLS handshake: the request never left.
         Failure::new(

@@ -300,6 +300,16 @@ async fn token_params_reach_the_server_beside_the_grants_own() {
 
 /// A throwaway CA, and a certificate for 127.0.0.1 signed by it.
 fn test_ca() -> (String, tokend::emulator::TlsIdentity) {
+    let (ca_pem, identity, _) = test_ca_issuing();
+    (ca_pem, identity)
+}
+
+/// [`test_ca`], and the CA itself, to sign more certificates.
+fn test_ca_issuing() -> (
+    String,
+    tokend::emulator::TlsIdentity,
+    rcgen::Issuer<'static, rcgen::KeyPair>,
+) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -317,8 +327,83 @@ fn test_ca() -> (String, tokend::emulator::TlsIdentity) {
     let identity = tokend::emulator::TlsIdentity {
         cert_chain_pem: leaf.pem().into_bytes(),
         key_pem: leaf_key.serialize_pem().into_bytes(),
+        client_ca_pem: None,
     };
-    (ca_cert.pem(), identity)
+    (ca_cert.pem(), identity, issuer)
+}
+
+/// SPEC §12: a token endpoint behind mutual TLS (the emulator requiring a client
+/// certificate from its CA) works with `http.client_cert_file` and `client_key_file`,
+/// and without them fails with an error that says what is missing.
+#[tokio::test]
+async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certificate() {
+    let (ca_pem, mut identity, issuer) = test_ca_issuing();
+    identity.client_ca_pem = Some(ca_pem.clone().into_bytes());
+    let emu = Emulator::start_with(
+        emu_config(ClientAuth::Basic, "s3cret"),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(identity),
+    )
+    .await
+    .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = write("ca.pem", ca_pem);
+    let cert_file = write("client.crt", client_cert.pem());
+    let key_file = write("client.key", client_key.serialize_pem());
+    let load = |extra: &str| {
+        let toml = format!(
+            r#"
+            [credentials.c]
+            token_url = "{}"
+            client_id = "client"
+            client_secret = "s3cret"
+            refresh_token = "unused"
+            [credentials.c.http]
+            ca_file = "{ca_file}"
+            {extra}
+            "#,
+            emu.token_url()
+        );
+        let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+        Endpoint::new(&cfg.credentials["c"], &Clients::default())
+    };
+    let token = || SecretString::from(emu.issue_refresh_token());
+
+    let with_cert = load(&format!(
+        "client_cert_file = \"{cert_file}\"\nclient_key_file = \"{key_file}\""
+    ))
+    .unwrap();
+    assert!(with_cert.refresh(&token()).await.is_ok());
+
+    let without = load("").unwrap();
+    let f = without.refresh(&token()).await.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Untrusted, "{}", f.detail);
+    assert!(f.detail.contains("http.client_cert_file"), "{}", f.detail);
+
+    // The key file in place of the certificate: refused when the client is built,
+    // naming the file and not quoting it.
+    let swapped = load(&format!(
+        "client_cert_file = \"{key_file}\"\nclient_key_file = \"{key_file}\""
+    ));
+    let err = swapped
+        .err()
+        .expect("a key is not a certificate")
+        .to_string();
+    assert!(
+        err.contains("client_cert_file") && err.contains("client.key"),
+        "{err}"
+    );
+    assert!(!err.contains("PRIVATE KEY-----\n"), "{err}");
 }
 
 #[tokio::test]

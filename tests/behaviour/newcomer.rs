@@ -172,6 +172,18 @@ fn check_names_key_source_and_what_is_accepted_for_every_bad_value() {
             "the flow's own",
         ),
         cred("token_params = [\"x\"]", "token_params", "expected"),
+        table(
+            "http",
+            "client_cert_file = \"/etc/c.crt\"",
+            "client_key_file",
+            "is required",
+        ),
+        table(
+            "http",
+            "client_key_file = \"/etc/c.key\"",
+            "client_cert_file",
+            "is required",
+        ),
         cred(
             "token_params = { grant_type = \"password\" }",
             "token_params.grant_type",
