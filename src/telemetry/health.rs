@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::telemetry::series::{AttemptResult, Tally};
+use crate::telemetry::tally::{AttemptResult, Tally};
 
 /// A credential's condition, as health checks and `status` see it.
 #[derive(Debug, Clone, Default, PartialEq)]

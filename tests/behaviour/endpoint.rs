@@ -18,6 +18,21 @@ fn emu_config(auth: ClientAuth, secret: &str) -> EmulatorConfig {
     }
 }
 
+/// The emulator on a free loopback port, for client `client` with `secret`.
+async fn emulator(auth: ClientAuth, secret: &str) -> Emulator {
+    Emulator::start(emu_config(auth, secret), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// [`emulator`] over HTTPS with `identity` (Basic, `s3cret`).
+async fn https_emulator(identity: tokend::emulator::TlsIdentity) -> Emulator {
+    let cfg = emu_config(ClientAuth::Basic, "s3cret");
+    Emulator::start_with(cfg, "127.0.0.1:0".parse().unwrap(), Some(identity))
+        .await
+        .unwrap()
+}
+
 fn endpoint(url: &str, auth: &str, secret: &str) -> Endpoint {
     let toml = format!(
         r#"
@@ -43,12 +58,7 @@ struct Server {
 }
 
 async fn server() -> Server {
-    let emu = Emulator::start(
-        emu_config(ClientAuth::Basic, "s3cret"),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = emulator(ClientAuth::Basic, "s3cret").await;
     let ep = endpoint(&emu.token_url(), "basic", "s3cret");
     Server { emu, ep }
 }
@@ -247,12 +257,7 @@ async fn post_sends_credentials_in_the_body() {
 /// of which is sent once (validation keeps them out of `token_params`).
 #[tokio::test]
 async fn token_params_reach_the_server_beside_the_grants_own() {
-    let emu = Emulator::start(
-        emu_config(ClientAuth::Post, "s3cret"),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = emulator(ClientAuth::Post, "s3cret").await;
     let toml = format!(
         r#"
         [credentials.c]
@@ -298,6 +303,24 @@ async fn token_params_reach_the_server_beside_the_grants_own() {
     assert_eq!(sent.len(), 7);
 }
 
+/// An endpoint for `url` as client `client` (secret `s3cret`), with `http` as the lines
+/// of its `[http]` table.
+fn endpoint_with_http(url: &str, http: &str) -> Result<Endpoint, tokend::oauth::EndpointError> {
+    let toml = format!(
+        r#"
+        [credentials.c]
+        token_url = "{url}"
+        client_id = "client"
+        client_secret = "s3cret"
+        refresh_token = "unused"
+        [credentials.c.http]
+        {http}
+        "#
+    );
+    let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+    Endpoint::new(&cfg.credentials["c"], &Clients::default())
+}
+
 /// A throwaway CA, and a certificate for 127.0.0.1 signed by it.
 fn test_ca() -> (String, tokend::emulator::TlsIdentity) {
     let (ca_pem, identity, _) = test_ca_issuing();
@@ -339,13 +362,7 @@ fn test_ca_issuing() -> (
 async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certificate() {
     let (ca_pem, mut identity, issuer) = test_ca_issuing();
     identity.client_ca_pem = Some(ca_pem.clone().into_bytes());
-    let emu = Emulator::start_with(
-        emu_config(ClientAuth::Basic, "s3cret"),
-        "127.0.0.1:0".parse().unwrap(),
-        Some(identity),
-    )
-    .await
-    .unwrap();
+    let emu = https_emulator(identity).await;
     let client_key = rcgen::KeyPair::generate().unwrap();
     let client_cert = rcgen::CertificateParams::new(Vec::<String>::new())
         .unwrap()
@@ -361,21 +378,10 @@ async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certific
     let cert_file = write("client.crt", client_cert.pem());
     let key_file = write("client.key", client_key.serialize_pem());
     let load = |extra: &str| {
-        let toml = format!(
-            r#"
-            [credentials.c]
-            token_url = "{}"
-            client_id = "client"
-            client_secret = "s3cret"
-            refresh_token = "unused"
-            [credentials.c.http]
-            ca_file = "{ca_file}"
-            {extra}
-            "#,
-            emu.token_url()
-        );
-        let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
-        Endpoint::new(&cfg.credentials["c"], &Clients::default())
+        endpoint_with_http(
+            &emu.token_url(),
+            &format!("ca_file = \"{ca_file}\"\n{extra}"),
+        )
     };
     let token = || SecretString::from(emu.issue_refresh_token());
 
@@ -409,33 +415,12 @@ async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certific
 #[tokio::test]
 async fn https_with_a_private_ca_from_ca_file() {
     let (ca_pem, identity) = test_ca();
-    let emu = Emulator::start_with(
-        emu_config(ClientAuth::Basic, "s3cret"),
-        "127.0.0.1:0".parse().unwrap(),
-        Some(identity),
-    )
-    .await
-    .unwrap();
+    let emu = https_emulator(identity).await;
     assert!(emu.token_url().starts_with("https://"));
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();
-    let load = |extra: &str| {
-        let toml = format!(
-            r#"
-            [credentials.c]
-            token_url = "{}"
-            client_id = "client"
-            client_secret = "s3cret"
-            refresh_token = "unused"
-            [credentials.c.http]
-            {extra}
-            "#,
-            emu.token_url()
-        );
-        let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
-        Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap()
-    };
+    let load = |extra: &str| endpoint_with_http(&emu.token_url(), extra).unwrap();
     let trusted = load(&format!("ca_file = \"{}\"", ca_file.display()));
     let token = SecretString::from(emu.issue_refresh_token());
     assert!(
@@ -478,12 +463,7 @@ async fn https_with_a_private_ca_from_ca_file() {
 
 #[tokio::test]
 async fn a_server_echoing_secrets_in_its_error_text_does_not_leak_them() {
-    let emu = Emulator::start(
-        emu_config(ClientAuth::Basic, "s3cret/+x"),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emu = emulator(ClientAuth::Basic, "s3cret/+x").await;
     let ep = endpoint(&emu.token_url(), "basic", "s3cret/+x");
     let token = emu.issue_refresh_token();
     let body = format!(

@@ -37,7 +37,7 @@ use crate::rfc3339;
 use crate::store::{State, StateStore};
 use crate::telemetry::Board;
 use crate::telemetry::health::{Report, Reporter};
-use crate::telemetry::series::AttemptResult;
+use crate::telemetry::tally::AttemptResult;
 
 use operator::digested;
 use writes::SharedStore;
