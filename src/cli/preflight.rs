@@ -53,16 +53,11 @@ fn look(config: &Config, full: bool) -> Findings {
             && let Err(e) = clients.get(&c.http, true)
         {
             f.errors.push(match e {
-                EndpointError::CaFile { path, message } => {
-                    format!("{}: {path}: {message}", key("http.ca_file"))
-                }
-                EndpointError::ClientCert {
+                EndpointError::File {
                     key: k,
                     path,
                     message,
-                } => {
-                    format!("{}: {path}: {message}", key(&format!("http.{k}")))
-                }
+                } => format!("{}: {path}: {message}", key(&format!("http.{k}"))),
                 other => format!("{}: {other}", key("http")),
             });
         }

@@ -119,9 +119,23 @@ pub struct Rotation {
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     pub at: Instant,
-    pub refresh_token: String,
     /// Every form parameter as sent, in order, repeats included.
     pub params: Vec<(String, String)>,
+}
+
+impl TokenRequest {
+    /// The first value sent for `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The refresh token presented; empty when none was.
+    pub fn refresh_token(&self) -> &str {
+        self.param("refresh_token").unwrap_or_default()
+    }
 }
 
 /// A certificate chain and private key, PEM-encoded, for serving HTTPS.

@@ -72,10 +72,8 @@ pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer
     let fault = {
         let mut inner = lock(&shared.inner);
         inner.stats.token_requests += 1;
-        let refresh_token = form.get("refresh_token").cloned().unwrap_or_default();
         inner.requests.push(TokenRequest {
             at: Instant::now(),
-            refresh_token,
             params,
         });
         let fault = inner.faults.pop_front().or_else(|| {

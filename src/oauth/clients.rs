@@ -12,11 +12,10 @@ use crate::config::HttpConfig;
 /// Errors building the HTTP client (bad CA file).
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
-    #[error("http.ca_file {path}: {message}")]
-    CaFile { path: String, message: String },
-    /// The message never holds the key: only which file, and what is wrong with it.
+    /// One of the `http` table's files (`key`): the message says what is wrong with it,
+    /// never what it holds.
     #[error("http.{key} {path}: {message}")]
-    ClientCert {
+    File {
         key: &'static str,
         path: String,
         message: String,
@@ -63,18 +62,16 @@ struct ClientKey {
 impl Clients {
     /// A client for these settings (and for `https://` URLs when `tls`), built on first use.
     pub fn get(&self, http: &HttpConfig, tls: bool) -> Result<reqwest::Client, EndpointError> {
-        let ca_pem = match &http.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| EndpointError::CaFile {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?),
-            None => None,
-        };
+        let ca_pem = http
+            .ca_file
+            .as_deref()
+            .map(|path| read_file("ca_file", path))
+            .transpose()?;
         let identity_pem = match (&http.client_key_file, &http.client_cert_file) {
             (Some(key), Some(cert)) => {
-                let mut pem = read_identity_part("client_key_file", key)?;
+                let mut pem = read_file("client_key_file", key)?;
                 pem.push(b'\n');
-                pem.extend(read_identity_part("client_cert_file", cert)?);
+                pem.extend(read_file("client_cert_file", cert)?);
                 Some(pem)
             }
             _ => None,
@@ -96,9 +93,9 @@ impl Clients {
     }
 }
 
-/// One of the client certificate's files, as read for a new client.
-fn read_identity_part(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, EndpointError> {
-    std::fs::read(path).map_err(|e| EndpointError::ClientCert {
+/// One of the `http` table's files (`key`), as read for a new client.
+fn read_file(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, EndpointError> {
+    std::fs::read(path).map_err(|e| EndpointError::File {
         key,
         path: path.display().to_string(),
         message: e.to_string(),
@@ -123,7 +120,8 @@ fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, E
         builder = builder.tls_certs_only([]);
     }
     if let (Some(pem), Some(path)) = (&key.ca_pem, &http.ca_file) {
-        let ca_err = |message: String| EndpointError::CaFile {
+        let ca_err = |message: String| EndpointError::File {
+            key: "ca_file",
             path: path.display().to_string(),
             message,
         };
@@ -138,7 +136,7 @@ fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, E
     }
     if let (Some(pem), Some(cert)) = (&key.identity_pem, &http.client_cert_file) {
         // rustls's parse errors name the PEM section, never its content.
-        let identity = reqwest::Identity::from_pem(pem).map_err(|e| EndpointError::ClientCert {
+        let identity = reqwest::Identity::from_pem(pem).map_err(|e| EndpointError::File {
             key: "client_cert_file",
             path: cert.display().to_string(),
             message: format!(

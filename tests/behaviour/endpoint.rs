@@ -277,13 +277,10 @@ async fn token_params_reach_the_server_beside_the_grants_own() {
     let ep = Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap();
     let token = SecretString::from(emu.issue_refresh_token());
     assert!(ep.refresh(&token).await.is_ok());
-    let sent = emu.requests().pop().unwrap().params;
+    let request = emu.requests().pop().unwrap();
+    let sent = &request.params;
     let count = |name: &str| sent.iter().filter(|(n, _)| n == name).count();
-    let value = |name: &str| {
-        sent.iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let value = |name: &str| request.param(name);
     assert_eq!(value("resource"), Some("https://api.example.com/"));
     assert_eq!(
         value("audience"),

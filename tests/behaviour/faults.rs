@@ -42,7 +42,8 @@ async fn ambiguous_failures_retry_at_once_with_the_same_token() {
     ] {
         let reqs = provoke(&env, &d, vec![fault.clone()], 2, 10 * SEC).await;
         assert_eq!(
-            reqs[0].refresh_token, reqs[1].refresh_token,
+            reqs[0].refresh_token(),
+            reqs[1].refresh_token(),
             "{fault:?}: retry with the same token"
         );
         let gap = reqs[1].at.duration_since(reqs[0].at);
@@ -116,9 +117,9 @@ async fn server_errors_back_off_and_unexpected_answers_wait_the_maximum() {
         3
     ];
     let reqs = provoke(&env, &d, five_hundreds, 4, 10 * SEC).await;
-    let refreshed = reqs.last().unwrap().refresh_token.clone();
+    let refreshed = reqs.last().unwrap().refresh_token().to_owned();
     assert!(
-        reqs.iter().all(|r| r.refresh_token == refreshed),
+        reqs.iter().all(|r| r.refresh_token() == refreshed),
         "the same token until it works"
     );
     assert!(reqs[1].at.duration_since(reqs[0].at) >= 200 * Duration::from_millis(1));

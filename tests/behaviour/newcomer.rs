@@ -382,7 +382,7 @@ async fn a_dead_bootstrap_token_does_not_shadow_a_live_chain() {
         env.emu
             .requests()
             .iter()
-            .filter(|r| r.refresh_token == dead)
+            .filter(|r| r.refresh_token() == dead)
             .count()
     };
     let before = sent_dead();

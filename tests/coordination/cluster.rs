@@ -413,6 +413,12 @@ impl Replica {
             .map(Daemon::log_text)
             .unwrap_or_default()
     }
+
+    /// Its `rotated` lines so far: each is logged once the record is stored and the
+    /// outputs written, the end of a refresh.
+    pub fn rotations(&self) -> usize {
+        self.log_text().matches(" rotated ").count()
+    }
 }
 
 /// Three (or n) replicas of credential `c` against the emulator, each reaching the
@@ -477,12 +483,7 @@ impl Group {
         // The end of a refresh is the leader's `rotated` line, logged once the record is
         // stored and the outputs written (the emulator's count moves when it answers,
         // mid-refresh; an output is visible before its directory is synced).
-        let rotated = || {
-            self.replicas[leader]
-                .log_text()
-                .matches(" rotated ")
-                .count()
-        };
+        let rotated = || self.replicas[leader].rotations();
         let before = rotated();
         wait_for(
             "a refresh to strike after",

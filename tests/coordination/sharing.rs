@@ -161,7 +161,7 @@ async fn login_seeds_every_replica(backend: Backend) {
     let leader = g.leader(Duration::from_secs(5)).await;
     // Its `rotated` line, not the server's count: the line comes once the record is
     // stored, which `status` reads next.
-    let rotated = || g.replicas[leader].log_text().matches(" rotated ").count();
+    let rotated = || g.replicas[leader].rotations();
     let before = rotated();
     g.replicas[leader].signal(libc::SIGUSR1);
     wait_for(
