@@ -133,7 +133,16 @@ async fn a_full_state_disk_loses_nothing_and_recovers_by_itself() {
     // The server has rotated d's bootstrap token; the disk holds nothing of d; tokend
     // holds the new token in memory.
     assert!(env.state("d").is_none());
-    let (status, body) = ready(port).await;
+    // The error is logged as the save fails; the health follows when the task next
+    // reports (after its other writes), so readiness is polled for it.
+    let start = std::time::Instant::now();
+    let (status, body) = loop {
+        let (status, body) = ready(port).await;
+        if body.contains("the state is not saved") || start.elapsed() > 5 * SEC {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("the state is not saved"), "{body}");
 
