@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::coordination::{EtcdConfig, KubernetesConfig, StoreConfig};
 use crate::config::{Config, CredentialConfig, MIN_SECRET_LEN, SecretReadError, SecretSource};
+use crate::oauth::assertion::SigningKey;
 use crate::oauth::{Clients, EndpointError};
 
 /// What the preflight found.
@@ -38,11 +39,19 @@ fn look(config: &Config, full: bool) -> Findings {
     let clients = Clients::default();
     for c in config.credentials.values() {
         let key = |k: &str| format!("credentials.{}.{k}", c.name);
-        match c.client_secret.read() {
-            Ok(secret) => short(&mut f, &key("client_secret"), secret.expose_secret()),
-            Err(e) => f.errors.push(format!("{}: {e}", key("client_secret"))),
+        match c.client_secret.as_ref().map(SecretSource::read) {
+            Some(Ok(secret)) => short(&mut f, &key("client_secret"), secret.expose_secret()),
+            Some(Err(e)) => f.errors.push(format!("{}: {e}", key("client_secret"))),
+            None => {}
+        }
+        // The key is tried on a sample; the error names the file and what is wrong, never
+        // what it holds.
+        if let Some(Err(e)) = c.assertion.as_deref().map(SigningKey::load) {
+            f.errors.push(format!("credentials.{}.{e}", c.name));
         }
         match c.read_bootstrap() {
+            // Without a chain there is nothing to start.
+            _ if !c.has_chain() => {}
             Ok(token) => short(&mut f, &key("refresh_token"), token.expose_secret()),
             // Optional: a login may start the chain, or the state holds it already.
             Err(SecretReadError::NotConfigured { .. }) => {}
@@ -134,8 +143,11 @@ fn short(f: &mut Findings, key: &str, value: &str) {
 
 fn relative_paths(f: &mut Findings, c: &CredentialConfig) {
     let mut paths = vec![("state_file", c.state_file.as_path())];
-    if let SecretSource::File(p) = &c.client_secret {
+    if let Some(SecretSource::File(p)) = &c.client_secret {
         paths.push(("client_secret_file", p));
+    }
+    if let Some(a) = &c.assertion {
+        paths.push(("client_assertion_key_file", &a.key_file));
     }
     if let Some(SecretSource::File(p)) = &c.refresh_token {
         paths.push(("refresh_token_file", p));

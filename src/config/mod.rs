@@ -6,13 +6,14 @@
 //!
 //! - [`model`]: the validated types the rest of tokend reads
 //! - [`raw`]: the same keys as serde reads them
-//! - [`validate`] and [`outputs`]: the checks, by concern
+//! - [`validate`], [`client`] and [`outputs`]: the checks, by concern
 //! - [`coordination`]: `[coordination]`, for several replicas on one chain
 //! - [`secret`]: secrets inline or in files
 //! - [`text`]: how durations, modes and signals are written
 //! - [`view`]: the redacted form `check` prints
 //! - [`error`]: errors that name their key and source
 
+pub mod client;
 pub mod coordination;
 pub mod error;
 pub mod model;

@@ -87,29 +87,128 @@ pub enum ClientAuth {
     BasicUnencoded,
     /// `client_id` and `client_secret` in the form body.
     Post,
+    /// RFC 7523 §2.2: a JWT signed with the client's private key, fresh per request.
+    PrivateKeyJwt,
+    /// RFC 8705 §2: the client id in the form, the certificate in the TLS handshake.
+    TlsClientAuth,
+}
+
+impl ClientAuth {
+    /// Each value as the configuration spells it.
+    const WORDS: [(&'static str, ClientAuth); 5] = [
+        ("basic", ClientAuth::Basic),
+        ("basic_unencoded", ClientAuth::BasicUnencoded),
+        ("post", ClientAuth::Post),
+        ("private_key_jwt", ClientAuth::PrivateKeyJwt),
+        ("tls_client_auth", ClientAuth::TlsClientAuth),
+    ];
+
+    /// The value as the configuration spells it, for messages.
+    pub fn word(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(_, auth)| *auth == self)
+            .map_or("", |(word, _)| word)
+    }
+
+    /// Whether the client authenticates with a shared secret.
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            ClientAuth::Basic | ClientAuth::BasicUnencoded | ClientAuth::Post
+        )
+    }
 }
 
 impl TryFrom<String> for ClientAuth {
     type Error = String;
     fn try_from(word: String) -> Result<Self, String> {
+        one_of(&word, &Self::WORDS)
+    }
+}
+
+/// What a credential's token requests ask for (SPEC §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum GrantType {
+    /// A refresh-token chain (RFC 6749 §6), started by a bootstrap token or a login.
+    #[default]
+    RefreshToken,
+    /// The client's own credentials (RFC 6749 §4.4): no chain.
+    ClientCredentials,
+}
+
+impl TryFrom<String> for GrantType {
+    type Error = String;
+    fn try_from(word: String) -> Result<Self, String> {
         let choices = [
-            ("basic", ClientAuth::Basic),
-            ("basic_unencoded", ClientAuth::BasicUnencoded),
-            ("post", ClientAuth::Post),
+            ("refresh_token", GrantType::RefreshToken),
+            ("client_credentials", GrantType::ClientCredentials),
         ];
         one_of(&word, &choices)
     }
 }
 
-/// One credential: a client, a refresh-token chain, and where its access token goes.
+/// A JWS algorithm for client assertions, each for its own kind of key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub enum AssertionAlg {
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+impl TryFrom<String> for AssertionAlg {
+    type Error = String;
+    fn try_from(word: String) -> Result<Self, String> {
+        let choices = [
+            ("RS256", AssertionAlg::RS256),
+            ("ES256", AssertionAlg::ES256),
+            ("EdDSA", AssertionAlg::EdDSA),
+        ];
+        one_of(&word, &choices)
+    }
+}
+
+/// How `private_key_jwt` signs its assertions (SPEC §12).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AssertionConfig {
+    /// A PKCS#8 PEM private key, read afresh for every request like secret files.
+    #[serde(rename = "client_assertion_key_file")]
+    pub key_file: PathBuf,
+    /// `None`: the one the key's type calls for.
+    #[serde(
+        rename = "client_assertion_alg",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub alg: Option<AssertionAlg>,
+    #[serde(
+        rename = "client_assertion_kid",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kid: Option<String>,
+    /// `None`: the token URL.
+    #[serde(
+        rename = "client_assertion_audience",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub audience: Option<String>,
+}
+
+/// One credential: a client, a refresh-token chain (or the client-credentials grant),
+/// and where its access token goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CredentialConfig {
     pub name: String,
+    pub grant: GrantType,
     /// `None` when it comes from the `issuer`'s metadata (see [`crate::discovery`]).
     pub token_url: Option<Url>,
     pub client_id: String,
-    pub client_secret: SecretSource,
+    /// Set exactly when `client_auth` uses a secret.
+    pub client_secret: Option<SecretSource>,
     pub client_auth: ClientAuth,
+    /// Set exactly with `private_key_jwt`; boxed, as most credentials have none.
+    pub assertion: Option<Box<AssertionConfig>>,
     /// The bootstrap token; optional, since `tokend login` can start a chain instead.
     pub refresh_token: Option<SecretSource>,
     pub scope: Option<String>,
@@ -182,6 +281,23 @@ pub struct ChainPolicy {
 }
 
 impl CredentialConfig {
+    /// Whether the credential follows a refresh-token chain (the client-credentials
+    /// grant has none).
+    pub fn has_chain(&self) -> bool {
+        self.grant == GrantType::RefreshToken
+    }
+
+    /// The file holding what the client authenticates with (its secret, or its
+    /// assertion key): a change to it may fix a refused client, so it is watched while
+    /// the credential is blocked.
+    pub fn client_file(&self) -> Option<&Path> {
+        match (&self.client_secret, &self.assertion) {
+            (Some(secret), _) => secret.path(),
+            (None, Some(assertion)) => Some(&assertion.key_file),
+            (None, None) => None,
+        }
+    }
+
     /// The bootstrap refresh token as it is now.
     pub fn read_bootstrap(&self) -> Result<SecretString, SecretReadError> {
         match &self.refresh_token {

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::config::coordination::RawCoordination;
 use crate::config::model::{
-    ClientAuth, HealthConfig, HttpConfig, LogConfig, OutputFormat, RefreshPolicy, RetryPolicy,
+    AssertionAlg, ClientAuth, GrantType, HealthConfig, HttpConfig, LogConfig, OutputFormat,
+    RefreshPolicy, RetryPolicy,
 };
 use crate::config::text::{duration_text, mode_text};
 
@@ -29,6 +30,8 @@ pub struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredential {
+    #[serde(default)]
+    pub grant: GrantType,
     pub token_url: Option<String>,
     pub issuer: Option<String>,
     pub authorize_url: Option<String>,
@@ -44,6 +47,10 @@ pub struct RawCredential {
     pub client_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub client_auth: ClientAuth,
+    pub client_assertion_key_file: Option<PathBuf>,
+    pub client_assertion_alg: Option<AssertionAlg>,
+    pub client_assertion_kid: Option<String>,
+    pub client_assertion_audience: Option<String>,
     pub refresh_token: Option<SecretString>,
     pub refresh_token_file: Option<PathBuf>,
     pub scope: Option<String>,

@@ -10,11 +10,12 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::config::client::{check_grant_keys, validate_client};
 use crate::config::coordination::validate_coordination;
 use crate::config::error::{ConfigError, Sources};
 use crate::config::model::{
     BLNK_AUTHORIZE_URL, BLNK_REFRESH_TOKEN_MAX_AGE, BLNK_TOKEN_URL, ChainPolicy, Config,
-    CredentialConfig, HttpConfig, LoginConfig, OutputConfig, RefreshPolicy, RetryPolicy,
+    CredentialConfig, GrantType, HttpConfig, LoginConfig, OutputConfig, RefreshPolicy, RetryPolicy,
 };
 use crate::config::outputs::{validate_hook, validate_outputs};
 use crate::config::raw::{RawConfig, RawCredential};
@@ -100,7 +101,7 @@ fn validate_log_level(text: &str) -> Result<(), String> {
 
 fn validate_credential(
     name: &str,
-    rc: RawCredential,
+    mut rc: RawCredential,
     state_dir: &Path,
     src: &Sources,
 ) -> Result<CredentialConfig, ConfigError> {
@@ -117,17 +118,13 @@ fn validate_credential(
     }
     // Checked now (values are moved out below), reported in the order of the keys.
     let server = validate_server(name, &rc, src);
-    let client_id = match rc.client_id {
+    let client_id = match rc.client_id.take() {
         Some(id) if !id.is_empty() => id,
         Some(_) => return Err(src.error(&key("client_id"), "must not be empty")),
         None => return Err(src.error(&key("client_id"), "is required")),
     };
-    let client_secret = exactly_one(
-        rc.client_secret,
-        rc.client_secret_file,
-        &key("client_secret"),
-        src,
-    )?;
+    let client = validate_client(name, &mut rc, src)?;
+    check_grant_keys(name, &rc, src)?;
     let refresh_token = at_most_one(
         rc.refresh_token,
         rc.refresh_token_file,
@@ -136,8 +133,9 @@ fn validate_credential(
     )?;
     let server = server?;
     let chain = ChainPolicy {
-        // Zero turns the default off.
+        // Zero turns the default off; a grant without a chain has no age.
         max_age: match rc.refresh_token_max_age {
+            _ if rc.grant == GrantType::ClientCredentials => None,
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
             None => server.blnk.then_some(BLNK_REFRESH_TOKEN_MAX_AGE),
@@ -167,10 +165,12 @@ fn validate_credential(
     check_state_file(name, &state_file, &outputs, rc.publish_dir.as_deref(), src)?;
     Ok(CredentialConfig {
         name: name.to_owned(),
+        grant: rc.grant,
         token_url: server.token_url,
         client_id,
-        client_secret,
+        client_secret: client.secret,
         client_auth: rc.client_auth,
+        assertion: client.assertion,
         refresh_token,
         scope: rc.scope,
         token_params: rc.token_params,
@@ -415,7 +415,7 @@ fn at_most_one(
     exactly_one(inline, file, key, src).map(Some)
 }
 
-fn exactly_one(
+pub(super) fn exactly_one(
     inline: Option<SecretString>,
     file: Option<PathBuf>,
     key: &str,

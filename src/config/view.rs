@@ -8,14 +8,15 @@ use serde::{Serialize, Serializer};
 use url::Url;
 
 use crate::config::model::{
-    ChainPolicy, ClientAuth, Config, CredentialConfig, HookConfig, HttpConfig, OutputConfig,
-    RefreshPolicy, RetryPolicy,
+    AssertionConfig, ChainPolicy, ClientAuth, Config, CredentialConfig, GrantType, HookConfig,
+    HttpConfig, OutputConfig, RefreshPolicy, RetryPolicy,
 };
 use crate::config::secret::SecretSource;
 
 /// A credential as `check` prints it: the keys of the file, inline secrets redacted.
 #[derive(Serialize)]
 struct CredentialView<'a> {
+    grant: GrantType,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,6 +33,8 @@ struct CredentialView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret_file: Option<&'a Path>,
     client_auth: ClientAuth,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    assertion: Option<&'a AssertionConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,8 +44,9 @@ struct CredentialView<'a> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     token_params: &'a BTreeMap<String, String>,
     state_file: &'a Path,
-    #[serde(flatten)]
-    chain: &'a ChainPolicy,
+    /// Only for a chain: the client-credentials grant takes no chain keys.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    chain: Option<&'a ChainPolicy>,
     refresh: &'a RefreshPolicy,
     retry: &'a RetryPolicy,
     http: &'a HttpConfig,
@@ -58,21 +62,23 @@ impl Serialize for CredentialConfig {
         let inline =
             |src: &SecretSource| matches!(src, SecretSource::Inline(_)).then_some("[redacted]");
         CredentialView {
+            grant: self.grant,
             token_url: self.token_url.as_ref().map(Url::as_str),
             issuer: self.login.issuer.as_ref().map(Url::as_str),
             authorize_url: self.login.authorize_url.as_ref().map(Url::as_str),
             redirect_uri: self.login.redirect_uri.as_ref().map(Url::as_str),
             authorize_params: &self.login.params,
             client_id: &self.client_id,
-            client_secret: inline(&self.client_secret),
-            client_secret_file: self.client_secret.path(),
+            client_secret: self.client_secret.as_ref().and_then(inline),
+            client_secret_file: self.client_secret.as_ref().and_then(SecretSource::path),
             client_auth: self.client_auth,
+            assertion: self.assertion.as_deref(),
             refresh_token: self.refresh_token.as_ref().and_then(inline),
             refresh_token_file: self.refresh_token.as_ref().and_then(SecretSource::path),
             scope: self.scope.as_deref(),
             token_params: &self.token_params,
             state_file: &self.state_file,
-            chain: &self.chain,
+            chain: self.has_chain().then_some(&self.chain),
             refresh: &self.refresh,
             retry: &self.retry,
             http: &self.http,

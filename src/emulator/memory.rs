@@ -36,6 +36,8 @@ pub struct Inner {
     pub chaos: Option<(f64, Vec<Fault>)>,
     /// The error the authorization endpoint answers with, instead of a code.
     pub authorize_error: Option<String>,
+    /// The `jti` of every client assertion accepted: one presented twice is refused.
+    pub assertion_ids: HashSet<String>,
 }
 
 impl Inner {

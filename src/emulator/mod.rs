@@ -9,12 +9,14 @@
 //! - [`model`]: its paths, configuration, faults and counters
 //! - [`handle`]: the running [`Emulator`] and its control API
 //! - [`server`]: the HTTP(S) server and its routes
-//! - [`token`]: the token endpoint: client authentication, faults, rotation
+//! - [`token`]: the token endpoint: faults, rotation, the client-credentials grant
+//! - [`client`]: client authentication: secrets, assertions, certificates
 //! - [`authorize`]: the authorization endpoint and the code exchange
 //! - [`memory`]: every token issued and revoked
 //! - [`reply`]: how answers are written
 
 pub mod authorize;
+pub mod client;
 pub mod handle;
 pub mod memory;
 pub mod model;

@@ -23,6 +23,9 @@ pub struct EmulatorConfig {
     pub client_id: String,
     pub client_secret: String,
     pub auth: ClientAuth,
+    /// With `private_key_jwt`: the client's public key (PEM), which its assertions
+    /// must be signed with.
+    pub assertion_key: Option<Vec<u8>>,
     pub access_lifetime: Duration,
     /// A rotated refresh token presented again within this time returns the same new pair.
     pub reuse_grace: Duration,
@@ -34,6 +37,7 @@ impl Default for EmulatorConfig {
             client_id: "tokend-demo".into(),
             client_secret: format!("demo-secret-{}", random_text(16)),
             auth: ClientAuth::Basic,
+            assertion_key: None,
             access_lifetime: Duration::from_secs(3600),
             reuse_grace: Duration::ZERO,
         }
@@ -102,6 +106,8 @@ pub struct Stats {
     pub grace_replays: u64,
     pub faults_served: u64,
     pub auth_failures: u64,
+    /// Access tokens issued to the client-credentials grant.
+    pub client_tokens: u64,
 }
 
 /// One successful rotation, for checking when the client refreshed.

@@ -6,52 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use rand::Rng;
 
-use crate::config::ClientAuth;
 use crate::emulator::authorize::exchange_code;
+use crate::emulator::client::authenticated;
 use crate::emulator::memory::{Shared, lock};
 use crate::emulator::model::{EmulatorConfig, Fault, Rotation, TokenRequest};
 use crate::emulator::reply::{Answer, Dropped, json, oauth_error, read_body};
-
-/// Client credentials as the configured authentication mode carries them.
-fn client_credentials(
-    auth: ClientAuth,
-    req_auth: Option<&str>,
-    form: &HashMap<String, String>,
-) -> Option<(String, String)> {
-    match auth {
-        ClientAuth::Post => Some((
-            form.get("client_id")?.clone(),
-            form.get("client_secret")?.clone(),
-        )),
-        ClientAuth::Basic | ClientAuth::BasicUnencoded => {
-            let encoded = req_auth?.strip_prefix("Basic ")?;
-            let decoded = String::from_utf8(
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .ok()?,
-            )
-            .ok()?;
-            let (id, secret) = decoded.split_once(':')?;
-            if auth == ClientAuth::BasicUnencoded {
-                return Some((id.to_owned(), secret.to_owned()));
-            }
-            // RFC 6749 §2.3.1: each part is application/x-www-form-urlencoded.
-            let decode = |s: &str| {
-                form_urlencoded::parse(s.as_bytes())
-                    .next()
-                    .map(|(k, _)| k.into_owned())
-                    .unwrap_or_default()
-            };
-            Some((decode(id), decode(secret)))
-        }
-    }
-}
 
 /// `POST /oauth/token`.
 pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
@@ -91,8 +55,7 @@ pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer
         return answer;
     }
     let cfg = lock(&shared.cfg).clone();
-    let creds = client_credentials(cfg.auth, auth_header.as_deref(), &form);
-    if creds.as_ref() != Some(&(cfg.client_id.clone(), cfg.client_secret.clone())) {
+    if !authenticated(&shared, &cfg, auth_header.as_deref(), &form) {
         lock(&shared.inner).stats.auth_failures += 1;
         let mut r = oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -108,11 +71,12 @@ pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer
     match form.get("grant_type").map(String::as_str) {
         Some("refresh_token") => {}
         Some("authorization_code") => return Ok(exchange_code(&shared, &cfg, &form)),
+        Some("client_credentials") => return Ok(client_token(&shared, &cfg, &fault)),
         _ => {
             return Ok(oauth_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "only refresh_token and authorization_code are supported",
+                "only refresh_token, authorization_code and client_credentials are supported",
             ));
         }
     }
@@ -122,6 +86,15 @@ pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer
         return Err(Dropped);
     }
     Ok(answer)
+}
+
+/// RFC 6749 §4.4.3: an access token for the client itself, and no refresh token.
+fn client_token(shared: &Shared, cfg: &EmulatorConfig, fault: &Option<Fault>) -> Answer {
+    let mut inner = lock(&shared.inner);
+    let family = inner.new_family();
+    let body = inner.issue_access(cfg, family, fault);
+    inner.stats.client_tokens += 1;
+    json(StatusCode::OK, body)
 }
 
 fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option<Fault>) -> Answer {
@@ -238,7 +211,6 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::oauth::endpoint::basic_header;
 
     fn shared(reuse_grace: Duration) -> Shared {
         let cfg = EmulatorConfig {
@@ -309,38 +281,5 @@ mod tests {
         let value = serde_json::json!("soon");
         let (_, body) = present(&s, &next, Some(Fault::ExpiresIn { value })).await;
         assert_eq!(body["expires_in"], "soon");
-    }
-
-    #[test]
-    fn client_credentials_as_each_mode_carries_them() {
-        let none = HashMap::new();
-        let secret = "a+b/c:d=e%f";
-        let header = |encode| basic_header("id", secret, encode);
-        let rfc = header(true);
-        let expected = Some(("id".to_owned(), secret.to_owned()));
-        assert_eq!(
-            client_credentials(ClientAuth::Basic, rfc.to_str().ok(), &none),
-            expected
-        );
-        let curl = header(false);
-        assert_eq!(
-            client_credentials(ClientAuth::BasicUnencoded, curl.to_str().ok(), &none),
-            expected
-        );
-        // Sent unencoded to a server that decodes, the secret arrives changed.
-        assert_ne!(
-            client_credentials(ClientAuth::Basic, curl.to_str().ok(), &none),
-            expected
-        );
-        let form = HashMap::from([
-            ("client_id".to_owned(), "id".to_owned()),
-            ("client_secret".to_owned(), secret.to_owned()),
-        ]);
-        assert_eq!(client_credentials(ClientAuth::Post, None, &form), expected);
-        assert_eq!(client_credentials(ClientAuth::Post, None, &none), None);
-        assert_eq!(
-            client_credentials(ClientAuth::Basic, Some("Bearer x"), &none),
-            None
-        );
     }
 }

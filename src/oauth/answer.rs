@@ -111,7 +111,7 @@ impl TokenAnswer {
     /// no scope means `fallback_scope`. The lifetime counts from when the request was sent.
     pub fn into_state(
         self,
-        kept_refresh_token: SecretString,
+        kept_refresh_token: Option<SecretString>,
         origin: Origin,
         default_lifetime: Duration,
         fallback_scope: Option<String>,
@@ -120,7 +120,7 @@ impl TokenAnswer {
         State {
             version: VERSION,
             generation: 0,
-            refresh_token: self.refresh_token.unwrap_or(kept_refresh_token),
+            refresh_token: self.refresh_token.or(kept_refresh_token),
             access_token: Some(self.access_token),
             token_type: self.token_type,
             scope: self.scope.or(fallback_scope),

@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::config::{ClientAuth, CredentialConfig, MIN_SECRET_LEN};
 use crate::oauth::answer::{Failure, FailureKind, Outcome, classify, parse_retry_after};
+use crate::oauth::assertion;
 use crate::oauth::clients::{Clients, EndpointError};
 use crate::oauth::discovery;
 use crate::oauth::http::{error_chain, read_capped};
@@ -35,6 +36,8 @@ pub struct Endpoint {
 pub enum Grant<'a> {
     /// RFC 6749 §6.
     Refresh(&'a SecretString),
+    /// RFC 6749 §4.4: a token for the client itself.
+    ClientCredentials,
     /// RFC 6749 §4.1.3 with RFC 7636's `code_verifier`.
     Code {
         code: &'a SecretString,
@@ -115,10 +118,10 @@ impl Endpoint {
     /// held only in memory, however fast the server answers and however slow the disk.
     pub async fn refresh_in(
         &self,
-        refresh_token: &SecretString,
+        grant: Grant<'_>,
         _slot: &Option<OwnedSemaphorePermit>,
     ) -> Outcome {
-        self.send_held(Grant::Refresh(refresh_token)).await
+        self.send_held(grant).await
     }
 
     /// Sends one token request and classifies the answer.
@@ -130,21 +133,42 @@ impl Endpoint {
     /// Sends one token request (the caller holds a slot); no secret reaches the
     /// failure's text.
     async fn send_held(&self, grant: Grant<'_>) -> Outcome {
-        let secret = self
-            .cfg
-            .client_secret
-            .read()
-            .map_err(|e| Failure::new(FailureKind::Local, format!("client secret: {e}")))?;
+        let local =
+            |what: &str, e: String| Failure::new(FailureKind::Local, format!("{what}: {e}"));
+        let secret = match &self.cfg.client_secret {
+            Some(source) => Some(
+                source
+                    .read()
+                    .map_err(|e| local("client secret", e.to_string()))?,
+            ),
+            None => None,
+        };
         let url = self.token_url().await?.clone();
+        let assertion = match &self.cfg.assertion {
+            Some(a) => Some(
+                assertion::make(a, &self.cfg.client_id, &url, SystemTime::now())
+                    .map_err(|e| local("client assertion", e))?,
+            ),
+            None => None,
+        };
         // A server may echo what it was sent in its error text; none of it reaches a log.
-        let mut secrets = vec![secret.expose_secret()];
+        let mut secrets: Vec<&str> = [&secret, &assertion]
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose_secret())
+            .collect();
         match &grant {
             Grant::Refresh(t) => secrets.push(t.expose_secret()),
+            Grant::ClientCredentials => {}
             Grant::Code { code, verifier, .. } => {
                 secrets.extend([code.expose_secret(), verifier.expose_secret()])
             }
         }
-        self.send(url, &grant, &secret).await.map_err(|mut f| {
+        let proof = Proof {
+            secret: secret.as_ref(),
+            assertion: assertion.as_ref(),
+        };
+        self.send(url, &grant, proof).await.map_err(|mut f| {
             // Scrub before shortening, so that no part of a secret survives the cut.
             f.detail = scrub(&f.detail, &secrets)
                 .chars()
@@ -154,12 +178,13 @@ impl Endpoint {
         })
     }
 
-    async fn send(&self, url: Url, grant: &Grant<'_>, secret: &SecretString) -> Outcome {
+    async fn send(&self, url: Url, grant: &Grant<'_>, proof: Proof<'_>) -> Outcome {
         let mut form: Vec<(&str, &str)> = match grant {
             Grant::Refresh(token) => vec![
                 ("grant_type", "refresh_token"),
                 ("refresh_token", token.expose_secret()),
             ],
+            Grant::ClientCredentials => vec![("grant_type", "client_credentials")],
             Grant::Code {
                 code,
                 verifier,
@@ -171,7 +196,9 @@ impl Endpoint {
                 ("code_verifier", verifier.expose_secret()),
             ],
         };
-        if let (Some(scope), Grant::Refresh(_)) = (&self.cfg.scope, grant) {
+        if let (Some(scope), Grant::Refresh(_) | Grant::ClientCredentials) =
+            (&self.cfg.scope, grant)
+        {
             form.push(("scope", scope));
         }
         // Validation keeps tokend's own names out of these (SPEC §12).
@@ -182,22 +209,39 @@ impl Endpoint {
             .http
             .post(url)
             .header(reqwest::header::ACCEPT, "application/json");
-        match self.cfg.client_auth {
-            ClientAuth::Basic => {
+        let id = self.cfg.client_id.as_str();
+        match (self.cfg.client_auth, proof.secret, proof.assertion) {
+            (ClientAuth::Basic, Some(secret), _) => {
                 request = request.header(
                     reqwest::header::AUTHORIZATION,
-                    basic_header(&self.cfg.client_id, secret.expose_secret(), true),
+                    basic_header(id, secret.expose_secret(), true),
                 )
             }
-            ClientAuth::BasicUnencoded => {
+            (ClientAuth::BasicUnencoded, Some(secret), _) => {
                 request = request.header(
                     reqwest::header::AUTHORIZATION,
-                    basic_header(&self.cfg.client_id, secret.expose_secret(), false),
+                    basic_header(id, secret.expose_secret(), false),
                 )
             }
-            ClientAuth::Post => {
-                form.push(("client_id", &self.cfg.client_id));
-                form.push(("client_secret", secret.expose_secret()));
+            (ClientAuth::Post, Some(secret), _) => {
+                form.extend([("client_id", id), ("client_secret", secret.expose_secret())]);
+            }
+            (ClientAuth::PrivateKeyJwt, _, Some(jwt)) => form.extend([
+                ("client_id", id),
+                ("client_assertion_type", assertion::ASSERTION_TYPE),
+                ("client_assertion", jwt.expose_secret()),
+            ]),
+            // The certificate goes in the TLS handshake (the client was built with it).
+            (ClientAuth::TlsClientAuth, ..) => form.push(("client_id", id)),
+            _ => {
+                // Validation pairs each method with what it needs; this only guards it.
+                return Err(Failure::new(
+                    FailureKind::Local,
+                    format!(
+                        "client_auth = \"{}\" lacks what it sends",
+                        self.cfg.client_auth.word()
+                    ),
+                ));
             }
         }
         let response = match request.form(&form).send().await {
@@ -213,6 +257,12 @@ impl Endpoint {
         let body = read_capped(response).await;
         classify(status, retry_after, body)
     }
+}
+
+/// What the client proves itself with, read for one request.
+struct Proof<'a> {
+    secret: Option<&'a SecretString>,
+    assertion: Option<&'a SecretString>,
 }
 
 /// RFC 6749 Appendix B form-encoding, leaving RFC 3986's unreserved characters as they

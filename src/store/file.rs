@@ -297,7 +297,7 @@ mod tests {
         State {
             version: VERSION,
             generation: 1,
-            refresh_token: SecretString::from("rt"),
+            refresh_token: Some(SecretString::from("rt")),
             access_token: Some(SecretString::from("at")),
             token_type: "Bearer".into(),
             scope: Some("a b".into()),
@@ -318,7 +318,7 @@ mod tests {
         assert!(store.load().unwrap().is_none());
         store.save(&sample()).unwrap();
         let back = store.load().unwrap().unwrap();
-        assert_eq!(back.refresh_token.expose_secret(), "rt");
+        assert_eq!(back.refresh_token.unwrap().expose_secret(), "rt");
         assert_eq!(back.expires_at, sample().expires_at);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -391,12 +391,13 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .refresh_token
+                .unwrap()
                 .expose_secret(),
             "rt"
         );
         let mut store = FileStore::open(&path).unwrap();
         let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.refresh_token.expose_secret(), "rt");
+        assert_eq!(loaded.refresh_token.unwrap().expose_secret(), "rt");
         assert!(std::fs::read(&path).unwrap().starts_with(slots::MAGIC));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(

@@ -10,4 +10,4 @@ pub mod slots;
 pub mod state;
 
 pub use file::FileStore;
-pub use state::{LastError, State, StateStore, StoreError, VERSION, bootstrap_digest};
+pub use state::{LastError, State, StateStore, StoreError, VERSION, bootstrap_digest, sha256_hex};

@@ -20,8 +20,14 @@ pub struct State {
     /// (SPEC §11) can tell which copy is newer; 0 in files written before it existed.
     #[serde(default)]
     pub generation: u64,
-    #[serde(with = "secret_text")]
-    pub refresh_token: SecretString,
+    /// The chain's current link; `None` for the client-credentials grant, which has
+    /// no chain (SPEC §12).
+    #[serde(
+        default,
+        with = "option_secret_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refresh_token: Option<SecretString>,
     /// Absent only when a server rotated the refresh token in an otherwise unusable answer
     /// before any access token was obtained.
     #[serde(default, with = "option_secret_text")]
@@ -67,8 +73,15 @@ impl State {
 
 /// The digest by which a state remembers which bootstrap token its chain came from.
 pub fn bootstrap_digest(token: &SecretString) -> String {
-    let digest = Sha256::digest(token.expose_secret().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(token.expose_secret().as_bytes())
+}
+
+/// SHA-256 in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Errors of the state store.
@@ -92,16 +105,6 @@ pub trait StateStore: Send + 'static {
     fn load_handover(&self) -> Result<Option<State>, StoreError>;
     /// Removes the handover once its state is saved.
     fn clear_handover(&mut self) -> Result<(), StoreError>;
-}
-
-mod secret_text {
-    use super::*;
-    pub fn serialize<S: serde::Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.expose_secret())
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
-        String::deserialize(d).map(SecretString::from)
-    }
 }
 
 mod option_secret_text {

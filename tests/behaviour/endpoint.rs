@@ -13,6 +13,7 @@ fn emu_config(auth: ClientAuth, secret: &str) -> EmulatorConfig {
         client_id: "client".into(),
         client_secret: secret.into(),
         auth,
+        assertion_key: None,
         access_lifetime: Duration::from_secs(60),
         reuse_grace: Duration::ZERO,
     }

@@ -142,6 +142,7 @@ impl Env {
             client_id: "test-client".into(),
             client_secret: "test-secret-Xy7".into(),
             auth: ClientAuth::Basic,
+            assertion_key: None,
             access_lifetime: lifetime,
             reuse_grace: Duration::ZERO,
         })

@@ -58,6 +58,7 @@ async fn chaos_soak() {
         client_id: "soak".into(),
         client_secret: "soak-secret-9".into(),
         auth: ClientAuth::Basic,
+        assertion_key: None,
         access_lifetime: 3 * SEC,
         // A token rotated in an answer that never arrived (RotateThenReset) is replayed
         // by design until the answer gets through; a grace window answers those replays,

@@ -55,6 +55,7 @@ async fn crash_loop(grace: Duration, signal: i32, kills: usize) -> Tally {
         client_id: "crash".into(),
         client_secret: "crash-secret-1".into(),
         auth: ClientAuth::Basic,
+        assertion_key: None,
         access_lifetime: 3600 * SEC,
         reuse_grace: grace,
     })
@@ -107,9 +108,12 @@ async fn crash_loop(grace: Duration, signal: i32, kills: usize) -> Tally {
             .to_owned();
         let digest = tokend::store::bootstrap_digest(&bootstrap.clone().into());
         let rt = match tokend::store::file::read_state_file(&state_path) {
-            Ok(Some(state)) if state.bootstrap_sha256 == digest => {
-                state.refresh_token.expose_secret().to_owned()
-            }
+            Ok(Some(state)) if state.bootstrap_sha256 == digest => state
+                .refresh_token
+                .as_ref()
+                .expect("a chain")
+                .expose_secret()
+                .to_owned(),
             Ok(_) => bootstrap,
             Err(_) => {
                 t.torn_state_files += 1;

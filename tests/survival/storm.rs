@@ -37,7 +37,11 @@ fn look(env: &Env, names: &[String]) -> (usize, Vec<String>) {
         let path = env.path(&format!("state/{name}.json"));
         match tokend::store::file::read_state_file(&path) {
             Ok(Some(state)) => {
-                let rt = state.refresh_token.expose_secret();
+                let rt = state
+                    .refresh_token
+                    .as_ref()
+                    .expect("a chain")
+                    .expose_secret();
                 if !matches!(env.emu.refresh_token_status(rt), RefreshTokenStatus::Live) {
                     dead.push(name.clone());
                 }
@@ -55,6 +59,7 @@ async fn kill_9_in_a_refresh_storm_loses_no_chain() {
         client_id: "storm".into(),
         client_secret: "storm-secret-1".into(),
         auth: ClientAuth::Basic,
+        assertion_key: None,
         access_lifetime: 3600 * SEC,
         reuse_grace: 10 * SEC,
     })

@@ -211,6 +211,10 @@ impl Machine {
                 self.phase = Phase::RetryAt(now);
                 Start::FromBootstrap
             }
+            (None, None) if !self.cfg.has_chain() => {
+                self.phase = Phase::RetryAt(now);
+                Start::ClientCredentials
+            }
             (None, None) => Start::NoBootstrap,
         }
     }

@@ -12,11 +12,14 @@ use crate::oauth::{Failure, FailureKind, Origin, Permanent, TokenAnswer};
 use crate::store::{LastError, State, VERSION};
 
 impl Machine {
-    /// The refresh token to send, and whether it is the bootstrap token; `None` when
-    /// there is neither state nor bootstrap.
-    pub fn token_to_send(&self) -> Option<(SecretString, bool)> {
+    /// The refresh token to send (none for the client-credentials grant), and whether
+    /// it is the bootstrap token; `None` when a chain has neither state nor bootstrap.
+    pub fn token_to_send(&self) -> Option<(Option<SecretString>, bool)> {
+        if !self.cfg.has_chain() {
+            return Some((None, false));
+        }
         match (&self.bootstrap, &self.state) {
-            (Some(b), _) => Some((b.token.clone(), true)),
+            (Some(b), _) => Some((Some(b.token.clone()), true)),
             (None, Some(s)) => Some((s.refresh_token.clone(), false)),
             (None, None) => None,
         }
@@ -40,7 +43,7 @@ impl Machine {
     pub fn succeeded(
         &mut self,
         answer: TokenAnswer,
-        sent: SecretString,
+        sent: Option<SecretString>,
         sent_at: SystemTime,
         from_bootstrap: bool,
     ) -> Rotated {
@@ -61,6 +64,10 @@ impl Machine {
         );
         state.refused_bootstrap_sha256 = refused;
         state.generation = generation;
+        if !self.cfg.has_chain() {
+            // RFC 6749 §4.4.3: none should come; one that does would never be used.
+            state.refresh_token = None;
+        }
         let expires_at = state.expires_at.unwrap_or(sent_at);
         self.state = Some(state);
         self.bootstrap = None;
@@ -88,7 +95,9 @@ impl Machine {
         now: SystemTime,
         random: f64,
     ) -> Reaction {
-        if let Some(rotated) = failure.rotated.take() {
+        if let Some(rotated) = failure.rotated.take()
+            && self.cfg.has_chain()
+        {
             self.keep_rotated(rotated, sent_at, from_bootstrap);
         }
         self.failures = self.failures.saturating_add(1);
@@ -160,7 +169,7 @@ impl Machine {
         let generation = self.generation() + 1;
         let mut state = match self.state.take() {
             Some(mut s) => {
-                s.refresh_token = rotated;
+                s.refresh_token = Some(rotated);
                 s.chain_started_at = origin.chain_started_at;
                 s.bootstrap_sha256 = origin.bootstrap_sha256;
                 s
@@ -168,7 +177,7 @@ impl Machine {
             None => State {
                 version: VERSION,
                 generation,
-                refresh_token: rotated,
+                refresh_token: Some(rotated),
                 access_token: None,
                 token_type: String::new(),
                 scope: None,

@@ -56,6 +56,8 @@ pub enum Start {
     FromBootstrap,
     /// No state and no bootstrap token: the caller blocks.
     NoBootstrap,
+    /// No state, and no chain to need one: the client-credentials grant asks at once.
+    ClientCredentials,
 }
 
 /// What a failed refresh leads to.

@@ -32,7 +32,7 @@ use crate::coordination::Member;
 use crate::credential::machine::{Block, Machine, Phase, Reaction, RetryKind, Start};
 use crate::credential::mailbox::{Command, Inbox};
 use crate::credential::schedule;
-use crate::oauth::{Endpoint, Failure, FailureKind, TokenAnswer};
+use crate::oauth::{Endpoint, Failure, FailureKind, Grant, TokenAnswer};
 use crate::rfc3339;
 use crate::store::{State, StateStore};
 use crate::telemetry::Board;
@@ -348,7 +348,7 @@ impl<S: StateStore> Credential<S> {
                 self.log_resuming();
             }
             Start::Resumed => self.log_resuming(),
-            Start::FromBootstrap => {}
+            Start::FromBootstrap | Start::ClientCredentials => {}
             Start::NoBootstrap => {
                 error!(target: LOG, error = %bootstrap_error.unwrap_or_default(), "no state yet and no bootstrap refresh token to start from");
                 self.block(Block::NoBootstrap);
@@ -372,7 +372,11 @@ impl<S: StateStore> Credential<S> {
         let sent_at = SystemTime::now();
         let started = Instant::now();
         debug!(target: LOG, from_bootstrap, "refreshing");
-        let outcome = self.endpoint.refresh_in(&token, &slot).await;
+        let grant = match &token {
+            Some(token) => Grant::Refresh(token),
+            None => Grant::ClientCredentials,
+        };
+        let outcome = self.endpoint.refresh_in(grant, &slot).await;
         let took = started.elapsed();
         let result = match &outcome {
             Ok(_) => AttemptResult::Success,
@@ -394,7 +398,7 @@ impl<S: StateStore> Credential<S> {
     async fn on_success(
         &mut self,
         answer: TokenAnswer,
-        sent: SecretString,
+        sent: Option<SecretString>,
         sent_at: SystemTime,
         from_bootstrap: bool,
         took: Duration,

@@ -7,19 +7,19 @@ use std::time::SystemTime;
 use secrecy::SecretString;
 use tracing::{error, info, warn};
 
-use crate::config::SecretReadError;
+use crate::config::{CredentialConfig, SecretReadError};
 use crate::credential::machine::{Block, Bootstrap, Marks, Resume, Unblocked};
 use crate::credential::schedule;
 use crate::credential::task::{Credential, LOG};
 use crate::rfc3339;
-use crate::store::{StateStore, bootstrap_digest};
+use crate::store::{StateStore, bootstrap_digest, sha256_hex};
 
 impl<S: StateStore> Credential<S> {
     /// Blocks with the digests of the files that can unblock it, as they are now.
     pub(super) fn block(&mut self, why: Block) {
         let marks = Marks {
             bootstrap: mark(self.cfg.read_bootstrap()),
-            secret: mark(self.cfg.client_secret.read()),
+            secret: client_mark(&self.cfg),
         };
         self.machine.block(why, marks);
         self.report();
@@ -91,8 +91,8 @@ impl<S: StateStore> Credential<S> {
             return;
         }
         let bootstrap = self.cfg.read_bootstrap().ok().map(digested);
-        let secret = mark(self.cfg.client_secret.read());
-        let in_file = self.cfg.client_secret.path().is_some();
+        let secret = client_mark(&self.cfg);
+        let in_file = self.cfg.client_file().is_some();
         let now = SystemTime::now();
         match self
             .machine
@@ -102,7 +102,13 @@ impl<S: StateStore> Credential<S> {
                 target: LOG,
                 "a new bootstrap refresh token appeared; resuming"
             ),
-            Some(Unblocked::Secret) => info!(target: LOG, "the client secret changed; resuming"),
+            Some(Unblocked::Secret) => {
+                let what = match self.cfg.client_secret {
+                    Some(_) => "the client secret",
+                    None => "the client's assertion key",
+                };
+                info!(target: LOG, "{what} changed; resuming")
+            }
             None => {}
         }
     }
@@ -143,4 +149,14 @@ pub(super) fn digested(token: SecretString) -> Bootstrap {
 /// compares to notice a new bootstrap token or client secret.
 fn mark(read: Result<SecretString, SecretReadError>) -> Option<String> {
     read.ok().map(|t| bootstrap_digest(&t))
+}
+
+/// The mark of what the client authenticates with: its secret, or its assertion key
+/// file's content (a certificate is read once, when the credential starts).
+fn client_mark(cfg: &CredentialConfig) -> Option<String> {
+    match (&cfg.client_secret, cfg.client_file()) {
+        (Some(secret), _) => mark(secret.read()),
+        (None, Some(key_file)) => std::fs::read(key_file).ok().map(|pem| sha256_hex(&pem)),
+        (None, None) => None,
+    }
 }

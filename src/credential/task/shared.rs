@@ -238,5 +238,6 @@ impl<S: StateStore> Credential<S> {
 /// The same link of the same chain.
 fn same_link(a: &State, b: &State) -> bool {
     a.generation == b.generation
-        && a.refresh_token.expose_secret() == b.refresh_token.expose_secret()
+        && a.refresh_token.as_ref().map(ExposeSecret::expose_secret)
+            == b.refresh_token.as_ref().map(ExposeSecret::expose_secret)
 }

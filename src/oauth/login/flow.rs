@@ -64,6 +64,12 @@ pub async fn login(
     opts: &Options,
     show_url: impl FnOnce(&Url),
 ) -> Result<Outcome, LoginError> {
+    if !cfg.has_chain() {
+        return Err(LoginError::Config(format!(
+            "credential {} uses grant = \"client_credentials\": it has no refresh token to log in for, and `tokend run` asks for its tokens with the client's own credentials",
+            cfg.name
+        )));
+    }
     let endpoint =
         Endpoint::new(cfg, &Clients::default()).map_err(|e| LoginError::Config(e.to_string()))?;
     let authorize_url = authorize_endpoint(cfg, &endpoint).await?;
@@ -128,7 +134,7 @@ pub async fn login(
             .unwrap_or_default(),
     };
     let state = answer.into_state(
-        refresh_token,
+        Some(refresh_token),
         origin,
         cfg.refresh.default_lifetime,
         cfg.scope.clone(),

@@ -90,7 +90,7 @@ fn success_saves_first_then_publishes_then_schedules() {
     m.start(t(0), None, Some(bootstrap("rt-boot")));
     let rotated = m.succeeded(
         answer("at-1", Some("rt-2"), Some(600)),
-        SecretString::from("rt-boot".to_owned()),
+        Some(SecretString::from("rt-boot".to_owned())),
         t(1),
         true,
     );
@@ -112,7 +112,10 @@ fn success_saves_first_then_publishes_then_schedules() {
     assert!(m.health(t(2)).ready);
     assert_eq!(m.phase(), &Phase::Scheduled);
     let state = m.state().unwrap();
-    assert_eq!(state.refresh_token.expose_secret(), "rt-2");
+    assert_eq!(
+        state.refresh_token.as_ref().unwrap().expose_secret(),
+        "rt-2"
+    );
     assert_eq!(state.chain_started_at, t(1));
     assert_eq!(state.bootstrap_sha256, bootstrap("rt-boot").digest);
     assert_eq!(sent(&m), ("rt-2".into(), false));
@@ -127,12 +130,15 @@ fn an_answer_without_a_refresh_token_keeps_the_old_one() {
     m.start(t(0), Some(stored("rt-1", t(0), "b")), None);
     m.succeeded(
         answer("at-2", None, None),
-        SecretString::from("rt-1".to_owned()),
+        Some(SecretString::from("rt-1".to_owned())),
         t(5),
         false,
     );
     let state = m.state().unwrap();
-    assert_eq!(state.refresh_token.expose_secret(), "rt-1");
+    assert_eq!(
+        state.refresh_token.as_ref().unwrap().expose_secret(),
+        "rt-1"
+    );
     // No expires_in: the default lifetime (an hour), from the moment it was sent.
     assert_eq!(state.expires_at, Some(t(5) + HOUR));
     // No scope in the answer: the previous one stays.

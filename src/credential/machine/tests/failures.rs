@@ -99,7 +99,7 @@ fn an_ambiguous_failure_gets_one_quick_retry_with_the_same_token() {
     // A success resets it: the next ambiguous failure gets its quick retry again.
     m.succeeded(
         answer("at", Some("rt-2"), Some(3600)),
-        SecretString::from("rt-1".to_owned()),
+        Some(SecretString::from("rt-1".to_owned())),
         t(2702),
         false,
     );
@@ -140,7 +140,10 @@ fn a_rotated_token_in_an_unusable_answer_is_kept_and_the_bootstrap_dropped() {
     assert!(f.rotated.is_none(), "taken");
     assert!(m.needs_save(), "saved before anything else");
     let state = m.state().unwrap();
-    assert_eq!(state.refresh_token.expose_secret(), "rt-2");
+    assert_eq!(
+        state.refresh_token.as_ref().unwrap().expose_secret(),
+        "rt-2"
+    );
     assert!(state.access_token.is_none());
     assert_eq!(state.bootstrap_sha256, bootstrap("rt-b").digest);
     assert_eq!(state.last_error.as_ref().unwrap().message, "HTTP 503");
@@ -289,7 +292,7 @@ fn a_refused_bootstrap_falls_back_to_the_live_chain_and_is_never_sent_again() {
     );
     m.succeeded(
         answer("at-2", Some("rt-live-2"), Some(3600)),
-        SecretString::from("rt-live".to_owned()),
+        Some(SecretString::from("rt-live".to_owned())),
         t(40),
         false,
     );

@@ -50,7 +50,7 @@ pub(super) fn stored(refresh: &str, obtained: SystemTime, boot: &str) -> State {
     State {
         version: VERSION,
         generation: 1,
-        refresh_token: SecretString::from(refresh.to_owned()),
+        refresh_token: Some(SecretString::from(refresh.to_owned())),
         access_token: Some(SecretString::from("at-old".to_owned())),
         token_type: "Bearer".into(),
         scope: Some("a".into()),
@@ -79,5 +79,6 @@ pub(super) fn failure(kind: FailureKind) -> Failure {
 
 pub(super) fn sent(m: &Machine) -> (String, bool) {
     let (token, from_bootstrap) = m.token_to_send().expect("a token to send");
+    let token = token.expect("a refresh token");
     (token.expose_secret().to_owned(), from_bootstrap)
 }
