@@ -61,8 +61,8 @@ impl Permanent {
                  bootstrap file (refresh_token_file), or send SIGHUP after changing the configuration"
             }
             Permanent::Client => {
-                "the client credentials were refused: check client_id, the client secret and client_auth, \
-                 then update the secret file or send SIGHUP"
+                "the client credentials were refused: check client_id, client_auth and the client's \
+                 secret, assertion key or certificate, then update the secret or key file or send SIGHUP"
             }
             Permanent::Configuration => {
                 "the server refused the request as configured (grant type or scope): fix the configuration and send SIGHUP"

@@ -304,6 +304,17 @@ pub fn basic_header(id: &str, secret: &str, encode: bool) -> reqwest::header::He
     value
 }
 
+/// TLS alerts by which a server refuses the client's certificate (or its absence).
+const CLIENT_CERT_ALERTS: [&str; 7] = [
+    "CertificateRequired",
+    "BadCertificate",
+    "UnknownCA",
+    "UnsupportedCertificate",
+    "CertificateRevoked",
+    "CertificateExpired",
+    "CertificateUnknown",
+];
+
 /// Failures where no status line came back.
 fn transport_failure(e: &reqwest::Error, trust: &str) -> Failure {
     let detail = error_chain(e);
@@ -317,7 +328,10 @@ fn transport_failure(e: &reqwest::Error, trust: &str) -> Failure {
             FailureKind::Untrusted,
             format!("the server's certificate is not trusted by {trust}: {reason}"),
         )
-    } else if detail.contains("CertificateRequired") || detail.contains("BadCertificate") {
+    } else if CLIENT_CERT_ALERTS
+        .iter()
+        .any(|alert| detail.contains(&format!("received fatal alert: {alert}")))
+    {
         // TLS 1.3 reports a refused client certificate after the handshake, on the
         // first read: a setup problem, whichever way it surfaces.
         Failure::new(

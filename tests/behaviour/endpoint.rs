@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use tokend::config::ClientAuth;
 use tokend::emulator::{Emulator, EmulatorConfig, Fault};
-use tokend::oauth::{Clients, Endpoint, FailureKind, Outcome, Permanent};
+use tokend::oauth::{Clients, Endpoint, FailureKind, Grant, Outcome, Permanent};
 
 fn emu_config(auth: ClientAuth, secret: &str) -> EmulatorConfig {
     EmulatorConfig {
@@ -408,6 +408,71 @@ async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certific
         "{err}"
     );
     assert!(!err.contains("PRIVATE KEY-----\n"), "{err}");
+}
+
+/// SPEC §12's `tls_client_auth` (RFC 8705 §2): the client id in the form and no
+/// secret anywhere; the certificate, in the handshake, is what proves the client. A
+/// certificate from another CA is refused with an error that names the setting.
+#[tokio::test]
+async fn tls_client_auth_proves_the_client_with_its_certificate_alone() {
+    let (ca_pem, mut identity, issuer) = test_ca_issuing();
+    identity.client_ca_pem = Some(ca_pem.clone().into_bytes());
+    let cfg = emu_config(ClientAuth::TlsClientAuth, "unused-secret");
+    let emu = Emulator::start_with(cfg, "127.0.0.1:0".parse().unwrap(), Some(identity))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = write("ca.pem", ca_pem);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let trusted = write(
+        "client.crt",
+        params
+            .clone()
+            .signed_by(&client_key, &issuer)
+            .unwrap()
+            .pem(),
+    );
+    let stranger = write("self.crt", params.self_signed(&client_key).unwrap().pem());
+    let key_file = write("client.key", client_key.serialize_pem());
+    let endpoint = |cert: &str| {
+        let toml = format!(
+            r#"
+            [credentials.c]
+            grant = "client_credentials"
+            token_url = "{url}"
+            client_id = "client"
+            client_auth = "tls_client_auth"
+            [credentials.c.http]
+            ca_file = "{ca_file}"
+            client_cert_file = "{cert}"
+            client_key_file = "{key_file}"
+            "#,
+            url = emu.token_url()
+        );
+        let cfg = tokend::config::load_from_str(&toml, "test.toml", []).unwrap();
+        Endpoint::new(&cfg.credentials["c"], &Clients::default()).unwrap()
+    };
+
+    let answer = endpoint(&trusted).request(Grant::ClientCredentials).await;
+    assert!(answer.is_ok(), "{:?}", answer.err().map(|f| f.detail));
+    let sent = emu.requests().pop().unwrap();
+    assert_eq!(sent.param("client_id"), Some("client"));
+    assert_eq!(sent.param("grant_type"), Some("client_credentials"));
+    assert_eq!(sent.param("client_secret"), None);
+
+    let f = endpoint(&stranger)
+        .request(Grant::ClientCredentials)
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, FailureKind::Untrusted, "{}", f.detail);
+    assert!(f.detail.contains("http.client_cert_file"), "{}", f.detail);
+    assert_eq!(emu.stats().client_tokens, 1);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod disk;
 mod durability;
 mod endpoint;
 mod faults;
+mod grants;
 mod health;
 mod login;
 mod newcomer;

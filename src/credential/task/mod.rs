@@ -483,6 +483,9 @@ impl<S: StateStore> Credential<S> {
                     RetryKind::Transient => {
                         warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh failed; will retry")
                     }
+                    RetryKind::Quick if !self.cfg.has_chain() => {
+                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "the token request may have reached the server; retrying at once")
+                    }
                     RetryKind::Quick => {
                         warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh may have reached the server; retrying at once with the same refresh token")
                     }
