@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 /// The two django runs share the venv the script installs: one at a time.
 static VENV: Mutex<()> = Mutex::new(());
+/// The two oidc-provider runs share the node_modules their scripts install.
+static NODE: Mutex<()> = Mutex::new(());
 
 /// Runs `tests/interop/SCRIPT --tokend BIN ARGS...`, which must end with the line
 /// `interop: 1 passed, 0 failed`.
@@ -50,7 +52,19 @@ fn rotates_against_django_oauth_toolkit() {
 /// published token active per the provider's introspection.
 #[test]
 fn login_against_an_openid_provider_that_enforces_consent() {
+    let _one_at_a_time = NODE.lock().unwrap_or_else(|e| e.into_inner());
     run_script("run_oidc.py", &["--rotations", "3"]);
+}
+
+/// Issue 16: the client-credentials grant against the same provider, one credential by
+/// `client_secret_basic` (a secret holding `+ / : = %`) and one by `private_key_jwt`:
+/// an unknown key is refused (`invalid_client`) and blocks until the key file holds the
+/// right one; then both rotate 5 s tokens for a minute, every published token active
+/// per the provider's introspection.
+#[test]
+fn client_credentials_against_an_openid_provider() {
+    let _one_at_a_time = NODE.lock().unwrap_or_else(|e| e.into_inner());
+    run_script("run_oidc_m2m.py", &["--seconds", "60"]);
 }
 
 /// Issue 6: `tokend login` through the server's real login and consent pages (cancel,
