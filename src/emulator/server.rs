@@ -83,9 +83,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
                 "authorization_endpoint": format!("{}{AUTHORIZE_PATH}", shared.base),
                 "token_endpoint": format!("{}{TOKEN_PATH}", shared.base),
                 "response_types_supported": ["code"],
-                "grant_types_supported": ["authorization_code", "refresh_token"],
+                "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
                 "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"],
             }),
         ),
         (&Method::GET, "/_emulator/stats") => {

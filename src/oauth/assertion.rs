@@ -165,7 +165,7 @@ fn kind(alg: AssertionAlg) -> &'static str {
 }
 
 fn at(path: &Path, message: String) -> String {
-    format!("client_assertion_key_file {}: {message}", path.display())
+    format!("client_assertion_key_file: {}: {message}", path.display())
 }
 
 #[cfg(test)]

@@ -169,3 +169,78 @@ async fn private_key_jwt_signs_every_request_and_a_refused_key_waits_for_the_fil
     assert!(!log.contains(key_line));
     assert!(assertions.iter().all(|a| !log.contains(a.as_str())));
 }
+
+/// `check` explains each mistake in a client's key or certificate, by key and file,
+/// and prints nothing of what the files hold.
+#[tokio::test]
+async fn check_explains_keys_that_cannot_sign_and_certificates_without_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["m2m".into()]).unwrap();
+    let sec1 = write(
+        "sec1.pem",
+        &ec.serialize_pem().replace("PRIVATE KEY", "EC PRIVATE KEY"),
+    );
+    let p8 = write("ec.pem", &ec.serialize_pem());
+    let crt = write("m2m.crt", &cert.cert.pem());
+    let m2m = |name: &str, auth: &str| {
+        format!(
+            "[credentials.{name}]\ngrant = \"client_credentials\"\ntoken_url = \"https://id.example/token\"\nclient_id = \"{name}\"\n{auth}\n"
+        )
+    };
+    let text = [
+        m2m(
+            "sec1",
+            &format!("client_auth = \"private_key_jwt\"\nclient_assertion_key_file = \"{sec1}\""),
+        ),
+        m2m(
+            "alg",
+            &format!(
+                "client_auth = \"private_key_jwt\"\nclient_assertion_key_file = \"{p8}\"\nclient_assertion_alg = \"RS256\""
+            ),
+        ),
+        m2m(
+            "cert",
+            &format!(
+                "client_auth = \"tls_client_auth\"\n[credentials.cert.http]\nclient_cert_file = \"{crt}\"\nclient_key_file = \"{crt}\""
+            ),
+        ),
+    ]
+    .concat();
+    let cfg = write(
+        "tokend.toml",
+        &format!("state_dir = \"{}\"\n{text}", dir.path().display()),
+    );
+    let out = tokio::process::Command::new(crate::common::BIN)
+        .args(["check", "-c", &cfg])
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for expected in [
+        format!(
+            "credentials.sec1.client_assertion_key_file: {sec1}: holds an EC PRIVATE KEY, not a PKCS#8 key"
+        ),
+        format!(
+            "credentials.alg.client_assertion_key_file: {p8}: holds an EC key, which cannot sign RS256: set client_assertion_alg = \"ES256\""
+        ),
+        format!(
+            "credentials.cert.http.client_cert_file: {crt}: with http.client_key_file, not a PEM certificate and its private key"
+        ),
+    ] {
+        assert!(err.contains(&expected), "wants {expected:?} in:\n{err}");
+    }
+    let key_body = ec.serialize_pem();
+    let cert_body = cert.cert.pem();
+    for body in [key_body, cert_body] {
+        let line = body.lines().nth(1).unwrap();
+        assert!(!err.contains(line) && !String::from_utf8_lossy(&out.stdout).contains(line));
+    }
+}

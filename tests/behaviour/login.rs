@@ -376,3 +376,62 @@ async fn login_as_root_hands_the_state_to_the_daemons_user() {
     );
     assert!(env.path("out/access_token").exists());
 }
+
+/// SPEC §12: servers that want `private_key_jwt` want it for the code exchange too;
+/// login signs an assertion for it, and the daemon goes on signing for every refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_refresh_with_a_signed_client_assertion() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let env = Env::with(tokend::emulator::EmulatorConfig {
+        client_id: "signed-client".into(),
+        client_secret: "unused-secret".into(),
+        auth: tokend::config::ClientAuth::PrivateKeyJwt,
+        assertion_key: Some(key.public_key_pem().into_bytes()),
+        access_lifetime: 3 * SEC,
+        reuse_grace: Duration::ZERO,
+    })
+    .await;
+    let key_file = env.path("client.key");
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let dir = env.dir.path().display();
+    let cfg = env.write_config_text(&format!(
+        r#"
+state_dir = "{dir}/state"
+[credentials.c]
+issuer = "{issuer}"
+client_id = "signed-client"
+client_auth = "private_key_jwt"
+client_assertion_key_file = "{key}"
+[credentials.c.refresh]
+min_remaining = "1s"
+[credentials.c.http]
+allow_insecure_http = true
+[[credentials.c.outputs]]
+path = "{dir}/out/access_token"
+"#,
+        issuer = env.emu.issuer(),
+        key = key_file.display(),
+    ));
+    let login = start_login(&cfg, &[]).await;
+    let redirect = authorize(&login.url).await;
+    get(&redirect).await;
+    let (code, stdout, stderr) = finish(login).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let exchange = env
+        .emu
+        .requests()
+        .into_iter()
+        .find(|r| r.param("grant_type") == Some("authorization_code"))
+        .expect("the code exchange");
+    assert!(exchange.param("client_assertion").is_some());
+    assert_eq!(exchange.param("client_secret"), None);
+
+    let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "run.log", &[]);
+    wait_for("2 rotations with assertions", 10 * SEC, || {
+        env.emu.stats().refreshes >= 2
+    })
+    .await;
+    assert_eq!(d.stop().await, 0);
+    assert_eq!(env.emu.stats().auth_failures, 0);
+    assert_no_token(&env, &d.log_text());
+}
