@@ -13,6 +13,7 @@ with_each_store!(three_replicas_refresh_as_one);
 with_each_store!(bootstrap_seeds_the_store_once);
 with_each_store!(login_seeds_every_replica);
 with_each_store!(a_login_during_the_leaders_renewal_is_not_overwritten);
+with_each_store!(client_credentials_replicas_fetch_as_one);
 
 /// Issues 13 and 14, test 1: three replicas, one etcd, 5 s tokens, 60 s.
 async fn three_replicas_refresh_as_one(backend: Backend) {
@@ -327,6 +328,47 @@ async fn a_login_during_the_leaders_renewal_is_not_overwritten(backend: Backend)
         || g.refreshes() > before,
     )
     .await;
+    g.finish().await;
+    store.assert_requests_clean().await;
+}
+
+/// Issue 16: the client-credentials grant shares its token as a chain is shared: one
+/// replica asks the server, every replica publishes what it got (SPEC §12).
+async fn client_credentials_replicas_fetch_as_one(backend: Backend) {
+    let store = Store::start(backend).await;
+    let env = Env::new(Duration::from_secs(5)).await;
+    let mut g = Group::new(env, store.tables(3)).await;
+    for r in &g.replicas {
+        let text = std::fs::read_to_string(&r.config).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("authorize_url") && !l.starts_with("refresh_token_file"))
+            .map(|l| match l {
+                "[credentials.c]" => "[credentials.c]\ngrant = \"client_credentials\"\n".to_owned(),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&r.config, text).unwrap();
+    }
+    g.start_all();
+    g.leader(Duration::from_secs(10)).await;
+    wait_for(
+        "every replica's first token",
+        Duration::from_secs(10),
+        || (0..3).all(|i| g.output(i).is_some()),
+    )
+    .await;
+    let before = g.env.emu.stats().client_tokens;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let fetched = g.env.emu.stats().client_tokens - before;
+    figure(
+        "coordination",
+        &format!("{backend:?}: client credentials, three replicas 20s: fetched={fetched}"),
+    );
+    // One fetcher at about 1 s per 5 s token (refresh.at = 0.2) gives about 20; three
+    // would give about 60.
+    assert!((12..=30).contains(&fetched), "{fetched} tokens in 20 s");
+    assert_eq!(g.refreshes(), 0);
     g.finish().await;
     store.assert_requests_clean().await;
 }

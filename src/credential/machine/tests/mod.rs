@@ -2,6 +2,7 @@
 
 mod chain;
 mod failures;
+mod grant;
 
 use std::time::{Duration, SystemTime};
 
