@@ -172,6 +172,7 @@ mod tests {
             include_str!("../../config/tokend.toml"),
             include_str!("../../config/blnk.toml"),
             include_str!("../../config/blnk-systemd.toml"),
+            include_str!("../../config/m2m.toml"),
         ] {
             let alone = load(text, &[]).unwrap();
             let dir = alone.state_dir.to_str().unwrap().to_owned();
