@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::error;
 
 use crate::cli::exit::{self, start_error_code};
-use crate::config::{self, Config, LogConfig};
+use crate::config::{self, ClientAuth, Config, LogConfig};
 use crate::daemon::{self, ConfigSource, Daemon};
 use crate::emulator::{Emulator, EmulatorConfig, TlsIdentity};
 use crate::out::{errln, outln};
@@ -143,6 +143,8 @@ pub struct EmulatorOptions {
     pub reuse_grace: Duration,
     pub client_id: String,
     pub client_secret: Option<String>,
+    /// A public key file: the client authenticates by `private_key_jwt`.
+    pub assertion_key: Option<PathBuf>,
     /// Certificate chain and key files, for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -158,6 +160,21 @@ pub async fn emulator(o: EmulatorOptions) -> u8 {
     };
     if let Some(s) = o.client_secret {
         cfg.client_secret = s;
+    }
+    if let Some(path) = o.assertion_key {
+        match std::fs::read(&path) {
+            Ok(pem) => {
+                cfg.auth = ClientAuth::PrivateKeyJwt;
+                cfg.assertion_key = Some(pem);
+            }
+            Err(e) => {
+                errln!(
+                    "tokend: cannot read the assertion key {}: {e}",
+                    path.display()
+                );
+                return exit::CONFIG;
+            }
+        }
     }
     let tls = match o.tls {
         None => None,
@@ -183,7 +200,10 @@ pub async fn emulator(o: EmulatorOptions) -> u8 {
     let c = emulator.config();
     outln!("token_url     {}", emulator.token_url());
     outln!("client_id     {}", c.client_id);
-    outln!("client_secret {}", c.client_secret);
+    match c.auth {
+        ClientAuth::PrivateKeyJwt => outln!("client_auth   private_key_jwt"),
+        _ => outln!("client_secret {}", c.client_secret),
+    }
     outln!("refresh_token {}", emulator.issue_refresh_token());
     outln!("resource_url  {}", emulator.resource_url());
     let mut signals = match signal_hook_tokio::Signals::new([SIGINT, SIGTERM]) {

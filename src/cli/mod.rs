@@ -111,6 +111,10 @@ enum Command {
         /// The client secret; random when not given
         #[arg(long)]
         client_secret: Option<String>,
+        /// Authenticate the client by private_key_jwt instead of a secret: its
+        /// assertions must verify with this public key (PEM)
+        #[arg(long, conflicts_with = "client_secret")]
+        assertion_key: Option<PathBuf>,
         /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -173,6 +177,7 @@ pub fn main() -> ExitCode {
             reuse_grace,
             client_id,
             client_secret,
+            assertion_key,
             tls_cert,
             tls_key,
         } => {
@@ -182,6 +187,7 @@ pub fn main() -> ExitCode {
                 reuse_grace: reuse_grace.into(),
                 client_id,
                 client_secret,
+                assertion_key,
                 tls: tls_cert.zip(tls_key),
             };
             runtime.block_on(demo::emulator(options))

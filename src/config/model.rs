@@ -398,14 +398,16 @@ pub struct HttpConfig {
     pub timeout: Duration,
     #[serde(with = "duration_text")]
     pub connect_timeout: Duration,
+    // Boxed paths (16 bytes, not 24): every credential's configuration lives as long as
+    // the process, and a few bytes more put it in the allocator's next size (issue 18).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
+    pub ca_file: Option<Box<Path>>,
     /// A TLS client certificate (PEM, leaf first) and its private key, for a token
     /// endpoint behind mutual TLS (RFC 8705; SPEC §12).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_cert_file: Option<PathBuf>,
+    pub client_cert_file: Option<Box<Path>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_key_file: Option<PathBuf>,
+    pub client_key_file: Option<Box<Path>>,
     pub allow_insecure_http: bool,
 }
 

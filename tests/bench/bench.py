@@ -12,6 +12,7 @@ the same invocation as the baseline.
 
 Usage: tests/bench/bench.py [--idle-seconds 60] [--credentials 1000] [--tokend PATH]
        tests/bench/bench.py --scale 1,1000,10000,50000   (memory and speed per credential)
+       tests/bench/bench.py --grants 200   (memory and CPU per request of each grant and client_auth)
 Needs: cargo with the x86_64-unknown-linux-musl target and musl-tools, openssl, python3.
 """
 import argparse
@@ -78,10 +79,10 @@ def raise_fd_limit():
 
 
 class Emulator:
-    def __init__(self, tokend, lifetime, tls=None, ca=None):
+    def __init__(self, tokend, lifetime, tls=None, ca=None, assertion_key=None):
         self.port = free_port()
-        args = [tokend, "emulator", "--listen", f"127.0.0.1:{self.port}", "--lifetime", lifetime,
-                "--client-secret", "bench-secret"]
+        args = [tokend, "emulator", "--listen", f"127.0.0.1:{self.port}", "--lifetime", lifetime]
+        args += ["--assertion-key", assertion_key] if assertion_key else ["--client-secret", "bench-secret"]
         if tls:
             args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -108,21 +109,26 @@ class Emulator:
         self.proc.wait()
 
 
-def config(work, emu, names, health=False, ca=None):
+def config(work, emu, names, health=False, ca=None, client=None):
+    """A configuration of `names` against `emu`: refresh-token chains with the client
+    secret, or with `client` (lines of the credential's table) the credentials it says."""
     lines = [f'state_dir = "{work}/state"']
     if health:
         lines += ["[health]", f'listen = "127.0.0.1:{free_port()}"']
     tokens = [emu.info["refresh_token"]] if len(names) == 1 else emu.bootstraps(len(names))
     for name, token in zip(names, tokens):
-        boot = os.path.join(work, f"{name}.boot")
-        with open(boot, "w") as f:
-            f.write(token)
+        if client is None:
+            boot = os.path.join(work, f"{name}.boot")
+            with open(boot, "w") as f:
+                f.write(token)
+            own = ['client_secret = "bench-secret"', f'refresh_token_file = "{boot}"']
+        else:
+            own = client
         lines += [
             f"[credentials.{name}]",
             f'token_url = "{emu.info["token_url"]}"',
             'client_id = "tokend-demo"',
-            'client_secret = "bench-secret"',
-            f'refresh_token_file = "{boot}"',
+            *own,
             f"[credentials.{name}.refresh]",
             'min_remaining = "1s"',
             f"[credentials.{name}.http]",
@@ -221,6 +227,42 @@ def measure_commit(tokend, n):
     pct = lambda v, p: v[min(len(v) - 1, int(len(v) * p))]
     return {"n": len(state), "record": record, "state_p50": pct(state, 0.5), "state_p95": pct(state, 0.95),
             "publish_p50": pct(publish, 0.5), "disk_p50": pct(disk, 0.5), "disk_p95": pct(disk, 0.95)}
+
+
+def measure_grants(tokend, requests):
+    """Issue 16: one credential per grant and client authentication, `requests` token
+    requests driven by SIGUSR1: RSS after them, and CPU per request (the signature of a
+    private_key_jwt assertion is made, and its key file read, at every request)."""
+    work = tempfile.mkdtemp(prefix="tokend-bench-")
+    cc = ['grant = "client_credentials"']
+    cases = [("refresh_token, basic", None, None, None),
+             ("client_credentials, basic", None, cc + ['client_secret = "bench-secret"'], None)]
+    for alg, genpkey in [("ES256", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+                         ("EdDSA", ["-algorithm", "ED25519"]),
+                         ("RS256", ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])]:
+        key = os.path.join(work, f"{alg}.pem")
+        subprocess.run(["openssl", "genpkey", *genpkey, "-out", key], check=True, capture_output=True)
+        subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", key + ".pub"], check=True)
+        client = cc + ['client_auth = "private_key_jwt"', f'client_assertion_key_file = "{key}"']
+        cases.append((f"client_credentials, private_key_jwt {alg}", key + ".pub", client, alg))
+    out = []
+    for name, public, client, _ in cases:
+        emu = Emulator(tokend, "1h", assertion_key=public)
+        case = os.path.join(work, name.replace(" ", "").replace(",", "-"))
+        os.makedirs(case)
+        proc = start(tokend, config(case, emu, ["c"], client=client), case)
+        wait(lambda: len(rotations(case)) >= 1, 10, f"{name}: the first token")
+        cpu0 = cpu_seconds(proc.pid)
+        for i in range(2, requests + 2):
+            proc.send_signal(signal.SIGUSR1)
+            wait(lambda: len(rotations(case)) >= i, 10, f"{name}: request {i}", every=0.002)
+        cpu = cpu_seconds(proc.pid) - cpu0
+        rss, hwm = kib(proc.pid, "VmRSS"), kib(proc.pid, "VmHWM")
+        stop(proc)
+        emu.stop()
+        out.append((name, rss, hwm, cpu * 1000 / requests))
+    shutil.rmtree(work)
+    return out
 
 
 def measure_idle(tokend, seconds):
@@ -570,6 +612,8 @@ def main():
     ap.add_argument("--scale", help="only this: credentials per process, e.g. 1,1000,10000,50000")
     ap.add_argument("--repeat", type=int, default=1, help="--scale: runs per count (the median rate stands)")
     ap.add_argument("--emulator", help="the tokend whose emulator serves --scale (default: --tokend)")
+    ap.add_argument("--grants", type=int, metavar="N",
+                    help="only this: RSS and CPU per request of each grant and client_auth, over N requests")
     args = ap.parse_args()
     TOKEND = args.tokend
     if TOKEND == MUSL:
@@ -582,6 +626,13 @@ def main():
         return scale_report(TOKEND, args.emulator or TOKEND, [int(n) for n in args.scale.split(",")],
                             args.repeat)
     size = os.path.getsize(TOKEND)
+    if args.grants:
+        print(f"binary: {size:,} bytes")
+        print("| credential | RSS (VmRSS / VmHWM) | CPU per request |")
+        print("|---|---|---|")
+        for name, rss, hwm, cpu_ms in measure_grants(TOKEND, args.grants):
+            print(f"| {name} | {rss / 1024:.1f} / {hwm / 1024:.1f} MiB | {cpu_ms:.2f} ms |")
+        return
     log("one credential, 10 rotations, without and with the health server")
     rss, hwm, threads, writes = measure_rotating(TOKEND, health=False)
     rss_h, hwm_h, _, _ = measure_rotating(TOKEND, health=True)
