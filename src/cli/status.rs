@@ -68,7 +68,10 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
                     expires_at: s.expires_at.map(rfc3339::format),
                     seconds_left: left.map(|d| d.as_secs()),
                     last_refresh: s.obtained_at.map(rfc3339::format),
-                    chain_started_at: Some(rfc3339::format(s.chain_started_at)),
+                    // The client-credentials grant has no chain to date.
+                    chain_started_at: c
+                        .has_chain()
+                        .then(|| rfc3339::format(s.chain_started_at)),
                     chain_ends_at: chain.map(|a| rfc3339::format(a.ends_at)),
                     chain_warning: chain.is_some_and(|a| a.warning(now)),
                     chain_ended: chain.is_some_and(|a| a.ends_at <= now),
@@ -208,10 +211,9 @@ pub async fn status(path: &Path, name: Option<&str>, json: bool) -> u8 {
                 "  last refresh: {}",
                 r.last_refresh.as_deref().unwrap_or("-")
             );
-            outln!(
-                "  chain start:  {}",
-                r.chain_started_at.as_deref().unwrap_or("-")
-            );
+            if let Some(start) = &r.chain_started_at {
+                outln!("  chain start:  {start}");
+            }
             if let Some(end) = &r.chain_ends_at {
                 let warning = if r.chain_ended {
                     format!(" WARNING: past it: run `tokend login {}`", r.name)
