@@ -69,9 +69,7 @@ pub fn reports(config: &crate::config::Config, now: SystemTime) -> Vec<Report> {
                     seconds_left: left.map(|d| d.as_secs()),
                     last_refresh: s.obtained_at.map(rfc3339::format),
                     // The client-credentials grant has no chain to date.
-                    chain_started_at: c
-                        .has_chain()
-                        .then(|| rfc3339::format(s.chain_started_at)),
+                    chain_started_at: c.has_chain().then(|| rfc3339::format(s.chain_started_at)),
                     chain_ends_at: chain.map(|a| rfc3339::format(a.ends_at)),
                     chain_warning: chain.is_some_and(|a| a.warning(now)),
                     chain_ended: chain.is_some_and(|a| a.ends_at <= now),

@@ -5,8 +5,7 @@
 use crate::config::error::{ConfigError, Sources};
 use crate::config::model::{AssertionConfig, ClientAuth, GrantType};
 use crate::config::raw::RawCredential;
-use crate::config::secret::SecretSource;
-use crate::config::validate::exactly_one;
+use crate::config::secret::{SecretSource, exactly_one};
 
 /// The client's secret and assertion settings, as its `client_auth` calls for.
 pub struct Client {

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::config::error::{ConfigError, Sources};
+
 /// Secrets shorter than this are easy to guess, and too short to be scrubbed from a
 /// server's error text without mangling it: `check` and `run` warn about them.
 pub const MIN_SECRET_LEN: usize = 8;
@@ -72,5 +74,38 @@ impl SecretSource {
             SecretSource::File(p) => Some(p),
             SecretSource::Inline(_) => None,
         }
+    }
+}
+
+/// Like [`exactly_one`], but both absent is fine.
+pub(super) fn at_most_one(
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    key: &str,
+    src: &Sources,
+) -> Result<Option<SecretSource>, ConfigError> {
+    if inline.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    exactly_one(inline, file, key, src).map(Some)
+}
+
+pub(super) fn exactly_one(
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+    key: &str,
+    src: &Sources,
+) -> Result<SecretSource, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(src.error(
+            key,
+            format!("set exactly one of {key} and {key}_file, not both"),
+        )),
+        (None, None) => Err(src.error(key, format!("one of {key} or {key}_file is required"))),
+        (Some(s), None) if s.expose_secret().trim().is_empty() => {
+            Err(src.error(key, "must not be empty"))
+        }
+        (Some(s), None) => Ok(SecretSource::Inline(s)),
+        (None, Some(p)) => Ok(SecretSource::File(p)),
     }
 }

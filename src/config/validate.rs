@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::config::client::{check_grant_keys, validate_client};
@@ -19,7 +18,7 @@ use crate::config::model::{
 };
 use crate::config::outputs::{validate_hook, validate_outputs};
 use crate::config::raw::{RawConfig, RawCredential};
-use crate::config::secret::SecretSource;
+use crate::config::secret::at_most_one;
 
 /// Validates the whole configuration.
 pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
@@ -400,39 +399,6 @@ fn validate_policies(
         _ => {}
     }
     Ok(())
-}
-
-/// Like [`exactly_one`], but both absent is fine.
-fn at_most_one(
-    inline: Option<SecretString>,
-    file: Option<PathBuf>,
-    key: &str,
-    src: &Sources,
-) -> Result<Option<SecretSource>, ConfigError> {
-    if inline.is_none() && file.is_none() {
-        return Ok(None);
-    }
-    exactly_one(inline, file, key, src).map(Some)
-}
-
-pub(super) fn exactly_one(
-    inline: Option<SecretString>,
-    file: Option<PathBuf>,
-    key: &str,
-    src: &Sources,
-) -> Result<SecretSource, ConfigError> {
-    match (inline, file) {
-        (Some(_), Some(_)) => Err(src.error(
-            key,
-            format!("set exactly one of {key} and {key}_file, not both"),
-        )),
-        (None, None) => Err(src.error(key, format!("one of {key} or {key}_file is required"))),
-        (Some(s), None) if s.expose_secret().trim().is_empty() => {
-            Err(src.error(key, "must not be empty"))
-        }
-        (Some(s), None) => Ok(SecretSource::Inline(s)),
-        (None, Some(p)) => Ok(SecretSource::File(p)),
-    }
 }
 
 /// `https://` always; `http://` only to a loopback address and only when allowed.

@@ -353,28 +353,57 @@ fn test_ca_issuing() -> (
     (ca_cert.pem(), identity, issuer)
 }
 
+/// The emulator over HTTPS, requiring client certificates from a test CA, with `auth`;
+/// and a directory for the client's files, the CA's certificate already in it.
+struct MutualTls {
+    emu: Emulator,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    dir: tempfile::TempDir,
+    ca_file: String,
+}
+
+impl MutualTls {
+    async fn start(auth: ClientAuth) -> MutualTls {
+        let (ca_pem, mut identity, issuer) = test_ca_issuing();
+        identity.client_ca_pem = Some(ca_pem.clone().into_bytes());
+        let cfg = emu_config(auth, "s3cret");
+        let emu = Emulator::start_with(cfg, "127.0.0.1:0".parse().unwrap(), Some(identity))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let ca_file = ca_file.display().to_string();
+        MutualTls {
+            emu,
+            issuer,
+            dir,
+            ca_file,
+        }
+    }
+
+    /// Writes a file for the client; its path.
+    fn write(&self, name: &str, text: String) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
 /// SPEC §12: a token endpoint behind mutual TLS (the emulator requiring a client
 /// certificate from its CA) works with `http.client_cert_file` and `client_key_file`,
 /// and without them fails with an error that says what is missing.
 #[tokio::test]
 async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certificate() {
-    let (ca_pem, mut identity, issuer) = test_ca_issuing();
-    identity.client_ca_pem = Some(ca_pem.clone().into_bytes());
-    let emu = https_emulator(identity).await;
+    let m = MutualTls::start(ClientAuth::Basic).await;
+    let (emu, ca_file) = (&m.emu, &m.ca_file);
     let client_key = rcgen::KeyPair::generate().unwrap();
     let client_cert = rcgen::CertificateParams::new(Vec::<String>::new())
         .unwrap()
-        .signed_by(&client_key, &issuer)
+        .signed_by(&client_key, &m.issuer)
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ca_file = write("ca.pem", ca_pem);
-    let cert_file = write("client.crt", client_cert.pem());
-    let key_file = write("client.key", client_key.serialize_pem());
+    let cert_file = m.write("client.crt", client_cert.pem());
+    let key_file = m.write("client.key", client_key.serialize_pem());
     let load = |extra: &str| {
         endpoint_with_http(
             &emu.token_url(),
@@ -415,31 +444,20 @@ async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certific
 /// certificate from another CA is refused with an error that names the setting.
 #[tokio::test]
 async fn tls_client_auth_proves_the_client_with_its_certificate_alone() {
-    let (ca_pem, mut identity, issuer) = test_ca_issuing();
-    identity.client_ca_pem = Some(ca_pem.clone().into_bytes());
-    let cfg = emu_config(ClientAuth::TlsClientAuth, "unused-secret");
-    let emu = Emulator::start_with(cfg, "127.0.0.1:0".parse().unwrap(), Some(identity))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ca_file = write("ca.pem", ca_pem);
+    let m = MutualTls::start(ClientAuth::TlsClientAuth).await;
+    let (emu, ca_file) = (&m.emu, &m.ca_file);
     let client_key = rcgen::KeyPair::generate().unwrap();
     let params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    let trusted = write(
+    let trusted = m.write(
         "client.crt",
         params
             .clone()
-            .signed_by(&client_key, &issuer)
+            .signed_by(&client_key, &m.issuer)
             .unwrap()
             .pem(),
     );
-    let stranger = write("self.crt", params.self_signed(&client_key).unwrap().pem());
-    let key_file = write("client.key", client_key.serialize_pem());
+    let stranger = m.write("self.crt", params.self_signed(&client_key).unwrap().pem());
+    let key_file = m.write("client.key", client_key.serialize_pem());
     let endpoint = |cert: &str| {
         let toml = format!(
             r#"

@@ -4,6 +4,7 @@ loopback port, and waiting for a server to listen."""
 import html.parser
 import http.cookiejar
 import json
+import signal
 import socket
 import struct
 import time
@@ -88,4 +89,23 @@ class Browser:
         with self.opener.open(urllib.request.Request(url, data=data), timeout=20) as r:
             return r.geturl(), r.read().decode()
 
+
+def stop(tokend, server):
+    """Ends a run: tokend killed if still running, the provider stopped."""
+    if tokend and tokend.poll() is None:
+        tokend.kill()
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=10)
+
+
+def report(log, failures, work):
+    """Prints the failures and the closing line; the exit code."""
+    for f in failures:
+        log("FAIL: " + f)
+    if failures:
+        log(f"logs kept in {work}")
+        print("interop: 0 passed, 1 failed")
+        return 1
+    print("interop: 1 passed, 0 failed")
+    return 0
 

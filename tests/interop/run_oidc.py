@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from helpers import Browser, free_port, page_form, read_state, wait_listening  # noqa: E402 (beside this script)
+from helpers import Browser, free_port, page_form, read_state, report, stop, wait_listening  # noqa: E402 (beside this script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "oidc")
@@ -191,18 +191,8 @@ path = "{out}"
     except StopIteration:
         pass
     finally:
-        if tokend and tokend.poll() is None:
-            tokend.kill()
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
-    for f in failures:
-        log("FAIL: " + f)
-    if failures:
-        log(f"logs kept in {work}")
-        print("interop: 0 passed, 1 failed")
-        return 1
-    print("interop: 1 passed, 0 failed")
-    return 0
+        stop(tokend, server)
+    return report(log, failures, work)
 
 
 if __name__ == "__main__":
