@@ -20,7 +20,9 @@ impl Machine {
         }
         match (&self.bootstrap, &self.state) {
             (Some(b), _) => Some((Some(b.token.clone()), true)),
-            (None, Some(s)) => Some((s.refresh_token.clone(), false)),
+            // A state without one (the credential was a client-credentials one) has
+            // no chain to go on with.
+            (None, Some(s)) => s.refresh_token.clone().map(|t| (Some(t), false)),
             (None, None) => None,
         }
     }

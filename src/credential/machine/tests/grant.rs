@@ -44,3 +44,20 @@ fn a_stored_token_is_used_until_its_refresh_time_and_a_rotated_one_is_not_kept()
     assert!(m.state().unwrap().refresh_token.is_none());
     assert_eq!(m.token_to_send().unwrap().0.map(|_| ()), None);
 }
+
+#[test]
+fn a_chain_never_asks_for_client_credentials_from_a_state_without_a_refresh_token() {
+    // The credential was a client-credentials one, then became a chain.
+    let mut m = machine();
+    let mut state = stored("unused", t(0), "");
+    state.refresh_token = None;
+    m.start(t(4000), Some(state.clone()), None);
+    assert!(
+        m.token_to_send().is_none(),
+        "nothing to send: the task blocks"
+    );
+    // A bootstrap token starts the chain.
+    let started = m.start(t(4000), Some(state), Some(bootstrap("rt-boot")));
+    assert_eq!(started, Start::BootstrapChanged);
+    assert_eq!(sent(&m), ("rt-boot".into(), true));
+}
