@@ -37,7 +37,10 @@ impl Machine {
         let chain_age = self.chain_age();
         Health {
             ready,
-            chain_started_at: state.map(|s| s.chain_started_at),
+            // The client-credentials grant has no chain to age.
+            chain_started_at: state
+                .filter(|_| self.cfg.has_chain())
+                .map(|s| s.chain_started_at),
             chain_ends_at: chain_age.map(|a| a.ends_at),
             chain_warning: chain_age.is_some_and(|a| a.warning(now)),
             reason: (!ready).then(|| self.unready_reason(now)),

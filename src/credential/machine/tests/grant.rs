@@ -28,6 +28,8 @@ fn with_no_state_the_first_token_is_asked_for_at_once_without_a_refresh_token() 
     assert_eq!(state.access_token.as_ref().unwrap().expose_secret(), "at-1");
     assert_eq!((m.generation(), m.is_due(t(2))), (1, false));
     assert!(m.chain_warning_due(t(2)).is_none());
+    // No chain age in health, hence none in the metrics.
+    assert!(m.health(t(2)).chain_started_at.is_none());
 }
 
 #[test]
