@@ -12,6 +12,12 @@ const SEC: Duration = Duration::from_secs(1);
 
 /// A credential that knows only its issuer: no token URL, no bootstrap token.
 fn login_config(env: &Env, extra: &str) -> std::path::PathBuf {
+    let secret = format!("client_secret = \"{}\"", env.emu.config().client_secret);
+    login_config_as(env, extra, &secret)
+}
+
+/// [`login_config`] with `client` as the client's authentication lines.
+fn login_config_as(env: &Env, extra: &str, client: &str) -> std::path::PathBuf {
     let c = env.emu.config();
     let dir = env.dir.path().display();
     env.write_config_text(&format!(
@@ -21,7 +27,7 @@ state_dir = "{dir}/state"
 [credentials.c]
 issuer = "{issuer}"
 client_id = "{id}"
-client_secret = "{secret}"
+{client}
 refresh_token_max_age = "30d"
 [credentials.c.refresh]
 min_remaining = "1s"
@@ -32,7 +38,6 @@ path = "{dir}/out/access_token"
 "#,
         issuer = env.emu.issuer(),
         id = c.client_id,
-        secret = c.client_secret,
     ))
 }
 
@@ -393,25 +398,14 @@ async fn login_and_refresh_with_a_signed_client_assertion() {
     .await;
     let key_file = env.path("client.key");
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let dir = env.dir.path().display();
-    let cfg = env.write_config_text(&format!(
-        r#"
-state_dir = "{dir}/state"
-[credentials.c]
-issuer = "{issuer}"
-client_id = "signed-client"
-client_auth = "private_key_jwt"
-client_assertion_key_file = "{key}"
-[credentials.c.refresh]
-min_remaining = "1s"
-[credentials.c.http]
-allow_insecure_http = true
-[[credentials.c.outputs]]
-path = "{dir}/out/access_token"
-"#,
-        issuer = env.emu.issuer(),
-        key = key_file.display(),
-    ));
+    let cfg = login_config_as(
+        &env,
+        "",
+        &format!(
+            "client_auth = \"private_key_jwt\"\nclient_assertion_key_file = \"{}\"",
+            key_file.display()
+        ),
+    );
     let login = start_login(&cfg, &[]).await;
     let redirect = authorize(&login.url).await;
     get(&redirect).await;
