@@ -371,7 +371,7 @@ impl Machine {
                 )
             }
             Block::NoBootstrap => format!(
-                "no state and no readable bootstrap refresh token: run `tokend login {}`, or write a refresh token to the bootstrap file",
+                "no refresh token to go on from (no state, or a state without a chain) and no readable bootstrap refresh token: run `tokend login {}`, or write a refresh token to the bootstrap file",
                 self.cfg.name
             ),
         }
