@@ -38,14 +38,33 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// Reads the configured key file now.
+    /// Reads the configured key file now and tries it (for `check`).
     pub fn load(cfg: &AssertionConfig) -> Result<Self, String> {
-        let pem = std::fs::read(&cfg.key_file).map_err(|e| at(&cfg.key_file, e.to_string()))?;
-        Self::from_pem(&pem, cfg.alg).map_err(|m| at(&cfg.key_file, m))
+        Self::read(cfg)?.tried().map_err(|m| at(&cfg.key_file, m))
     }
 
-    /// A PKCS#8 PEM private key; `alg`, when configured, must fit it.
+    /// A PKCS#8 PEM private key, tried; `alg`, when configured, must fit it.
     pub fn from_pem(pem: &[u8], alg: Option<AssertionAlg>) -> Result<Self, String> {
+        Self::parse(pem, alg)?.tried()
+    }
+
+    /// The configured key file as it is now, not tried: a request signs anyway.
+    fn read(cfg: &AssertionConfig) -> Result<Self, String> {
+        let pem = std::fs::read(&cfg.key_file).map_err(|e| at(&cfg.key_file, e.to_string()))?;
+        Self::parse(&pem, cfg.alg).map_err(|m| at(&cfg.key_file, m))
+    }
+
+    /// The key, once it has signed a sample: a key of the right family can still be
+    /// unusable (an EC key on another curve, a short RSA key), and `check` says so.
+    fn tried(self) -> Result<Self, String> {
+        match self.sign(&Claims::example(), None) {
+            Ok(_) => Ok(self),
+            Err(_) => Err(self.unusable()),
+        }
+    }
+
+    /// The key's family and whether `alg` fits it.
+    fn parse(pem: &[u8], alg: Option<AssertionAlg>) -> Result<Self, String> {
         let text = String::from_utf8_lossy(pem);
         match pem_label(&text) {
             Some("PRIVATE KEY") => {}
@@ -79,21 +98,21 @@ impl SigningKey {
                 kind(natural)
             ));
         }
-        let signing = SigningKey { key, alg };
-        // A key of the right family can still be unusable (an EC key on another
-        // curve, a short RSA key): find out now, not at the server.
-        signing.sign(&Claims::example(), None).map_err(|_| {
-            format!(
-                "holds {} that cannot sign {alg:?} ({})",
-                kind(natural),
-                match alg {
-                    AssertionAlg::ES256 => "ES256 needs a P-256 key",
-                    AssertionAlg::RS256 => "RS256 needs an RSA key of 2048 bits or more",
-                    AssertionAlg::EdDSA => "EdDSA needs an Ed25519 key",
-                }
-            )
-        })?;
-        Ok(signing)
+        Ok(SigningKey { key, alg })
+    }
+
+    /// Why a key of the right family failed to sign.
+    fn unusable(&self) -> String {
+        format!(
+            "holds {} that cannot sign {:?} ({})",
+            kind(self.alg),
+            self.alg,
+            match self.alg {
+                AssertionAlg::ES256 => "ES256 needs a P-256 key",
+                AssertionAlg::RS256 => "RS256 needs an RSA key of 2048 bits or more",
+                AssertionAlg::EdDSA => "EdDSA needs an Ed25519 key",
+            }
+        )
     }
 
     pub fn alg(&self) -> AssertionAlg {
@@ -143,11 +162,12 @@ pub fn make(
     token_url: &url::Url,
     now: SystemTime,
 ) -> Result<SecretString, String> {
-    let key = SigningKey::load(cfg)?;
+    // Signed once: no sample first (that is `check`'s), and a failure explained as there.
+    let key = SigningKey::read(cfg)?;
     let audience = cfg.audience.as_deref().unwrap_or(token_url.as_str());
     key.sign(&Claims::new(client_id, audience, now), cfg.kid.as_deref())
         .map(SecretString::from)
-        .map_err(|e| at(&cfg.key_file, format!("cannot sign: {e}")))
+        .map_err(|_| at(&cfg.key_file, key.unusable()))
 }
 
 /// The label of the first PEM section in `text`.
