@@ -371,9 +371,11 @@ def measure_many(tokend, n):
     }
 
 
-def measure_scale(tokend, emulator, n):
+def measure_scale(tokend, emulator, n, spent):
     """n credentials with 1-hour tokens in one process: exec to every task started,
-    the first round's rate, RSS once it is over, and SIGTERM to exit."""
+    the first round's rate, RSS once it is over, and SIGTERM to exit. The run's files
+    are left in a directory added to `spent`, for the caller to remove once every run
+    is over: see `scale_report`."""
     need = n + 512
     if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < need:
         return {"skipped": f"needs {need} file descriptors; this machine allows "
@@ -392,6 +394,7 @@ def measure_scale(tokend, emulator, n):
     wait(lambda: os.path.isdir(out) and len(os.listdir(out)) >= n, 1200, "the first round", every=0.1)
     time.sleep(2)
     rss, hwm = kib(proc.pid, "VmRSS"), kib(proc.pid, "VmHWM")
+    cpu = cpu_seconds(proc.pid)
     t_stop = time.time()
     stop(proc)
     stopped = time.time() - t_stop
@@ -401,9 +404,9 @@ def measure_scale(tokend, emulator, n):
     text = open(log_path).read().splitlines()
     begun = next(log_time(line) for line in text if "tokend::daemon: started" in line)
     ended = max(log_time(line) for line in text if " rotated " in line)
-    shutil.rmtree(work)
+    spent.append(work)
     return {"n": n, "startup": started - t0, "round": ended - begun, "rate": n / max(ended - begun, 1e-9),
-            "rss": rss, "hwm": hwm, "stop": stopped}
+            "rss": rss, "hwm": hwm, "cpu": cpu, "stop": stopped}
 
 
 def log_time(line):
@@ -415,11 +418,24 @@ def log_time(line):
 def scale_report(tokend, emulator, counts, repeat=1):
     # Runs interleaved (1, 1,000, 10,000, 1, 1,000, ...): a noisy minute of this shared
     # machine slows one run of each count, not every run of one count.
+    #
+    # No run's files are deleted before the last run is over. ext4 without a journal
+    # (this machine's disk) avoids reusing an inode freed in the last minute (six while
+    # its inode-table block is dirty: RECENTCY_MIN and RECENTCY_DIRTY in
+    # fs/ext4/ialloc.c), and finds that out, for each new file, by looking up every free
+    # inode of the block group in turn. A round that followed the deletion of the run
+    # before it paid that scan on its files, up to 1 ms of kernel time per credential,
+    # and a short round paid it on all of them. See BENCHMARKS.md, issue 19 part 3.
     runs = {n: [] for n in counts}
-    for i in range(repeat):
-        for n in counts:
-            log(f"{n} credentials, 1-hour tokens" + (f" (run {i + 1} of {repeat})" if repeat > 1 else ""))
-            runs[n].append(measure_scale(tokend, emulator, n))
+    spent = []
+    try:
+        for i in range(repeat):
+            for n in counts:
+                log(f"{n} credentials, 1-hour tokens" + (f" (run {i + 1} of {repeat})" if repeat > 1 else ""))
+                runs[n].append(measure_scale(tokend, emulator, n, spent))
+    finally:
+        for work in spent:
+            shutil.rmtree(work)
     # Each count's run with the median rate stands for it; the range shows the noise.
     rows = []
     for n in counts:
@@ -431,17 +447,18 @@ def scale_report(tokend, emulator, counts, repeat=1):
         median["rates"] = [r["rate"] for r in measured]
         rows.append((n, median))
     rate_head = "first round (rate)" if repeat == 1 else f"first round (rate), median of {repeat} [range]"
-    print(f"| credentials | exec to every task started | {rate_head} | RSS / VmHWM | per credential above 1 | SIGTERM to exit |")
-    print("|---|---|---|---|---|---|")
+    print(f"| credentials | exec to every task started | {rate_head} | CPU per credential | RSS / VmHWM | per credential above 1 | SIGTERM to exit |")
+    print("|---|---|---|---|---|---|---|")
     base = next((r["rss"] for n, r in rows if n == 1 and "rss" in r), None)
     for n, r in rows:
         if "skipped" in r:
-            print(f"| {n:,} | skipped: {r['skipped']} | | | | |")
+            print(f"| {n:,} | skipped: {r['skipped']} | | | | | |")
             continue
         slope = f"{(r['rss'] - base) / (n - 1):.2f} KiB" if base is not None and n > 1 else "-"
+        cpu = f"{1000 * r['cpu'] / n:.2f} ms" if n > 1 else "-"
         spread = f" [{r['rates'][0]:.0f}-{r['rates'][-1]:.0f}]" if repeat > 1 else ""
         print(f"| {n:,} | {r['startup']:.2f} s | {r['round']:.2f} s ({r['rate']:.0f}/s){spread} | "
-              f"{r['rss'] / 1024:.1f} / {r['hwm'] / 1024:.1f} MiB | {slope} | {r['stop']:.2f} s |")
+              f"{cpu} | {r['rss'] / 1024:.1f} / {r['hwm'] / 1024:.1f} MiB | {slope} | {r['stop']:.2f} s |")
     measured = [(n, r) for n, r in rows if "rss" in r and n > 1]
     if len(measured) >= 2:
         (n1, r1), (n2, r2) = measured[0], measured[-1]
