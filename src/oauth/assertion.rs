@@ -43,11 +43,6 @@ impl SigningKey {
         Self::read(cfg)?.tried().map_err(|m| at(&cfg.key_file, m))
     }
 
-    /// A PKCS#8 PEM private key, tried; `alg`, when configured, must fit it.
-    pub fn from_pem(pem: &[u8], alg: Option<AssertionAlg>) -> Result<Self, String> {
-        Self::parse(pem, alg)?.tried()
-    }
-
     /// The configured key file as it is now, not tried: a request signs anyway.
     fn read(cfg: &AssertionConfig) -> Result<Self, String> {
         let pem = std::fs::read(&cfg.key_file).map_err(|e| at(&cfg.key_file, e.to_string()))?;
@@ -63,7 +58,7 @@ impl SigningKey {
         }
     }
 
-    /// The key's family and whether `alg` fits it.
+    /// A PKCS#8 PEM private key, of a family `alg` (when configured) fits; not tried.
     fn parse(pem: &[u8], alg: Option<AssertionAlg>) -> Result<Self, String> {
         let text = String::from_utf8_lossy(pem);
         match pem_label(&text) {
@@ -323,7 +318,12 @@ mod tests {
         let (p384, _) = key_pair(&rcgen::PKCS_ECDSA_P384_SHA384);
         let (ed, _) = key_pair(&rcgen::PKCS_ED25519);
         let cert = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
-        let refused = |pem: &str, alg| SigningKey::from_pem(pem.as_bytes(), alg).err().unwrap();
+        let refused = |pem: &str, alg| {
+            SigningKey::parse(pem.as_bytes(), alg)
+                .and_then(SigningKey::tried)
+                .err()
+                .unwrap()
+        };
         let cases = [
             (refused(&ec, Some(AssertionAlg::RS256)), "cannot sign RS256"),
             (refused(&ed, Some(AssertionAlg::ES256)), "cannot sign ES256"),
