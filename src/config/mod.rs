@@ -6,13 +6,15 @@
 //!
 //! - [`model`]: the validated types the rest of tokend reads
 //! - [`raw`]: the same keys as serde reads them
-//! - [`validate`], [`client`] and [`outputs`]: the checks, by concern
+//! - [`validate`], [`client`] and [`outputs`]: the checks, by concern; `claims`: no two
+//!   credentials write one path, and no output lands on tokend's own files
 //! - [`coordination`]: `[coordination]`, for several replicas on one chain
 //! - [`secret`]: secrets inline or in files
 //! - [`text`]: how durations, modes and signals are written
 //! - [`view`]: the redacted form `check` prints
 //! - [`error`]: errors that name their key and source
 
+mod claims;
 pub mod client;
 pub mod coordination;
 pub mod error;

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::config::claims::check_claims;
 use crate::config::client::{check_grant_keys, validate_client};
 use crate::config::coordination::validate_coordination;
 use crate::config::error::{ConfigError, Sources};
 use crate::config::model::{
     BLNK_AUTHORIZE_URL, BLNK_REFRESH_TOKEN_MAX_AGE, BLNK_TOKEN_URL, ChainPolicy, Config,
-    CredentialConfig, GrantType, HttpConfig, LoginConfig, OutputConfig, RefreshPolicy, RetryPolicy,
+    CredentialConfig, GrantType, HttpConfig, LoginConfig, RefreshPolicy, RetryPolicy,
 };
 use crate::config::outputs::{validate_hook, validate_outputs};
 use crate::config::raw::{RawConfig, RawCredential};
@@ -40,18 +41,7 @@ pub fn validate(raw: RawConfig, src: &Sources) -> Result<Config, ConfigError> {
         let cred = validate_credential(&name, rc, &state_dir, src)?;
         credentials.insert(name, Arc::new(cred));
     }
-    let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for c in credentials.values() {
-        if let Some(other) = seen.insert(c.state_file.clone(), c.name.clone()) {
-            return Err(src.error(
-                &format!("credentials.{}.state_file", c.name),
-                format!(
-                    "{} is also the state file of credential {other}",
-                    c.state_file.display()
-                ),
-            ));
-        }
-    }
+    check_claims(&credentials, src)?;
     let coordination = match raw.coordination {
         Some(c) => {
             let timeouts: Vec<(&str, Duration)> = credentials
@@ -161,7 +151,6 @@ fn validate_credential(
     let state_file = rc
         .state_file
         .unwrap_or_else(|| state_dir.join(format!("{name}.json")));
-    check_state_file(name, &state_file, &outputs, rc.publish_dir.as_deref(), src)?;
     Ok(CredentialConfig {
         name: name.to_owned(),
         grant: rc.grant,
@@ -191,27 +180,6 @@ fn validate_scope(scope: &str) -> Result<(), &'static str> {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
     if scope.trim().is_empty() || !printable {
         return Err("must be space-separated printable scope tokens");
-    }
-    Ok(())
-}
-
-/// The state file is tokend's own: no output may be it, and `publish_dir` may not hold it.
-fn check_state_file(
-    name: &str,
-    state_file: &Path,
-    outputs: &[OutputConfig],
-    publish_dir: Option<&Path>,
-    src: &Sources,
-) -> Result<(), ConfigError> {
-    let key = |k: &str| format!("credentials.{name}.{k}");
-    if outputs.iter().any(|o| o.path == state_file) {
-        return Err(src.error(&key("outputs"), "an output may not be the state file"));
-    }
-    if publish_dir.is_some_and(|dir| state_file.starts_with(dir)) {
-        return Err(src.error(
-            &key("publish_dir"),
-            "must not hold the state file: it is for what applications read",
-        ));
     }
     Ok(())
 }
