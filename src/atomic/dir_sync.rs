@@ -5,10 +5,14 @@
 //! issued: the first writer to find no sync running runs one for every ticket issued so
 //! far, and the others that arrived meanwhile wait for it or the next. A writer alone in
 //! its directory syncs at once, as before.
+//!
+//! A sync that fails fails every writer it was to cover, even when a later sync
+//! succeeds: after a failed fsync the kernel may have dropped the changes and cleared
+//! the error, so a second fsync proves nothing about them (the "fsyncgate" lesson).
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// The directories being synced or waited on now; an entry lives while it has writers.
@@ -28,20 +32,22 @@ struct Tickets {
     synced: u64,
     /// A sync is running.
     running: bool,
+    /// The tickets of failed syncs, as ranges (after, up to]: their writers fail.
+    failed: Vec<(u64, u64)>,
 }
 
 /// Returns once `dir` has been fsync'd after the caller's change to its entries (a
 /// rename, a new file or directory).
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &super::Dir) -> io::Result<()> {
     let group = {
         let mut dirs = lock(&DIRS);
-        Arc::clone(dirs.entry(dir.to_owned()).or_default())
+        Arc::clone(dirs.entry(dir.path().to_owned()).or_default())
     };
-    let result = group.wait(&|| sync(dir));
+    let result = group.wait(&|| nix::unistd::fsync(dir.fd()).map_err(io::Error::from));
     let mut dirs = lock(&DIRS);
     // Two holders, the map and this writer: nobody else is syncing or waiting.
     if Arc::strong_count(&group) == 2 {
-        dirs.remove(dir);
+        dirs.remove(dir.path());
     }
     result
 }
@@ -53,20 +59,30 @@ impl Group {
         tickets.issued += 1;
         let mine = tickets.issued;
         loop {
+            if tickets
+                .failed
+                .iter()
+                .any(|(after, to)| (*after + 1..=*to).contains(&mine))
+            {
+                return Err(io::Error::other(
+                    "a sync of the directory after this change failed: the change may be lost",
+                ));
+            }
             if tickets.synced >= mine {
                 return Ok(());
             }
             if !tickets.running {
                 tickets.running = true;
                 let covers = tickets.issued;
+                let after = tickets.synced;
                 drop(tickets);
                 let result = sync();
                 let mut tickets = lock(&self.tickets);
                 tickets.running = false;
-                // A failed sync covers nothing: its runner has the error, and the
-                // writers waiting on it run another.
-                if result.is_ok() {
-                    tickets.synced = covers;
+                match &result {
+                    Ok(()) => tickets.synced = covers,
+                    // Every writer it was to cover fails with it.
+                    Err(_) => tickets.failed.push((after, covers)),
                 }
                 self.synced.notify_all();
                 return result;
@@ -77,10 +93,6 @@ impl Group {
                 .unwrap_or_else(PoisonError::into_inner);
         }
     }
-}
-
-fn sync(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_sync_fails_its_runner_and_the_writers_waiting_on_it_run_another() {
+    fn a_failed_sync_fails_every_writer_it_was_to_cover() {
         let group = Group::default();
         let calls = AtomicU64::new(0);
         let sync = || {
@@ -145,16 +157,41 @@ mod tests {
                 .map(|t| t.join().unwrap().is_ok())
                 .collect()
         });
+        // The runner issued its ticket first and fails; the others waited for a sync
+        // that started after their tickets: the second one, which succeeds.
         assert_eq!(results, [false, true, true, true, true]);
-        assert!(calls.load(Ordering::SeqCst) >= 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A writer covered by a failed sync that another writer ran fails too, rather
+        // than running a sync of its own that would succeed and prove nothing.
+        let group = Group::default();
+        let calls = AtomicU64::new(0);
+        let sync = || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            if n == 1 {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            Ok(())
+        };
+        let results: Vec<_> = std::thread::scope(|s| {
+            let first = s.spawn(|| group.wait(&sync));
+            while !lock(&group.tickets).running {
+                std::thread::yield_now();
+            }
+            let waiting: Vec<_> = (0..2).map(|_| s.spawn(|| group.wait(&sync))).collect();
+            std::iter::once(first)
+                .chain(waiting)
+                .map(|t| t.join().unwrap().is_ok())
+                .collect()
+        });
+        assert_eq!(results, [true, false, false]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
     fn the_directorys_entry_is_gone_with_its_writers() {
         let dir = tempfile::tempdir().unwrap();
-        sync_dir(dir.path()).unwrap();
+        sync_dir(&super::super::Dir::open(dir.path()).unwrap()).unwrap();
         assert!(!lock(&DIRS).contains_key(dir.path()));
-        let gone = dir.path().join("no-such-directory");
-        assert_eq!(sync_dir(&gone).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

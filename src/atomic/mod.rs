@@ -1,21 +1,32 @@
 //! Durable atomic file replacement, shared by the state store and the outputs.
 //!
-//! SPEC §4's protocol: the new version is created in the target's directory with mode
-//! 0600 (an unnamed `O_TMPFILE`; an exclusively created named temporary where the file
-//! system lacks it), given its exact owner, group and mode while still invisible (so the
-//! target never exists with other permissions, whatever the umask), written, linked
-//! under a temporary name, fsync'd, renamed over the target, and its directory fsync'd.
+//! The protocol: the new version is created in the target's directory with mode 0600
+//! (an unnamed `O_TMPFILE`; an exclusively created named temporary where the file system
+//! lacks it), given its exact owner, group and mode while still invisible (so the target
+//! never exists with other permissions, whatever the umask), written, linked under a
+//! temporary name, fsync'd, renamed over the target, and its directory fsync'd.
+//!
+//! Every step works relative to an open [`Dir`], never through a path's last component
+//! again: a symlink planted at the target or the temporary name is replaced, never
+//! followed, and the directory checked once is the one written to.
 //!
 //! These are `atomic-write-file`'s steps, written out here for the last one: that crate
 //! fsyncs the directory once per file, and with thousands of credentials due at once
 //! those syncs were most of the disk's work. Here the writers that renamed into one
 //! directory share a sync ([`dir_sync`]), which keeps every one of them durable.
+//!
+//! - [`dir`]: an open directory, and directories created with exact modes
+//! - `temp`: the new version under its temporary name
+//! - [`dir_sync`]: directory syncs shared by the writers of one directory
 
+pub mod dir;
 mod dir_sync;
 mod temp;
 
+pub use dir::{Dir, create_dirs};
 pub use dir_sync::sync_dir;
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -74,7 +85,12 @@ pub fn write(path: &Path, contents: &[u8], perms: &Perms) -> Result<(), Failed> 
     let name = path
         .file_name()
         .ok_or_else(|| Failed::Io(std::io::Error::from_raw_os_error(libc::EISDIR)))?;
+    write_in(&Dir::open(dir).map_err(Failed::Io)?, name, contents, perms)
+}
+
+/// Replaces `name` in `dir` with `contents`, with exactly `perms`, atomically and durably.
+pub fn write_in(dir: &Dir, name: &OsStr, contents: &[u8], perms: &Perms) -> Result<(), Failed> {
     let temp = temp::Temp::written(dir, name, contents, perms)?;
-    temp.rename_over(path).map_err(Failed::Io)?;
+    temp.rename_over(name).map_err(Failed::Io)?;
     sync_dir(dir).map_err(Failed::Io)
 }

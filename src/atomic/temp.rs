@@ -1,33 +1,32 @@
 //! The new version of a file, complete and durable under a temporary name beside its
 //! target, waiting to be renamed over it.
 
-use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
 
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-use super::{Failed, Perms};
+use super::{Dir, Failed, Perms};
 
 /// A temporary file in the target's directory; removed when dropped unless renamed.
-pub struct Temp {
-    path: PathBuf,
+pub struct Temp<'d> {
+    dir: &'d Dir,
+    name: OsString,
     renamed: bool,
 }
 
-impl Temp {
+impl<'d> Temp<'d> {
     /// `contents` with `perms`, fsync'd, under a fresh name `.<name>.XXXXXX` in `dir`.
     pub fn written(
-        dir: &Path,
+        dir: &'d Dir,
         name: &OsStr,
         contents: &[u8],
         perms: &Perms,
-    ) -> Result<Temp, Failed> {
+    ) -> Result<Temp<'d>, Failed> {
         match unnamed(dir) {
             Ok(file) => {
                 perms.apply(&file)?;
@@ -39,7 +38,7 @@ impl Temp {
                         return Ok(temp);
                     }
                     // No /proc to link it through: start again with a named file.
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) if err.kind() == io::ErrorKind::NotFound && proc_missing() => {}
                     Err(err) => return Err(Failed::Io(err)),
                 }
             }
@@ -54,75 +53,77 @@ impl Temp {
         Ok(temp)
     }
 
-    /// Renames the file over `target`, in the same directory.
-    pub fn rename_over(mut self, target: &Path) -> io::Result<()> {
-        std::fs::rename(&self.path, target)?;
+    /// Renames the file over `target`, in the same directory (a symlink there is
+    /// replaced, not followed).
+    pub fn rename_over(mut self, target: &OsStr) -> io::Result<()> {
+        self.dir.rename(&self.name, target)?;
         self.renamed = true;
         Ok(())
     }
 }
 
-impl Drop for Temp {
+impl Drop for Temp<'_> {
     fn drop(&mut self) {
         if !self.renamed {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.dir.remove(&self.name);
         }
     }
 }
 
 /// A file in `dir` with no name yet, mode 0600.
-fn unnamed(dir: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
+fn unnamed(dir: &Dir) -> io::Result<File> {
+    let fd = nix::fcntl::openat(
+        dir.fd(),
+        ".",
+        OFlag::O_WRONLY | OFlag::O_TMPFILE | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Whether this process has no /proc to link an unnamed file through.
+fn proc_missing() -> bool {
+    std::fs::metadata("/proc/self/fd").is_err()
 }
 
 /// Gives the unnamed `file` a fresh temporary name in `dir`.
-fn link(file: &File, dir: &Path, name: &OsStr) -> io::Result<Temp> {
-    let source = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .map_err(io::Error::other)?;
+fn link<'d>(file: &File, dir: &'d Dir, name: &OsStr) -> io::Result<Temp<'d>> {
+    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
     loop {
-        let path = dir.join(fresh_name(name));
-        let target = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: both paths are NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                source.as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        if rc == 0 {
-            return Ok(Temp {
-                path,
-                renamed: false,
-            });
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::AlreadyExists {
-            return Err(err);
+        let fresh = fresh_name(name);
+        match nix::unistd::linkat(
+            AT_FDCWD,
+            source.as_str(),
+            dir.fd(),
+            fresh.as_os_str(),
+            AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => {
+                return Ok(Temp {
+                    dir,
+                    name: fresh,
+                    renamed: false,
+                });
+            }
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// A file in `dir` under a fresh temporary name, created exclusively with mode 0600.
-fn named(dir: &Path, name: &OsStr) -> Result<(File, Temp), Failed> {
+fn named<'d>(dir: &'d Dir, name: &OsStr) -> Result<(File, Temp<'d>), Failed> {
     loop {
-        let path = dir.join(fresh_name(name));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
+        let fresh = fresh_name(name);
+        match dir.open_file(
+            &fresh,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+            0o600,
+        ) {
             Ok(file) => {
                 let temp = Temp {
-                    path,
+                    dir,
+                    name: fresh,
                     renamed: false,
                 };
                 return Ok((file, temp));
@@ -135,8 +136,8 @@ fn named(dir: &Path, name: &OsStr) -> Result<(File, Temp), Failed> {
 
 /// `.<name>.XXXXXX`: hidden, and named after its target for whoever finds it after a
 /// crash.
-fn fresh_name(name: &OsStr) -> std::ffi::OsString {
-    let mut fresh = std::ffi::OsString::from(".");
+fn fresh_name(name: &OsStr) -> OsString {
+    let mut fresh = OsString::from(".");
     fresh.push(name);
     fresh.push(".");
     let suffix: String = rand::rng()

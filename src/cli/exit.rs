@@ -39,6 +39,7 @@ pub fn unknown_credential(name: &str, path: &Path, config: &Config) -> u8 {
 pub fn start_error_code(e: &StartError) -> u8 {
     match e {
         StartError::Store(StoreError::Locked { .. }) => CANTCREAT,
+        StartError::Store(StoreError::Unsafe { .. }) => CONFIG,
         StartError::Endpoint { .. } | StartError::Coordination(_) => CONFIG,
         StartError::Listen { .. } => OTHER,
         _ => OTHER,

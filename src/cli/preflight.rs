@@ -73,11 +73,12 @@ fn look(config: &Config, full: bool) -> Findings {
         }
         if let Some(dir) = c.state_file.parent()
             && full
-            && let Err(e) = writable_dir(dir)
+            && let Err(e) = writable_dir(dir).and_then(|()| own_dir(dir))
         {
             f.errors.push(format!("{}: {e}", key("state_file")));
         }
         relative_paths(&mut f, c);
+        shared_output_dirs(&mut f, c);
     }
     if full && let Some(coordination) = &config.coordination {
         match &coordination.store {
@@ -165,6 +166,45 @@ fn relative_paths(f: &mut Findings, c: &CredentialConfig) {
                 "credentials.{}.{what}: {} is relative: it depends on the directory tokend is started in",
                 c.name,
                 path.display()
+            ));
+        }
+    }
+}
+
+/// The state directory, if it exists, is tokend's own (see [`crate::store::dir`]).
+fn own_dir(dir: &Path) -> Result<(), String> {
+    let Ok(opened) = crate::atomic::Dir::open(dir) else {
+        return Ok(());
+    };
+    let meta = opened
+        .metadata()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::store::dir::check(&meta, nix::unistd::geteuid().as_raw())
+        .map_err(|why| format!("the state directory {} {why}", dir.display()))
+}
+
+/// An output in a directory that other users may write can be replaced by one of them
+/// with a token of their choosing, which the app then reads.
+fn shared_output_dirs(f: &mut Findings, c: &CredentialConfig) {
+    let mut dirs: Vec<(String, &Path)> = c
+        .outputs
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| !c.in_publish_dir(o))
+        .filter_map(|(i, o)| Some((format!("outputs[{i}].path"), o.path.parent()?)))
+        .collect();
+    if let Some(p) = &c.publish_dir {
+        dirs.push(("publish_dir".into(), p));
+    }
+    for (key, dir) in dirs {
+        if let Ok(meta) = std::fs::metadata(dir)
+            && crate::atomic::dir::writable_by_others(&meta)
+        {
+            f.warnings.push(format!(
+                "credentials.{}.{key}: {} is writable by other users (mode {:04o}): any of them could replace what tokend writes there with a token of their own; use a directory only tokend can write",
+                c.name,
+                dir.display(),
+                std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777
             ));
         }
     }

@@ -11,7 +11,8 @@ use crate::cli::exit::{self, load_config};
 use crate::credential::schedule::ChainAge;
 use crate::out::{errln, outln};
 use crate::rfc3339;
-use crate::store::file::{local_holder_pid, lock_path, read_state_file};
+use crate::store::file::{lock_path, read_state_file};
+use crate::store::lock::claimed_pid as local_holder_pid;
 
 /// One credential's condition as `status` reports it.
 #[derive(Debug, Serialize)]

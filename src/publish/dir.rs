@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use crate::atomic::sync_dir;
+use crate::atomic::{Dir, sync_dir};
 use crate::config::OutputConfig;
 use crate::publish::file::{OutputError, perms};
 
@@ -45,11 +45,7 @@ pub fn publish(dir: &Path, files: &[(&OutputConfig, String)]) -> Result<(), Outp
         move |err| OutputError::Io { path, err }
     };
     if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(io(dir))?;
+        crate::atomic::create_dirs(dir, 0o755, None).map_err(io(dir))?;
     }
     let previous = fs::read_link(dir.join(DATA)).ok();
     let version = new_version_dir(dir).map_err(io(dir))?;
@@ -59,7 +55,9 @@ pub fn publish(dir: &Path, files: &[(&OutputConfig, String)]) -> Result<(), Outp
             let path = version.join(&out.path);
             write_new(&path, body.as_bytes(), out)?;
         }
-        sync_dir(&version).map_err(io(&version))?;
+        Dir::open(&version)
+            .and_then(|d| sync_dir(&d))
+            .map_err(io(&version))?;
         // The swap: after this rename every name resolves into the new version.
         let data_tmp = dir.join(DATA_TMP);
         remove_if_present(&data_tmp).map_err(io(&data_tmp))?;
@@ -68,7 +66,7 @@ pub fn publish(dir: &Path, files: &[(&OutputConfig, String)]) -> Result<(), Outp
         for (out, _) in files {
             link_name(dir, &out.path)?;
         }
-        sync_dir(dir).map_err(io(dir))
+        Dir::open(dir).and_then(|d| sync_dir(&d)).map_err(io(dir))
     })();
     if result.is_err() {
         // Nothing points at the new version unless the swap happened; leave it then.

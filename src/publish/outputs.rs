@@ -29,7 +29,11 @@ pub fn publish(cred: &CredentialConfig, token: &Published) -> Result<(), OutputE
         if let Some(dir) = out.path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
-            std::fs::create_dir_all(dir).map_err(|err| OutputError::Io {
+            // Exact modes whatever the umask: readable by all (0755), or by the output's
+            // group alone (0750) when it names one.
+            let group = out.group.as_ref().map(|g| g.id);
+            let mode = if group.is_some() { 0o750 } else { 0o755 };
+            atomic::create_dirs(dir, mode, group).map_err(|err| OutputError::Io {
                 path: out.path.clone(),
                 err,
             })?;

@@ -1,5 +1,7 @@
-//! The local state file, held by one process through `<file>.lock`; and the
-//! `<file>.login` handover that `tokend login` leaves beside it for a running daemon.
+//! The local state file, held by one process through `<file>.lock` ([`super::lock`]);
+//! and the `<file>.login` handover that `tokend login` leaves beside it for a running
+//! daemon. Every one of them is reached through the checked state directory
+//! ([`super::dir`]), never through a symlink.
 //!
 //! The file is in format 2 ([`super::slots`]): a rotation is committed with one write
 //! and one data sync into the file as it stands. The file itself is created (or, for a
@@ -7,85 +9,73 @@
 //! fsync'd, renamed over the old one, its directory fsync'd. A format 1 file (one JSON
 //! record) is read, and migrated on the daemon's first start.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::atomic::{self, Perms};
+use crate::atomic::{self, Dir, Perms};
+use crate::store::dir::StateDir;
+use crate::store::lock;
 use crate::store::slots::{self, Contents, Position, SlotWriter};
 use crate::store::state::{State, StateStore, StoreError, VERSION};
 
 /// A local state file, held exclusively by one process through `<file>.lock`.
 pub struct FileStore {
     path: PathBuf,
-    _lock: File,
-    /// The open file and where its next version goes, once it is known to be in
-    /// format 2.
+    dir: Arc<StateDir>,
+    name: OsString,
+    lock: File,
+    /// Where the file's next version goes, once it is known to be in format 2.
     slots: Option<SlotWriter>,
 }
 
+/// The directory and the name of the file at `path`.
+fn split(path: &Path) -> Result<(&Path, &OsStr), StoreError> {
+    let name = path.file_name().ok_or_else(|| StoreError::Io {
+        path: path.to_owned(),
+        err: std::io::Error::from_raw_os_error(libc::EISDIR),
+    })?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    Ok((dir.unwrap_or(Path::new(".")), name))
+}
+
+/// `name` with `suffix` appended.
+fn suffixed(name: &OsStr, suffix: &str) -> OsString {
+    let mut n = name.to_owned();
+    n.push(suffix);
+    n
+}
+
 impl FileStore {
-    /// Takes the lock on `path`, creating its directory (0700) when missing.
+    /// Takes the lock on `path`, making its directory (0700) when missing. Fails when
+    /// the directory is not tokend's own (writable by others, or someone else's).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let io = |err| StoreError::Io {
-            path: path.to_owned(),
-            err,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.exists()
-        {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
-        }
-        let lock_path = lock_path(path);
-        let mut lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|err| StoreError::Io {
-                path: lock_path.clone(),
-                err,
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = lock.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let holder = if holder.is_empty() {
-                    "holder unknown".to_owned()
-                } else {
-                    holder.to_owned()
-                };
-                return Err(StoreError::Locked {
-                    path: path.to_owned(),
-                    holder,
-                });
-            }
-            Err(std::fs::TryLockError::Error(err)) => {
-                return Err(StoreError::Io {
-                    path: lock_path,
-                    err,
-                });
-            }
-        }
-        let me = format!("pid {} on {}\n", std::process::id(), hostname());
-        let _ = lock
-            .set_len(0)
-            .and_then(|_| lock.rewind())
-            .and_then(|_| lock.write_all(me.as_bytes()));
+        let (dir_path, name) = split(path)?;
+        let dir = StateDir::open(dir_path)?;
+        let lock = lock::take(&dir.dir(), &suffixed(name, ".lock"), path)?;
         Ok(FileStore {
             path: path.to_owned(),
-            _lock: lock,
+            dir,
+            name: name.to_owned(),
+            lock,
             slots: None,
         })
+    }
+
+    /// Gives the lock file to the daemon's user: a root `tokend login` made it, and the
+    /// daemon must be able to open it. On the open descriptor, never the path.
+    pub fn give_lock_to(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::fchown(&self.lock, Some(uid), Some(gid))
+    }
+
+    /// Replaces the state with `state`, written with `perms` by the full protocol
+    /// (`tokend login`, which may give it to the daemon's user).
+    pub fn replace(&mut self, state: &State, perms: &Perms) -> Result<(), StoreError> {
+        self.slots = None;
+        let bytes = slots::new_file(&record_bytes(&self.path, state)?);
+        self.write_whole(&bytes, perms)
     }
 
     /// Creates the file anew in format 2, holding `record`, by the full protocol; the
@@ -93,25 +83,58 @@ impl FileStore {
     fn create(&mut self, record: &[u8]) -> Result<(), StoreError> {
         self.slots = None;
         let bytes = slots::new_file(record);
-        atomic::write(&self.path, &bytes, &Perms::mode(0o600)).map_err(|failed| {
-            StoreError::Io {
-                path: self.path.clone(),
-                err: failed.into_io(),
-            }
-        })?;
+        self.write_whole(&bytes, &Perms::mode(0o600))?;
         let at = Position {
             slot_size: bytes.len() / 2,
             newest: 0,
             sequence: 1,
         };
-        self.slots = Some(
-            SlotWriter::new(&self.path, at).map_err(|err| StoreError::Io {
-                path: self.path.clone(),
-                err,
-            })?,
-        );
+        let dir = self.dir.dir();
+        self.slots = Some(SlotWriter::new(&dir, &self.name, at).map_err(|err| self.io(err))?);
         Ok(())
     }
+
+    /// Writes the whole file by the full protocol. A state directory removed meanwhile
+    /// is made again (with the lock in it), as a removed state file is.
+    fn write_whole(&mut self, bytes: &[u8], perms: &Perms) -> Result<(), StoreError> {
+        let dir = self.dir.dir();
+        match atomic::write_in(&dir, &self.name, bytes, perms) {
+            Err(failed) => {
+                // (ENOENT, or EPERM for an unnamed file, when the directory is gone.)
+                if !removed(&dir) {
+                    return Err(self.io(failed.into_io()));
+                }
+                let dir = self.dir.recreate(&dir)?;
+                self.relock(&dir);
+                atomic::write_in(&dir, &self.name, bytes, perms)
+                    .map_err(|failed| self.io(failed.into_io()))
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Takes the lock again in a directory made again: the old lock went with the old
+    /// directory, and another process could otherwise take the state.
+    fn relock(&mut self, dir: &Dir) {
+        match lock::take(dir, &suffixed(&self.name, ".lock"), &self.path) {
+            Ok(lock) => self.lock = lock,
+            Err(e) => {
+                tracing::error!(target: "tokend::store", error = %e, "cannot take the lock again in the state directory made again")
+            }
+        }
+    }
+
+    fn io(&self, err: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            err,
+        }
+    }
+}
+
+/// Whether `dir` was removed (it has no name left).
+fn removed(dir: &Dir) -> bool {
+    dir.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
 /// `<state_file>.lock`: the file whose lock says who owns the state.
@@ -121,12 +144,7 @@ pub fn lock_path(state_file: &Path) -> PathBuf {
 
 /// A file next to `path`, named after it with `suffix`.
 fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(suffix);
-    path.with_file_name(name)
+    path.with_file_name(suffixed(path.file_name().unwrap_or_default(), suffix))
 }
 
 /// This host's name, as the lock file and replica identities (SPEC §11) give it.
@@ -143,15 +161,40 @@ pub fn hostname() -> String {
 
 /// Reads a state file without locking it (for `status` and `token`): a slot being
 /// written fails its checksum and the other is read, so a reader sees a whole version.
+/// A symlink at its name is refused, not followed.
 pub fn read_state_file(path: &Path) -> Result<Option<State>, StoreError> {
-    Ok(read_with_position(path)?.map(|(state, _)| state))
+    let (dir, name) = split(path)?;
+    let dir = match Dir::open(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                err,
+            });
+        }
+    };
+    Ok(read_with_position(&dir, name, path)?.map(|(state, _)| state))
 }
 
-/// The state in a file and, in format 2, where its newest version is.
-fn read_with_position(path: &Path) -> Result<Option<(State, Option<Position>)>, StoreError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+/// The state in file `name` of `dir` (at `path`, for errors) and, in format 2, where
+/// its newest version is.
+fn read_with_position(
+    dir: &Dir,
+    name: &OsStr,
+    path: &Path,
+) -> Result<Option<(State, Option<Position>)>, StoreError> {
+    let bytes = match dir.read(name) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StoreError::Unsafe {
+                path: path.to_owned(),
+                why:
+                    "is a symbolic link: tokend never follows one in its state directory; remove it"
+                        .into(),
+            });
+        }
         Err(err) => {
             return Err(StoreError::Io {
                 path: path.to_owned(),
@@ -191,13 +234,14 @@ fn read_with_position(path: &Path) -> Result<Option<(State, Option<Position>)>, 
 
 impl StateStore for FileStore {
     fn load(&mut self) -> Result<Option<State>, StoreError> {
-        let Some((state, position)) = read_with_position(&self.path)? else {
+        let dir = self.dir.dir();
+        let Some((state, position)) = read_with_position(&dir, &self.name, &self.path)? else {
             return Ok(None);
         };
         match position {
             // A file that cannot be written (a read-only mount) is not unreadable: the
             // state was read, and the next save says what fails.
-            Some(at) => self.slots = SlotWriter::new(&self.path, at).ok(),
+            Some(at) => self.slots = SlotWriter::new(&dir, &self.name, at).ok(),
             // Format 1: migrated now, durably, before anything else happens to it. A
             // migration that cannot be written (a read-only directory) is not a reason to
             // stop: the state was read, and the next save writes format 2 or says why.
@@ -215,6 +259,7 @@ impl StateStore for FileStore {
 
     fn save(&mut self, state: &State) -> Result<(), StoreError> {
         let record = record_bytes(&self.path, state)?;
+        let dir = self.dir.dir();
         let Some(writer) = self
             .slots
             .as_mut()
@@ -222,32 +267,31 @@ impl StateStore for FileStore {
         else {
             return self.create(&record);
         };
-        match writer.commit(&self.path, &record) {
+        match writer.commit(&dir, &self.name, &record) {
             // Deleted or replaced behind our back: made again by the full protocol.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.create(&record),
             result => result.map_err(|err| {
                 // After a failed sync the file's pages are in doubt: start a new file.
                 self.slots = None;
-                StoreError::Io {
-                    path: self.path.clone(),
-                    err,
-                }
+                self.io(err)
             }),
         }
     }
 
     fn load_handover(&self) -> Result<Option<State>, StoreError> {
-        read_state_file(&handover_path(&self.path))
+        let name = suffixed(&self.name, ".login");
+        let path = beside(&self.path, ".login");
+        Ok(read_with_position(&self.dir.dir(), &name, &path)?.map(|(state, _)| state))
     }
 
     fn clear_handover(&mut self) -> Result<(), StoreError> {
-        let path = handover_path(&self.path);
-        match std::fs::remove_file(&path) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                Err(StoreError::Io { path, err })
-            }
-            _ => Ok(()),
-        }
+        self.dir
+            .dir()
+            .remove(&suffixed(&self.name, ".login"))
+            .map_err(|err| StoreError::Io {
+                path: beside(&self.path, ".login"),
+                err,
+            })
     }
 }
 
@@ -259,12 +303,14 @@ fn record_bytes(path: &Path, state: &State) -> Result<Vec<u8>, StoreError> {
     })
 }
 
-/// Writes a state file as `tokend login` does when no daemon holds it: a new format 2
-/// file, atomically and durably, with `perms` (0600; run as root, also the daemon's
-/// owner).
+/// Writes a state file (a new format 2 file, atomically and durably, with `perms`)
+/// into its checked state directory, without its lock: `tokend login`'s handover for
+/// a running daemon, and tests.
 pub fn write_state_file(path: &Path, state: &State, perms: &Perms) -> Result<(), StoreError> {
+    let (dir, name) = split(path)?;
+    let dir = StateDir::open(dir)?;
     let bytes = slots::new_file(&record_bytes(path, state)?);
-    atomic::write(path, &bytes, perms).map_err(|failed| StoreError::Io {
+    atomic::write_in(&dir.dir(), name, &bytes, perms).map_err(|failed| StoreError::Io {
         path: path.to_owned(),
         err: failed.into_io(),
     })
@@ -275,12 +321,6 @@ pub fn write_state_file(path: &Path, state: &State, perms: &Perms) -> Result<(),
 /// and while blocked.
 pub fn handover_path(state_file: &Path) -> PathBuf {
     beside(state_file, ".login")
-}
-
-/// The pid in a lock holder's "pid N on HOST", when HOST is this host.
-pub fn local_holder_pid(holder: &str) -> Option<i32> {
-    let (pid, host) = holder.strip_prefix("pid ")?.split_once(" on ")?;
-    (host == hostname()).then(|| pid.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -437,12 +477,99 @@ mod tests {
         let path = dir.path().join("c.json");
         let _first = FileStore::open(&path).unwrap();
         match FileStore::open(&path) {
-            Err(StoreError::Locked { holder, .. }) => assert!(
-                holder.contains(&format!("pid {}", std::process::id())),
-                "{holder}"
-            ),
+            Err(StoreError::Locked { holder, .. }) => {
+                assert_eq!(holder.pid, Some(std::process::id() as i32), "{holder}")
+            }
             other => panic!("expected Locked, got {:?}", other.err()),
         }
+    }
+
+    /// Symlinks planted at the state file, its handover and its temporary names are
+    /// replaced or refused, never followed.
+    #[test]
+    fn symlinks_in_the_state_directory_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let state_dir = dir.path().join("state");
+        let path = state_dir.join("c.json");
+        let mut store = FileStore::open(&path).unwrap();
+        for name in ["c.json", "c.json.login"] {
+            std::os::unix::fs::symlink(&victim, state_dir.join(name)).unwrap();
+        }
+        assert!(matches!(store.load(), Err(StoreError::Unsafe { .. })));
+        assert!(matches!(
+            store.load_handover(),
+            Err(StoreError::Unsafe { .. })
+        ));
+        assert!(read_state_file(&path).is_err());
+        store.save(&sample()).unwrap();
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        store.save(&sample()).unwrap();
+        store.clear_handover().unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(state_dir.join("c.json.login")).is_err());
+    }
+
+    /// A state file made world-readable behind tokend's back is 0600 again at the next
+    /// commit; one replaced by a copy (same inode, other bytes) is written whole.
+    #[test]
+    fn each_commit_restores_the_mode_and_notices_a_copy_over_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let mut store = FileStore::open(&path).unwrap();
+        let mut state = sample();
+        store.save(&state).unwrap();
+        state.generation = 2;
+        store.save(&state).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        state.generation = 3;
+        store.save(&state).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        // `cp other.json c.json`: the same inode, holding another file's versions, whose
+        // sequence numbers are higher than this one's.
+        let other = dir.path().join("other.json");
+        let mut other_store = FileStore::open(&other).unwrap();
+        let mut theirs = sample();
+        theirs.generation = 99;
+        for _ in 0..10 {
+            other_store.save(&theirs).unwrap();
+        }
+        std::fs::write(&path, std::fs::read(&other).unwrap()).unwrap();
+        state.generation = 4;
+        store.save(&state).unwrap();
+        assert_eq!(read_state_file(&path).unwrap().unwrap().generation, 4);
+        // And a format 1 copy over it.
+        std::fs::write(&path, serde_json::to_vec(&sample()).unwrap()).unwrap();
+        state.generation = 5;
+        store.save(&state).unwrap();
+        assert_eq!(read_state_file(&path).unwrap().unwrap().generation, 5);
+    }
+
+    /// A state directory removed under the daemon is made again at the next save, with
+    /// the lock in it.
+    #[test]
+    fn a_removed_state_directory_is_made_again_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/c.json");
+        let mut store = FileStore::open(&path).unwrap();
+        store.save(&sample()).unwrap();
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        let mut state = sample();
+        state.generation = 7;
+        store.save(&state).unwrap();
+        assert_eq!(read_state_file(&path).unwrap().unwrap().generation, 7);
+        assert!(matches!(
+            FileStore::open(&path),
+            Err(StoreError::Locked { .. })
+        ));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! local file with its lock.
 //!
 //! - [`state`]: the record ([`State`]) and the [`StateStore`] interface
-//! - [`file`]: the local state file, its lock, and `tokend login`'s handover
+//! - [`file`]: the local state file and `tokend login`'s handover
+//! - [`dir`]: the state directory, checked and shared; [`lock`]: one process per file
 //! - [`slots`]: the file's layout: two checksummed slots written in turn
 
+pub mod dir;
 pub mod file;
+pub mod lock;
 pub mod slots;
 pub mod state;
 

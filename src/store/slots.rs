@@ -15,8 +15,12 @@
 //! larger slots, by the full replace protocol ([`super::file`] does that; this file
 //! holds the layout and the writer of slots).
 
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+
+use nix::fcntl::OFlag;
+
+use crate::atomic::Dir;
 
 /// What every slot starts with.
 pub const MAGIC: &[u8; 4] = b"TKS2";
@@ -120,7 +124,7 @@ pub fn read(bytes: &[u8]) -> Contents {
     Contents::Slots { slot_size, newest }
 }
 
-/// Writes versions into the slots of an open format 2 file, in turn.
+/// Writes versions into the slots of a format 2 file, in turn.
 pub struct SlotWriter {
     pub slot_size: usize,
     /// The file (device, inode) the position was learned from.
@@ -132,9 +136,9 @@ pub struct SlotWriter {
 }
 
 impl SlotWriter {
-    /// Slots of the file at `path` as it is now, whose newest version is `at`.
-    pub fn new(path: &Path, at: Position) -> std::io::Result<SlotWriter> {
-        let meta = std::fs::metadata(path)?;
+    /// Slots of the file `name` in `dir` as it is now, whose newest version is `at`.
+    pub fn new(dir: &Dir, name: &OsStr, at: Position) -> std::io::Result<SlotWriter> {
+        let meta = dir.open_file(name, OFlag::O_RDONLY, 0)?.metadata()?;
         Ok(SlotWriter {
             file: (meta.dev(), meta.ino()),
             slot_size: at.slot_size,
@@ -145,16 +149,27 @@ impl SlotWriter {
 
     /// One `pwrite` and one `fdatasync`: the whole commit of a version. The file is
     /// opened for each commit rather than held: a held descriptor per credential would
-    /// double the descriptors tens of thousands of credentials need (issue 18).
-    /// `NotFound` when the file was deleted or replaced since: its slots are not ours.
-    pub fn commit(&mut self, path: &Path, record: &[u8]) -> std::io::Result<()> {
-        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    /// double the descriptors tens of thousands of credentials need. Its mode is made
+    /// 0600 again if someone changed it. `NotFound` when the file is not the one this
+    /// writer knows: deleted, replaced, or overwritten with other bytes (a copy of a
+    /// backup), whose slots are not ours to write one of.
+    pub fn commit(&mut self, dir: &Dir, name: &OsStr, record: &[u8]) -> std::io::Result<()> {
+        let file = dir.open_file(name, OFlag::O_RDWR, 0)?;
         let meta = file.metadata()?;
-        if (meta.dev(), meta.ino()) != self.file {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the state file was replaced",
-            ));
+        let replaced =
+            || std::io::Error::new(std::io::ErrorKind::NotFound, "the state file was replaced");
+        if (meta.dev(), meta.ino()) != self.file || meta.len() != 2 * self.slot_size as u64 {
+            return Err(replaced());
+        }
+        // The newest slot still holds this writer's last version (a cheap look at its
+        // header; the bytes are in the page cache).
+        let mut header = [0u8; HEADER];
+        file.read_exact_at(&mut header, ((1 - self.next) * self.slot_size) as u64)?;
+        if &header[..4] != MAGIC || header[4..12] != self.sequence.to_le_bytes() {
+            return Err(replaced());
+        }
+        if meta.mode() & 0o7777 != 0o600 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
         let sequence = self.sequence + 1;
         let offset = (self.next * self.slot_size) as u64;

@@ -88,7 +88,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path} is locked by another tokend ({holder})")]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        path: PathBuf,
+        holder: crate::store::lock::Holder,
+    },
+    /// Not tokend's own: a directory others may write, a symlink, not a regular file.
+    #[error("{path} {why}")]
+    Unsafe { path: PathBuf, why: String },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
     #[error("{path} is not a valid tokend state file: {message}")]

@@ -30,7 +30,7 @@ client_id = "id"
 client_secret = "s"
 refresh_token = "r"
 [[credentials.c.outputs]]
-path = "/tmp/tokend-test-never-used/t"
+path = "/tmp/tokend-test-never-used-out/t"
 "#;
 
 #[test]

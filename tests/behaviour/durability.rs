@@ -37,23 +37,28 @@ async fn state_is_durable_before_outputs_are_written() {
             .unwrap_or_else(|| panic!("not found in:\n{text}"))
     };
 
-    let state_rename = find(&|l| l.starts_with("rename") && l.contains("/c.json\")"));
-    let access_rename = find(&|l| l.starts_with("rename") && l.contains("/access_token\")"));
-    let json_rename = find(&|l| l.starts_with("rename") && l.contains("/token.json\")"));
+    // Renames within a directory held open: renameat(DIR, ".c.json.XXXXXX", DIR, "c.json").
+    let state_rename = find(&|l| l.starts_with("rename") && l.contains("\"c.json\")"));
+    let access_rename = find(&|l| l.starts_with("rename") && l.contains("\"access_token\")"));
+    let json_rename = find(&|l| l.starts_with("rename") && l.contains("\"token.json\")"));
     assert!(
         state_rename < access_rename && access_rename < json_rename,
         "state first, then outputs:\n{text}"
     );
 
+    // The state directory, held open: every file in it is reached through it.
+    let dir = format!("\"{}\",", env.path("state").display());
+    let fd_of = |l: &str| l.rsplit("= ").next().unwrap().trim().to_owned();
+    let dir_open =
+        find(&|l| l.starts_with("openat(") && l.contains(&dir) && l.contains("O_DIRECTORY"));
+    let dir_fd = fd_of(calls[dir_open]);
     // The state's temporary file: created in the state directory with 0600, fsync'd
     // before the rename.
-    let dir = format!("\"{}\",", env.path("state").display());
-    let opens_dir = |l: &str| l.starts_with("openat(") && l.contains(&dir);
-    let fd_of = |l: &str| l.rsplit("= ").next().unwrap().trim().to_owned();
+    let in_dir = format!("openat({dir_fd}, ");
     let tmp_open = (0..state_rename)
         .rev()
         .find(|&i| {
-            let unnamed = opens_dir(calls[i]) && calls[i].contains("O_TMPFILE");
+            let unnamed = calls[i].starts_with(&in_dir) && calls[i].contains("O_TMPFILE");
             let named = calls[i].contains(".c.json.") && calls[i].contains("O_EXCL");
             unnamed || named
         })
@@ -66,14 +71,9 @@ async fn state_is_durable_before_outputs_are_written() {
             .any(|l| l.starts_with(&format!("fsync({tmp_fd})"))),
         "the state file is fsync'd before the rename:\n{text}"
     );
-    // The directory is opened and fsync'd after the rename, before the first output is
-    // touched.
-    let dir_open = (state_rename..access_rename)
-        .find(|&i| opens_dir(calls[i]) && !calls[i].contains("O_TMPFILE"))
-        .unwrap_or_else(|| panic!("the state directory is not opened after the rename:\n{text}"));
-    let dir_fd = fd_of(calls[dir_open]);
+    // The directory is fsync'd after the rename, before the first output is touched.
     assert!(
-        calls[dir_open..access_rename]
+        calls[state_rename..access_rename]
             .iter()
             .any(|l| l.starts_with(&format!("fsync({dir_fd})"))),
         "the state directory is fsync'd after the rename:\n{text}"
@@ -140,7 +140,7 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
     let mut state_syncs = std::collections::HashSet::new();
     for (i, l) in calls.iter().enumerate() {
         let fd_of = |l: &str| l.split(['(', ',', ')']).nth(1).map(str::to_owned);
-        if l.starts_with("openat(") && l.contains("/c.json\"") && l.contains("O_WRONLY") {
+        if l.starts_with("openat(") && l.contains("\"c.json\"") && l.contains("O_RDWR") {
             open_on_state = Some(l.rsplit("= ").next().unwrap().trim().to_owned());
         } else if open_on_state.is_some() && fd_of(l) == open_on_state {
             if l.starts_with("close(") {
@@ -174,7 +174,7 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
         .count();
     let state_renames = calls
         .iter()
-        .filter(|l| l.starts_with("rename") && l.contains("/c.json\")"))
+        .filter(|l| l.starts_with("rename") && l.contains("\"c.json\")"))
         .count();
     crate::common::figure(
         "durability",
@@ -202,7 +202,7 @@ async fn each_rotation_commits_the_state_with_one_data_sync() {
             *synced.get_or_insert(0) += 1;
         } else if let Some(n) = synced
             .as_mut()
-            .filter(|_| l.starts_with("rename") && l.contains("/access_token\")"))
+            .filter(|_| l.starts_with("rename") && l.contains("\"access_token\")"))
         {
             assert!(
                 *n > 0,

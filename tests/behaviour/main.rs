@@ -18,4 +18,5 @@ mod newcomer;
 mod outputs;
 mod packaging;
 mod readers;
+mod security;
 mod systemd;

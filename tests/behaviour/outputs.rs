@@ -543,13 +543,11 @@ async fn bind_mounted_output_gives_the_documented_error() {
 }
 
 /// Issue 4: a process that may not chown gets a clear error naming the fix, and the
-/// refresh itself is kept. Needs root (to run tokend as another user); SKIP elsewhere.
+/// refresh itself is kept. Needs root (to run tokend as another user).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_tokend_may_not_set_gives_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
-    let Some(nobody) = crate::common::nobody_when_root() else {
-        return;
-    };
+    let nobody = crate::common::nobody();
     let env = Env::new(Duration::from_secs(3600)).await;
     env.bootstrap("c");
     let text = format!(

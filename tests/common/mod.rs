@@ -369,29 +369,38 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The user `nobody`, when this process is root and so can run tokend as it; the tests
-/// that need another user say SKIP otherwise.
-pub fn nobody_when_root() -> Option<nix::unistd::User> {
-    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
-    if nix::unistd::geteuid().is_root() && nobody.is_some() {
-        return nobody;
-    }
-    eprintln!("SKIP: needs root and a user named nobody");
-    None
+/// The user `nobody`, to run tokend or an attacker as someone other than root. The
+/// tests that need it need root, as `.ci/run` is: elsewhere they fail, saying so.
+pub fn nobody() -> nix::unistd::User {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs processes as another user, which needs root: run it as .ci/run does"
+    );
+    nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("a user named nobody")
 }
 
-/// `tokend once -c cfg` run as `user` (through setpriv, no supplementary groups).
+/// `program args` run as `user` (through setpriv, no supplementary groups).
+pub fn command_as(user: &nix::unistd::User, program: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &user.uid.to_string(),
+        "--regid",
+        &user.gid.to_string(),
+        "--clear-groups",
+        program,
+    ])
+    .env_remove("RUST_LOG");
+    cmd
+}
+
+/// `tokend once -c cfg` run as `user`.
 pub fn once_as(user: &nix::unistd::User, cfg: &Path) -> std::process::Output {
-    std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            &user.name,
-            "--regid",
-            &user.gid.to_string(),
-            "--clear-groups",
-        ])
-        .args([BIN, "once", "-c", cfg.to_str().unwrap()])
-        .env_remove("RUST_LOG")
+    command_as(user, BIN)
+        .args(["once", "-c", cfg.to_str().unwrap()])
         .output()
         .unwrap()
 }

@@ -47,14 +47,10 @@ pub async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, Log
     };
     let holder = match FileStore::open(&cfg.state_file) {
         Ok(mut store) => {
-            state_file::write_state_file(&cfg.state_file, state, &perms).map_err(failed)?;
+            store.replace(state, &perms).map_err(failed)?;
             if let Some((uid, gid)) = owner {
                 // The lock file may be new, made by us; the daemon must be able to open it.
-                let _ = std::os::unix::fs::chown(
-                    state_file::lock_path(&cfg.state_file),
-                    Some(uid),
-                    Some(gid),
-                );
+                let _ = store.give_lock_to(uid, gid);
             }
             // A stale handover from an earlier login must not replace this chain.
             let _ = store.clear_handover();
@@ -65,10 +61,10 @@ pub async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, Log
     };
     let handover = state_file::handover_path(&cfg.state_file);
     state_file::write_state_file(&handover, state, &perms).map_err(failed)?;
-    let Some(pid) = state_file::local_holder_pid(&holder) else {
+    let Some(pid) = holder.pid else {
         return Ok(Written::HandedOver {
             path: handover,
-            holder,
+            holder: holder.to_string(),
         });
     };
     // The daemon adopts a handover on SIGHUP (a reload that keeps everything else).
@@ -87,6 +83,6 @@ pub async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, Log
     }
     Ok(Written::HandedOver {
         path: handover,
-        holder,
+        holder: holder.to_string(),
     })
 }

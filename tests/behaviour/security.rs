@@ -1,0 +1,208 @@
+//! What a less privileged user can and cannot make a root tokend do. The attacker is
+//! `nobody`, who owns the daemon's state directory (as the daemon's user does, by
+//! design); tokend runs as root, as `login` does. Needs root.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{BIN, Env, authorize, command_as, finish, get, nobody, start_login};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Gives `path` to `user`.
+fn give(path: &Path, user: &nix::unistd::User) {
+    std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+}
+
+/// A root-only file that must come through untouched.
+fn victim(env: &Env) -> std::path::PathBuf {
+    let v = env.path("root-only/victim");
+    std::fs::create_dir(env.path("root-only")).unwrap();
+    std::fs::write(&v, "precious").unwrap();
+    std::fs::set_permissions(&v, std::fs::Permissions::from_mode(0o600)).unwrap();
+    v
+}
+
+fn untouched(victim: &Path) {
+    let meta = std::fs::metadata(victim).unwrap();
+    assert_eq!(std::fs::read_to_string(victim).unwrap(), "precious");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600));
+}
+
+/// `nobody` plants `link` -> `target` (in a directory `nobody` owns).
+fn plant(user: &nix::unistd::User, target: &Path, link: &Path) {
+    let ok = command_as(user, "ln")
+        .arg("-sfn")
+        .arg(target)
+        .arg(link)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ln -s as nobody");
+}
+
+fn once(cfg: &Path) -> (i32, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["once", "-c", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The state directory belongs to `nobody`; everything else to root.
+fn nobody_owns_the_state(env: &Env) -> (nix::unistd::User, std::path::PathBuf) {
+    let nobody = nobody();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = env.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    give(&state, &nobody);
+    (nobody, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_planted_in_the_state_directory_never_steers_a_root_tokend() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = env.write_config(&["c"]);
+    let (nobody, state) = nobody_owns_the_state(&env);
+    let victim = victim(&env);
+
+    // At the lock: refused, as a configuration problem, before anything is sent.
+    plant(&nobody, &victim, &state.join("c.json.lock"));
+    let (code, err) = once(&cfg);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("c.json.lock is a symbolic link"), "{err}");
+    untouched(&victim);
+    assert_eq!(env.emu.stats().refreshes, 0);
+
+    // At the state file: never read through, never written through.
+    std::fs::remove_file(state.join("c.json.lock")).unwrap();
+    plant(&nobody, &victim, &state.join("c.json"));
+    let (code, err) = once(&cfg);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    untouched(&victim);
+    assert_eq!(env.emu.stats().refreshes, 0);
+
+    // At the login's handover: a root daemon never adopts a planted chain through it.
+    std::fs::remove_file(state.join("c.json")).unwrap();
+    plant(&nobody, &victim, &state.join("c.json.login"));
+    let (code, err) = once(&cfg);
+    assert_eq!(code, 0, "{err}");
+    untouched(&victim);
+    assert!(
+        std::fs::symlink_metadata(state.join("c.json"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+/// The same directory made writable by others, or owned by a stranger, is refused
+/// outright, with what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_directory_others_can_write_is_refused() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = env.write_config(&["c"]);
+    let (nobody, state) = nobody_owns_the_state(&env);
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (code, err) = once(&cfg);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("writable by its group or by others (mode 1777)"),
+        "{err}"
+    );
+    let check = std::process::Command::new(BIN)
+        .args(["check", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(78), "{text}");
+    assert!(text.contains("chmod 0700"), "{text}");
+    // Someone else's, seen by a non-root tokend: refused too.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    give(
+        &state,
+        &nix::unistd::User::from_uid(0.into()).unwrap().unwrap(),
+    );
+    std::fs::set_permissions(
+        env.path("client_secret"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        env.path("c.bootstrap"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let other = env.path("other-state");
+    std::fs::create_dir(&other).unwrap();
+    give(&other, &nobody);
+    std::os::unix::fs::chown(&other, Some(4242), None).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("{}/state", env.dir.path().display()),
+        other.to_str().unwrap(),
+    );
+    let cfg2 = env.path("other.toml");
+    std::fs::write(&cfg2, text).unwrap();
+    let out = crate::common::once_as(&nobody, &cfg2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("is owned by uid 4242, not by tokend's user"),
+        "{err}"
+    );
+}
+
+/// A root `tokend login` over a lock file that `nobody` replaced with a link: the link's
+/// target keeps its owner and content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_login_never_chowns_or_writes_through_a_link() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = login_config(&env);
+    let (nobody, state) = nobody_owns_the_state(&env);
+    let victim = victim(&env);
+    plant(&nobody, &victim, &state.join("c.json.lock"));
+    let login = start_login(&cfg, &[]).await;
+    get(&authorize(&login.url).await).await;
+    let (code, _, err) = finish(login).await;
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    untouched(&victim);
+    // Without the link, the lock and the state go to the directory's owner.
+    std::fs::remove_file(state.join("c.json.lock")).unwrap();
+    let login = start_login(&cfg, &[]).await;
+    get(&authorize(&login.url).await).await;
+    assert_eq!(finish(login).await.0, 0);
+    for f in ["c.json", "c.json.lock"] {
+        assert_eq!(
+            std::fs::metadata(state.join(f)).unwrap().uid(),
+            nobody.uid.as_raw()
+        );
+    }
+}
+
+/// A credential that starts by `tokend login` (the emulator's issuer).
+fn login_config(env: &Env) -> std::path::PathBuf {
+    let c = env.emu.config();
+    let dir = env.dir.path().display();
+    env.write_config_text(&format!(
+        r#"
+state_dir = "{dir}/state"
+[credentials.c]
+issuer = "{issuer}"
+client_id = "{id}"
+client_secret = "{secret}"
+[credentials.c.http]
+allow_insecure_http = true
+[[credentials.c.outputs]]
+path = "{dir}/out/access_token"
+"#,
+        issuer = env.emu.issuer(),
+        id = c.client_id,
+        secret = c.client_secret,
+    ))
+}
