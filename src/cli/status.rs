@@ -12,7 +12,7 @@ use crate::credential::schedule::ChainAge;
 use crate::out::{errln, outln};
 use crate::rfc3339;
 use crate::store::file::{lock_path, read_state_file};
-use crate::store::lock::claimed_pid as local_holder_pid;
+use crate::store::lock::holder_of;
 
 /// One credential's condition as `status` reports it.
 #[derive(Debug, Serialize)]
@@ -138,11 +138,8 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
             continue;
         };
         // The daemon's identity: its own pid when none is configured.
-        let daemon = std::fs::read_to_string(lock_path(&cred.state_file))
-            .ok()
-            .and_then(|h| local_holder_pid(h.trim()))
-            .filter(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), None).is_ok())
-            .map(|pid| coordination.identity_of(pid as u32));
+        let daemon =
+            holder_of(&lock_path(&cred.state_file)).map(|pid| coordination.identity_of(pid as u32));
         let mut shared = SharedReport {
             role: "not running".into(),
             leader: None,

@@ -40,8 +40,35 @@ pub async fn run(hook: HookConfig, credential: String, expires_at: SystemTime, b
 }
 
 /// Reads the pid file afresh (the process may have restarted) and signals that pid.
+/// As systemd's `PIDFile=` does, a pid file is believed only when root or tokend's own
+/// user owns it, and never through a symlink: whoever else could write it could point
+/// a root tokend's signal at any process.
 fn send_signal(signal: Signal, pid_file: &std::path::Path) -> Result<i32, String> {
-    let text = std::fs::read_to_string(pid_file).map_err(|e| e.to_string())?;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let (dir, name) = match (pid_file.parent(), pid_file.file_name()) {
+        (Some(dir), Some(name)) => (dir, name),
+        _ => return Err("is not a file".into()),
+    };
+    let mut file = crate::atomic::Dir::open(dir)
+        .and_then(|d| d.open_file(name, nix::fcntl::OFlag::O_RDONLY, 0))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "is a symbolic link, which is not followed".to_owned(),
+            _ => e.to_string(),
+        })?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "is owned by uid {}, neither root nor tokend's user (uid {me}): not believed, since its owner could name any process",
+            meta.uid()
+        ));
+    }
+    let mut text = String::new();
+    file.by_ref()
+        .take(64)
+        .read_to_string(&mut text)
+        .map_err(|_| "does not hold a process id".to_owned())?;
     let pid: i32 = text
         .trim()
         .parse()
@@ -111,5 +138,42 @@ async fn run_command(hook: &HookConfig, credential: &str, expires_at: SystemTime
             warn!(target: LOG, program, timeout = %humantime::format_duration(hook.timeout), "rotation hook timed out and was killed");
             HookResult::Timeout
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_pid_file_is_believed_only_from_root_or_tokends_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("app.pid");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+        // A link to it is not followed.
+        let link = dir.path().join("link.pid");
+        std::os::unix::fs::symlink(&pid_file, &link).unwrap();
+        let e = send_signal(Signal::SIGTERM, &link).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        if nix::unistd::geteuid().is_root() {
+            // Someone else's pid file names a root process: not signalled.
+            std::os::unix::fs::chown(&pid_file, Some(4242), None).unwrap();
+            let e = send_signal(Signal::SIGTERM, &pid_file).unwrap_err();
+            assert!(e.contains("owned by uid 4242"), "{e}");
+            assert!(child.try_wait().unwrap().is_none());
+            std::os::unix::fs::chown(&pid_file, Some(0), None).unwrap();
+        }
+        std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            send_signal(Signal::SIGTERM, &pid_file),
+            Ok(child.id() as i32)
+        );
+        assert!(!child.wait().unwrap().success());
     }
 }

@@ -1,9 +1,13 @@
 //! `<state_file>.lock`: one process per state file. The lock is an exclusive `flock`
-//! on that file, which says who holds it ("pid N on HOST").
+//! on that file; what the file says ("pid N on HOST") is for people only. Who holds it
+//! is asked of the kernel (`/proc/locks`), never read from the file, whose owner could
+//! write any pid there: a root `tokend login` signals only a process the kernel names
+//! as the holder, and only one running as the lock file's owner or root.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -14,7 +18,9 @@ use crate::store::StoreError;
 /// Who holds a lock, as far as can be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
-    /// The holding process on this host, as the lock file says.
+    /// The holding process, as the kernel's lock table names it (and checked to run as
+    /// the lock file's owner or root); `None` when it cannot be seen from here (another
+    /// pid namespace or host).
     pub pid: Option<i32>,
     /// What the lock file says, cleaned for printing: a claim, not a fact.
     pub says: String,
@@ -88,23 +94,90 @@ fn holder(lock: &mut File) -> Holder {
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(100)
         .collect();
-    Holder {
-        pid: claimed_pid(&says),
-        says,
-    }
+    let pid = lock.metadata().ok().and_then(|meta| {
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        let pid = flock_holder(&locks, meta.dev(), meta.ino())?;
+        runs_as(pid, meta.uid()).then_some(pid)
+    });
+    Holder { pid, says }
 }
 
-/// The pid in a lock holder's "pid N on HOST", when HOST is this host.
-pub fn claimed_pid(holder: &str) -> Option<i32> {
-    let (pid, host) = holder.strip_prefix("pid ")?.split_once(" on ")?;
-    (host == crate::store::file::hostname())
-        .then(|| pid.parse().ok())
-        .flatten()
+/// The process holding an exclusive lock on the lock file of `state_file`, as the
+/// kernel names it (for `login`'s handover and `status`); `None` when nobody visible
+/// from here holds it.
+pub fn holder_of(lock_file: &Path) -> Option<i32> {
+    let dir = Dir::open(lock_file.parent()?).ok()?;
+    let file = dir
+        .open_file(lock_file.file_name()?, OFlag::O_RDONLY, 0)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = flock_holder(&locks, meta.dev(), meta.ino())?;
+    runs_as(pid, meta.uid()).then_some(pid)
+}
+
+/// The pid holding an `flock` on the file (`dev`, `ino`) in `/proc/locks`'s text:
+/// `1: FLOCK  ADVISORY  WRITE 5129 fe:00:10010931 0 EOF` (waiters' lines start "->").
+fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<i32> {
+    let file = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, at, ..] if *at == file => pid.parse().ok().filter(|p| *p > 1),
+            _ => None,
+        }
+    })
+}
+
+/// Whether process `pid` runs (effectively) as `uid` or as root.
+fn runs_as(pid: i32, uid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|id| id.parse::<u32>().ok());
+    effective.is_some_and(|e| e == uid || e == 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_comes_from_the_kernels_table() {
+        let table = "1: FLOCK  ADVISORY  WRITE 5129 fe:00:10010931 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 6000 fe:00:10010931 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 77 fe:00:42 0 EOF\n";
+        let dev = libc::makedev(0xfe, 0);
+        assert_eq!(flock_holder(table, dev, 10010931), Some(5129));
+        assert_eq!(flock_holder(table, dev, 42), None);
+        assert_eq!(flock_holder(table, libc::makedev(8, 1), 10010931), None);
+    }
+
+    #[test]
+    fn a_second_taker_is_told_the_holders_pid_whatever_the_file_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dir::open(dir.path()).unwrap();
+        let name = OsStr::new("c.json.lock");
+        let _held = take(&d, name, &dir.path().join("c.json")).unwrap();
+        // The file's owner writes a lie into it.
+        std::fs::write(dir.path().join(name), "pid 1 on elsewhere").unwrap();
+        let d2 = Dir::open(dir.path()).unwrap();
+        match take(&d2, name, &dir.path().join("c.json")) {
+            Err(StoreError::Locked { holder, .. }) => {
+                assert_eq!(holder.pid, Some(std::process::id() as i32), "{holder:?}");
+                assert_eq!(holder.says, "pid 1 on elsewhere");
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        assert_eq!(
+            holder_of(&dir.path().join(name)),
+            Some(std::process::id() as i32)
+        );
+    }
 
     #[test]
     fn a_symlink_at_the_lock_is_refused_and_its_target_untouched() {

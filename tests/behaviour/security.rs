@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{BIN, Env, authorize, command_as, finish, get, nobody, start_login};
+use crate::common::{BIN, Env, authorize, command_as, finish, get, nobody, start_login, wait_for};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -205,4 +205,75 @@ path = "{dir}/out/access_token"
         id = c.client_id,
         secret = c.client_secret,
     ))
+}
+
+/// `nobody`, who holds the lock file, writes a root process's pid into it: a root
+/// `tokend login` signals the daemon the kernel names as the lock's holder, never that
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_pid_in_the_lock_file_is_never_signalled() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = login_config(&env);
+    let (nobody, state) = nobody_owns_the_state(&env);
+    std::fs::create_dir(env.path("out")).unwrap();
+    give(&env.path("out"), &nobody);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A first chain, then the daemon as nobody.
+    let login = start_login(&cfg, &[]).await;
+    get(&authorize(&login.url).await).await;
+    assert_eq!(finish(login).await.0, 0);
+    let log = std::fs::File::create(env.path("daemon.log")).unwrap();
+    let mut daemon = tokio::process::Command::from(command_as(&nobody, BIN));
+    let mut daemon = daemon
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let daemon_pid = daemon.id().unwrap();
+    wait_for("the daemon to start", 10 * SEC, || {
+        std::fs::read_to_string(env.path("daemon.log")).is_ok_and(|l| l.contains("ready"))
+    })
+    .await;
+    // A root process, and its pid in the lock file, as nobody writes it.
+    let mut bystander = tokio::process::Command::new("sleep")
+        .arg("60")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let forged = format!(
+        "pid {} on {}\n",
+        bystander.id().unwrap(),
+        tokend::store::file::hostname()
+    );
+    let wrote = command_as(&nobody, "sh")
+        .args([
+            "-c",
+            &format!(
+                "printf '{forged}' > {}",
+                state.join("c.json.lock").display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(wrote.success());
+    let login = start_login(&cfg, &[]).await;
+    get(&authorize(&login.url).await).await;
+    let (code, out, err) = finish(login).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("handed to the running tokend (pid {daemon_pid})")),
+        "{out}"
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was signalled"
+    );
+    bystander.kill().await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon_pid as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    daemon.wait().await.unwrap();
 }

@@ -61,6 +61,8 @@ pub async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, Log
     };
     let handover = state_file::handover_path(&cfg.state_file);
     state_file::write_state_file(&handover, state, &perms).map_err(failed)?;
+    // Only a process the kernel names as the lock's holder is signalled: the pid the
+    // lock file holds is whatever its owner wrote there.
     let Some(pid) = holder.pid else {
         return Ok(Written::HandedOver {
             path: handover,
