@@ -17,7 +17,8 @@
 //!
 //! Leaves that several layers share: [`atomic`] (durable atomic file replacement),
 //! [`rfc3339`] (timestamps), [`http_server`] (a small HTTP/1 server), [`tls`] (the
-//! crypto provider), [`out`] (printing that a closed pipe cannot crash).
+//! crypto provider), [`out`] (printing that a closed pipe cannot crash), [`hardening`]
+//! (no core dumps, no reading of the process's memory).
 
 pub mod atomic;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod coordination;
 pub mod credential;
 pub mod daemon;
 pub mod emulator;
+pub mod hardening;
 pub mod http_server;
 pub mod oauth;
 pub mod out;

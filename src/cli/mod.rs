@@ -126,6 +126,10 @@ enum Command {
 
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
+    // Before anything holds a secret.
+    if let Err(e) = crate::hardening::harden() {
+        errln!("tokend: warning: {e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -79,6 +79,7 @@ fn look(config: &Config, full: bool) -> Findings {
         }
         relative_paths(&mut f, c);
         shared_output_dirs(&mut f, c);
+        state_file_mode(&mut f, c);
     }
     if full && let Some(coordination) = &config.coordination {
         match &coordination.store {
@@ -181,6 +182,23 @@ fn own_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     crate::store::dir::check(&meta, nix::unistd::geteuid().as_raw())
         .map_err(|why| format!("the state directory {} {why}", dir.display()))
+}
+
+/// A state file someone made readable by others: tokend makes it 0600 again at its
+/// next save, but the token in it has been exposed meanwhile.
+fn state_file_mode(f: &mut Findings, c: &CredentialConfig) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = std::fs::symlink_metadata(&c.state_file)
+        && meta.is_file()
+        && meta.mode() & 0o7777 != 0o600
+    {
+        f.warnings.push(format!(
+            "credentials.{}.state_file: {} has mode {:04o}, not 0600: tokend makes it 0600 again at its next save; whoever could read it meanwhile may hold the refresh token",
+            c.name,
+            c.state_file.display(),
+            meta.mode() & 0o7777
+        ));
+    }
 }
 
 /// An output in a directory that other users may write can be replaced by one of them

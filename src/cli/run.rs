@@ -102,4 +102,7 @@ fn warn_preflight(config: &Config) {
     for w in preflight::warnings(config) {
         warn!(target: LOG, "{w}");
     }
+    if let Some(w) = crate::hardening::root_warning() {
+        warn!(target: LOG, "{w}");
+    }
 }

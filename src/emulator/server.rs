@@ -13,7 +13,7 @@ use crate::emulator::model::{
 };
 use crate::emulator::reply::{Answer, Dropped, json, read_body};
 use crate::emulator::token::token;
-use crate::http_server::{accept_loop, serve_http1};
+use crate::http_server::{Limits, accept_loop, serve_http1};
 
 pub fn tls_acceptor(identity: TlsIdentity) -> std::io::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
@@ -53,15 +53,15 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
 ) {
-    accept_loop(listener, move |stream| {
+    accept_loop(listener, Limits::EMULATOR, move |stream| {
         let (shared, tls) = (shared.clone(), tls.clone());
         async move {
             let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
             match tls {
-                None => serve_http1(stream, service).await,
+                None => serve_http1(stream, Limits::EMULATOR, service).await,
                 Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        serve_http1(stream, service).await;
+                        serve_http1(stream, Limits::EMULATOR, service).await;
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::oauth::http::{BodyError, MAX_BODY, sanitize};
+use crate::oauth::http::{BodyError, MAX_BODY, server_text};
 use crate::store::{State, VERSION};
 
 /// The longest `Retry-After` we honour; beyond it the answer is taken as hostile.
@@ -325,7 +325,7 @@ fn error_suffix(body: &Result<Vec<u8>, BodyError>) -> String {
         return String::new();
     };
     let text = |v: Option<serde_json::Value>| match v {
-        Some(serde_json::Value::String(s)) => Some(sanitize(&s)),
+        Some(serde_json::Value::String(s)) => Some(server_text(&s)),
         _ => None,
     };
     match (text(raw.error), text(raw.error_description)) {

@@ -151,7 +151,12 @@ impl Endpoint {
             ),
             None => None,
         };
-        // A server may echo what it was sent in its error text; none of it reaches a log.
+        // A server may echo what it was sent in its error text; none of it reaches a log:
+        // the secret, the assertion, the tokens, and the Basic header as sent.
+        let basic = secret.as_ref().map(|s| {
+            let encode = self.cfg.client_auth != ClientAuth::BasicUnencoded;
+            basic_value(&self.cfg.client_id, s.expose_secret(), encode)
+        });
         let mut secrets: Vec<&str> = [&secret, &assertion]
             .into_iter()
             .flatten()
@@ -164,6 +169,7 @@ impl Endpoint {
                 secrets.extend([code.expose_secret(), verifier.expose_secret()])
             }
         }
+        secrets.extend(basic.as_deref());
         let proof = Proof {
             secret: secret.as_ref(),
             assertion: assertion.as_ref(),
@@ -289,19 +295,24 @@ fn scrub(text: &str, secrets: &[&str]) -> String {
 
 /// An `Authorization: Basic` value; `encode` applies RFC 6749 §2.3.1's form-urlencoding.
 pub fn basic_header(id: &str, secret: &str, encode: bool) -> reqwest::header::HeaderValue {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!(
+        "Basic {}",
+        basic_value(id, secret, encode)
+    ))
+    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Basic"));
+    value.set_sensitive(true);
+    value
+}
+
+/// The base64 credentials of a Basic header.
+fn basic_value(id: &str, secret: &str, encode: bool) -> String {
     let pair = if encode {
         let enc = |s: &str| percent_encoding::utf8_percent_encode(s, FORM_COMPONENT).to_string();
         format!("{}:{}", enc(id), enc(secret))
     } else {
         format!("{id}:{secret}")
     };
-    let mut value = reqwest::header::HeaderValue::from_str(&format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    ))
-    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Basic"));
-    value.set_sensitive(true);
-    value
+    base64::engine::general_purpose::STANDARD.encode(pair)
 }
 
 /// TLS alerts by which a server refuses the client's certificate (or its absence).

@@ -50,9 +50,78 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     sanitize(&text)
 }
 
-/// Control characters out, so that server text cannot forge log lines.
+/// Control characters and bidirectional overrides out, so that server text can neither
+/// forge log lines nor make a terminal show them in another order.
 pub fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || is_bidi_control(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// The Unicode bidirectional controls (embeddings, overrides, isolates, marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Runs of token characters at least this long, holding digits or both cases of letters
+/// (random text does; words and snake_case codes do not), are taken for a token or a
+/// secret.
+const TOKEN_RUN: usize = 16;
+
+/// A server's own text (an `error_description`), made safe to log: [`sanitize`]d, and
+/// every long run of token characters redacted, since a hostile or careless server may
+/// echo a token or a credential, whole or in part, in any encoding.
+pub fn server_text(s: &str) -> String {
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "._~+/=-".contains(c);
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let has = |f: fn(&char) -> bool| run.chars().any(|c| f(&c));
+        let random = has(char::is_ascii_digit)
+            || (has(char::is_ascii_uppercase) && has(char::is_ascii_lowercase));
+        if run.len() >= TOKEN_RUN && random {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in sanitize(s).chars() {
+        if token_char(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_loses_controls_overrides_and_anything_like_a_token() {
+        assert_eq!(sanitize("a\nb\u{202E}c\u{2066}d"), "a b c d");
+        assert_eq!(
+            server_text("refresh token blnk_rt_8f3kQ2 unknown"),
+            "refresh token blnk_rt_8f3kQ2 unknown"
+        );
+        assert_eq!(
+            server_text("Basic dGVzdC1jbGllbnQ6dGVzdC1zZWNyZXQtWHk3 refused"),
+            "Basic [redacted] refused"
+        );
+        assert_eq!(
+            server_text("token rt_0a1b2c3d4e5f6a7b8c9d (truncated) unknown_client_authentication"),
+            "token [redacted] (truncated) unknown_client_authentication"
+        );
+    }
 }

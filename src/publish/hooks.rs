@@ -100,6 +100,11 @@ async fn run_command(hook: &HookConfig, credential: &str, expires_at: SystemTime
         .stdin(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: between fork and exec the closure makes only system calls (getrlimit,
+    // setrlimit), which are async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(crate::hardening::restore_core_limit_in_child);
+    }
     // The hook inherits tokend's environment minus its configuration, which may hold
     // secrets (TOKEND_CREDENTIALS__X__CLIENT_SECRET); it gets what it needs instead.
     for (key, _) in std::env::vars_os() {

@@ -21,9 +21,12 @@ pub fn init(cfg: &LogConfig) {
         Ok(quiet) => filter.add_directive(quiet),
         Err(_) => filter,
     };
+    // A stderr that went away (`tokend once 2>&- | ...`) loses the log lines, quietly:
+    // the subscriber's own complaint about it would go through `eprintln!`, which panics.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match cfg.format {
         LogFormat::Json => builder
             .json()

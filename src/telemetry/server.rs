@@ -9,18 +9,18 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::http_server::{accept_loop, serve_http1};
+use crate::http_server::{Limits, accept_loop, serve_http1};
 use crate::telemetry::board::Board;
 
 /// Serves the health endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, board: Arc<Board>) {
-    accept_loop(listener, move |stream| {
+    accept_loop(listener, Limits::GUARDED, move |stream| {
         let board = board.clone();
         let service = hyper::service::service_fn(move |req| {
             let answer = answer(&board, &req);
             async move { Ok::<_, std::convert::Infallible>(answer) }
         });
-        serve_http1(stream, service)
+        serve_http1(stream, Limits::GUARDED, service)
     })
     .await
 }

@@ -567,3 +567,36 @@ async fn a_server_echoing_secrets_in_its_error_text_does_not_leak_them() {
     );
     assert!(f.detail.contains("[redacted] unknown"), "{}", f.detail);
 }
+
+/// A hostile server echoes the Basic header as it was sent, half of the refresh token,
+/// and bidirectional overrides: none of it reaches the failure's text (the log's).
+#[tokio::test]
+async fn an_echoed_basic_header_or_half_a_token_does_not_leak() {
+    use base64::Engine as _;
+    let emu = emulator(ClientAuth::Basic, "s3cret/+x").await;
+    let ep = endpoint(&emu.token_url(), "basic", "s3cret/+x");
+    let token = emu.issue_refresh_token();
+    let basic = base64::engine::general_purpose::STANDARD.encode("client:s3cret%2F%2Bx");
+    let half = &token[..token.len() / 2];
+    let body = format!(
+        r#"{{"error":"invalid_client","error_description":"Authorization: Basic {basic}; refresh token {half}... \u202Eevil"}}"#
+    );
+    emu.push_fault(Fault::Status {
+        status: 401,
+        body,
+        retry_after: None,
+    });
+    let f = ep
+        .refresh(&SecretString::from(token.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent(Permanent::Client));
+    for leaked in [basic.as_str(), half, "\u{202E}"] {
+        assert!(!f.detail.contains(leaked), "{leaked} in {}", f.detail);
+    }
+    assert!(
+        f.detail.contains("Authorization: Basic [redacted]"),
+        "{}",
+        f.detail
+    );
+}

@@ -176,3 +176,102 @@ async fn metrics_carry_the_spec_series_and_pass_promtool() {
         "promtool: {said}\n{metrics}"
     );
 }
+
+/// Raises this process's open-file limit to its hard limit (the test opens thousands of
+/// connections), returning the soft limit it had.
+fn raise_nofile() -> u64 {
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    soft
+}
+
+/// The health port is reachable by any local process, or the pod network: a client that
+/// sends half a head, or nothing, is cut off; a flood of idle connections or of huge
+/// heads takes neither the descriptors nor the memory that refreshing needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_port_cannot_be_exhausted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_nofile();
+    let env = Env::new(3 * SEC).await;
+    let port = free_port();
+    let cfg = with_health(&env, port);
+    // A thousand descriptors, as many container runtimes give.
+    let mut d = env.spawn_shell(
+        &format!(
+            "ulimit -n 1024 && exec {} run -c {}",
+            crate::common::BIN,
+            cfg.display()
+        ),
+        "d.log",
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&format!("{base}/readyz"), 200, 10 * SEC).await;
+    let addr = format!("127.0.0.1:{port}");
+
+    // Half a head, and nothing at all: both closed within the head timeout (5 s).
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for (what, conn) in [("half a head", &mut half), ("nothing", &mut idle)] {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(8 * SEC, conn.read(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "a connection that sent {what} is still open after 8 s"
+        );
+    }
+
+    // 2,000 idle connections, while tokens rotate every 2 s or so.
+    let before = env.emu.stats().refreshes;
+    let mut flood = Vec::new();
+    for _ in 0..2000 {
+        if let Ok(Ok(c)) = tokio::time::timeout(SEC, tokio::net::TcpStream::connect(&addr)).await {
+            flood.push(c);
+        }
+    }
+    let pid = d.child.id().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    wait_for("three rotations during the flood", 20 * SEC, || {
+        env.emu.stats().refreshes >= before + 3
+    })
+    .await;
+    assert!(fds < 150, "tokend holds {fds} descriptors during the flood");
+    let log = d.log_text();
+    assert!(
+        !log.contains("Too many open files") && !log.contains("cannot save"),
+        "{log}"
+    );
+    let token = env.raw_output("c").unwrap();
+    assert!(env.emu.accepts(&token));
+    drop(flood);
+
+    // 300 connections each sending 380 KB of head: refused early, memory kept.
+    let rss_before = crate::common::proc_status_kib(pid, "VmRSS");
+    let mut heavy = Vec::new();
+    for _ in 0..300 {
+        let Ok(mut c) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        let mut head = b"GET /healthz HTTP/1.1\r\nX-Pad: ".to_vec();
+        head.resize(380_000, b'a');
+        heavy.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(2 * SEC, c.write_all(&head)).await;
+            c
+        }));
+    }
+    for h in heavy {
+        let _ = h.await;
+    }
+    let rss_after = crate::common::proc_status_kib(pid, "VmRSS");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS went from {rss_before} KiB to {rss_after} KiB"
+    );
+    wait_status(&format!("{base}/readyz"), 200, 10 * SEC).await;
+    assert_eq!(d.stop().await, 0);
+}

@@ -427,3 +427,34 @@ async fn login_and_refresh_with_a_signed_client_assertion() {
     assert_eq!(env.emu.stats().auth_failures, 0);
     assert_no_token(&env, &d.log_text());
 }
+
+/// Any local process can reach the callback port: a redirect without this login's
+/// `state` is answered 400 and ignored, and its text never reaches the terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_without_the_login_s_state_does_not_end_it() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = login_config(&env, "");
+    let login = start_login(&cfg, &[]).await;
+    let redirect = url::Url::parse(&login.url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    for forged in [
+        format!("{redirect}?error=access_denied&error_description=Run%20curl%20evil.sh"),
+        format!("{redirect}?code=forged&state=not-this-one"),
+    ] {
+        let (status, body) = get(&forged).await;
+        assert_eq!(status, 400, "{forged}: {body}");
+    }
+    let (status, _) = get(&authorize(&login.url).await).await;
+    assert_eq!(status, 200);
+    let (code, stdout, stderr) = finish(login).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        !stderr.contains("evil") && !stdout.contains("evil"),
+        "{stderr}"
+    );
+    assert!(env.state("c").is_some());
+}

@@ -76,6 +76,10 @@ async fn a_symlink_planted_in_the_state_directory_never_steers_a_root_tokend() {
     let (code, err) = once(&cfg);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("c.json.lock is a symbolic link"), "{err}");
+    assert!(
+        err.contains("running as root: tokend needs no privilege"),
+        "{err}"
+    );
     untouched(&victim);
     assert_eq!(env.emu.stats().refreshes, 0);
 
@@ -276,4 +280,90 @@ async fn a_forged_pid_in_the_lock_file_is_never_signalled() {
     )
     .unwrap();
     daemon.wait().await.unwrap();
+}
+
+/// A tokend running as a user keeps its memory from that user's other processes: it is
+/// not dumpable, so `/proc/PID/mem` and `/proc/PID/environ` are root's alone, and no
+/// core file is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokend_s_memory_is_not_readable_by_its_own_user() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = env.write_config(&["c"]);
+    let (nobody, _) = nobody_owns_the_state(&env);
+    std::fs::create_dir(env.path("out")).unwrap();
+    give(&env.path("out"), &nobody);
+    for f in ["tokend.toml", "client_secret", "c.bootstrap"] {
+        std::fs::set_permissions(env.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let log = std::fs::File::create(env.path("daemon.log")).unwrap();
+    let mut daemon = tokio::process::Command::from(command_as(&nobody, BIN))
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = daemon.id().unwrap();
+    wait_for("the daemon to start", 10 * SEC, || {
+        std::fs::read_to_string(env.path("daemon.log")).is_ok_and(|l| l.contains("ready"))
+    })
+    .await;
+    for file in ["mem", "environ"] {
+        let read = command_as(&nobody, "head")
+            .args(["-c", "1", &format!("/proc/{pid}/{file}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&read.stderr);
+        assert!(
+            !read.status.success() && err.contains("Permission denied"),
+            "/proc/{pid}/{file} is readable by the daemon's user: {err}"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = status
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
+
+/// Under umask 000, every directory tokend makes has an exact mode: its state directory
+/// 0700, the parents of an output 0755 (0750 with the output's group), publish_dir
+/// 0755. None is writable by others, who could otherwise replace a token there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_directory_tokend_makes_is_writable_by_others() {
+    let env = Env::new(3600 * SEC).await;
+    env.bootstrap("c");
+    let dir = env.dir.path().display().to_string();
+    let gid = nix::unistd::getgid();
+    let text = format!(
+        "state_dir = \"{dir}/state/deep\"\n{}",
+        env.credential_toml(
+            "c",
+            &format!(
+                "publish_dir = \"{dir}/pub/c\"\n[[credentials.c.outputs]]\npath = \"access_token\"\n[[credentials.c.outputs]]\npath = \"{dir}/out/g/a/token\"\ngroup = {gid}\n"
+            )
+        )
+    );
+    let cfg = env.write_config_text(&text);
+    let mut once = env.spawn_shell(
+        &format!("umask 000; exec {} once -c {}", BIN, cfg.display()),
+        "once.log",
+    );
+    assert_eq!(once.wait_exit(10 * SEC).await, 0, "{}", once.log_text());
+    for (path, mode) in [
+        ("state", 0o755),
+        ("state/deep", 0o700),
+        // Made first, for the grouped output.
+        ("out", 0o750),
+        ("out/c", 0o755),
+        ("pub", 0o755),
+        ("pub/c", 0o755),
+        ("out/g", 0o750),
+        ("out/g/a", 0o750),
+    ] {
+        assert_eq!(crate::common::mode(&env.path(path)), mode, "{path}");
+    }
+    assert_eq!(crate::common::mode(&env.path("state/deep/c.json")), 0o600);
 }

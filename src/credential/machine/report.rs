@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::credential::machine::Machine;
-use crate::credential::machine::types::{ChainWarning, Phase};
+use crate::credential::machine::types::{Block, ChainWarning, Phase};
 use crate::credential::schedule::ChainAge;
 use crate::telemetry::Health;
 
@@ -43,7 +43,7 @@ impl Machine {
                 .map(|s| s.chain_started_at),
             chain_ends_at: chain_age.map(|a| a.ends_at),
             chain_warning: chain_age.is_some_and(|a| a.warning(now)),
-            reason: (!ready).then(|| self.unready_reason(now)),
+            reason: (!ready).then(|| self.public_reason(now)),
             expires_at: state.and_then(|s| s.expires_at),
             last_refresh: state.and_then(|s| s.obtained_at),
             last_error: self.write_error.clone().or_else(|| self.last_error.clone()),
@@ -52,11 +52,31 @@ impl Machine {
         }
     }
 
-    /// Why the credential is not ready, in a few words (logs, `/readyz`).
+    /// Why the credential is not ready, in a few words, for the log.
     pub fn unready_reason(&self, now: SystemTime) -> String {
-        if let Phase::Blocked { why, .. } = self.phase {
-            format!("blocked: {}", self.block_message(why))
-        } else if self.current_token(now).is_none() {
+        match self.phase {
+            Phase::Blocked { why, .. } => format!("blocked: {}", self.block_message(why)),
+            _ => self.unready_detail(now),
+        }
+    }
+
+    /// The same without file paths, for `/readyz`, which may be reachable from the pod
+    /// network: what is wrong, and that the log names the file.
+    fn public_reason(&self, now: SystemTime) -> String {
+        match self.phase {
+            Phase::Blocked {
+                why: Block::Local, ..
+            } => "blocked: a file the request needs cannot be read (the log names it)".into(),
+            Phase::Blocked {
+                why: Block::UnreadableState,
+                ..
+            } => "blocked: the state file cannot be read (the log names it)".into(),
+            _ => self.unready_reason(now),
+        }
+    }
+
+    fn unready_detail(&self, now: SystemTime) -> String {
+        if self.current_token(now).is_none() {
             "no unexpired access token".into()
         } else if self.unsaved {
             "the state is not saved".into()

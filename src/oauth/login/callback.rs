@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use crate::config::CredentialConfig;
-use crate::http_server::{accept_loop, serve_http1};
+use crate::http_server::{Limits, accept_loop, serve_http1};
+use crate::oauth::http::server_text;
 use crate::oauth::login::error::LoginError;
 use crate::out::errln;
 
@@ -83,17 +84,24 @@ fn loopback_addr(uri: &Url) -> Option<SocketAddr> {
         .then(|| SocketAddr::new(ip, uri.port_or_known_default().unwrap_or(80)))
 }
 
-/// Answers the browser's redirect and passes its query on.
-pub async fn serve_callback(listener: TcpListener, path: String, tx: mpsc::Sender<String>) {
-    let path = Arc::new(path);
-    accept_loop(listener, move |stream| {
-        let (path, tx) = (path.clone(), tx.clone());
+/// Answers the browser's redirect and passes its query on. Only a redirect carrying this
+/// login's `state` counts: any local process can reach the port, and one without it is
+/// answered 400 and ignored (its text never reaches the terminal).
+pub async fn serve_callback(
+    listener: TcpListener,
+    path: String,
+    state: String,
+    tx: mpsc::Sender<String>,
+) {
+    let expected = Arc::new((path, state));
+    accept_loop(listener, Limits::GUARDED, move |stream| {
+        let (expected, tx) = (expected.clone(), tx.clone());
         async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (path, tx) = (path.clone(), tx.clone());
-                async move { Ok::<_, Infallible>(callback_page(&req, &path, &tx)) }
+                let (expected, tx) = (expected.clone(), tx.clone());
+                async move { Ok::<_, Infallible>(callback_page(&req, &expected.0, &expected.1, &tx)) }
             });
-            serve_http1(stream, service).await;
+            serve_http1(stream, Limits::GUARDED, service).await;
         }
     })
     .await;
@@ -102,14 +110,21 @@ pub async fn serve_callback(listener: TcpListener, path: String, tx: mpsc::Sende
 fn callback_page(
     req: &Request<Incoming>,
     path: &str,
+    state: &str,
     tx: &mpsc::Sender<String>,
 ) -> Response<Full<Bytes>> {
+    let query = req.uri().query().unwrap_or("");
+    let q = query_map(query);
     let (status, text) = if req.uri().path() != path {
         (StatusCode::NOT_FOUND, "Not found.")
+    } else if q.get("state").map(String::as_str) != Some(state) {
+        (
+            StatusCode::BAD_REQUEST,
+            "tokend: this redirect does not belong to the login in progress; ignored.",
+        )
     } else {
-        let query = req.uri().query().unwrap_or("").to_owned();
-        let failed = query_map(&query).contains_key("error");
-        let _ = tx.try_send(query);
+        let failed = q.contains_key("error");
+        let _ = tx.try_send(query.to_owned());
         if failed {
             (
                 StatusCode::OK,
@@ -156,16 +171,12 @@ fn query_map(query: &str) -> HashMap<String, String> {
 /// Checks the redirect's `state` and turns it into the code, or into the error it holds.
 pub fn check_callback(query: &str, expected_state: &str) -> Result<SecretString, LoginError> {
     let q = query_map(query);
-    let state_matches = q.get("state").map(String::as_str) == Some(expected_state);
-    // An error without a state is still worth reporting; a code never is.
-    if let Some(error) = q.get("error") {
-        if q.contains_key("state") && !state_matches {
-            return Err(mismatched_state());
-        }
-        return Err(authorization_error(error, q.get("error_description")));
-    }
-    if !state_matches {
+    // Without this login's state, neither a code nor an error (nor its text) is ours.
+    if q.get("state").map(String::as_str) != Some(expected_state) {
         return Err(mismatched_state());
+    }
+    if let Some(error) = q.get("error") {
+        return Err(authorization_error(error, q.get("error_description")));
     }
     match q.get("code") {
         Some(code) if !code.is_empty() => Ok(SecretString::from(code.clone())),
@@ -185,7 +196,7 @@ fn mismatched_state() -> LoginError {
 fn authorization_error(code: &str, description: Option<&String>) -> LoginError {
     let detail = description
         .map(|d| {
-            let clean: String = d.chars().filter(|c| !c.is_control()).take(200).collect();
+            let clean: String = server_text(d).chars().take(200).collect();
             format!(" ({clean})")
         })
         .unwrap_or_default();
@@ -256,7 +267,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&denied, LoginError::Refused(m) if m.contains("denied") && m.contains("(nothanks)")),
+            matches!(&denied, LoginError::Refused(m) if m.contains("denied") && m.contains("(no thanks)")),
             "{denied}"
         );
         assert!(matches!(
@@ -264,9 +275,15 @@ mod tests {
             Err(LoginError::Other(_))
         ));
         assert!(matches!(
-            check_callback("error=temporarily_unavailable", "s1"),
+            check_callback("error=temporarily_unavailable&state=s1", "s1"),
             Err(LoginError::Temporary(_))
         ));
+        // No state: not this login's, and its text is not repeated.
+        let forged = check_callback("error=access_denied&error_description=Run%20rm", "s1");
+        assert!(
+            matches!(&forged, Err(LoginError::Other(m)) if !m.contains("Run rm")),
+            "{forged:?}"
+        );
     }
 
     #[test]

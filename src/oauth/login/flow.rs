@@ -85,7 +85,7 @@ pub async fn login(
     let (tx, mut rx) = mpsc::channel::<String>(4);
     let _server = listener.map(|l| {
         let path = redirect_uri.path().to_owned();
-        tokio::spawn(serve_callback(l, path, tx.clone()))
+        tokio::spawn(serve_callback(l, path, secrets.state.clone(), tx.clone()))
     });
     let _stdin = opts.no_browser.then(|| tokio::spawn(read_pasted(tx)));
     let query = tokio::time::timeout(opts.timeout, rx.recv())

@@ -79,7 +79,13 @@ fn an_unreadable_state_blocks_and_restarts_on_sighup() {
         m.block_message(Block::UnreadableState)
             .contains("/tmp/m/c.json")
     );
-    assert!(m.health(t(0)).reason.unwrap().starts_with("blocked: "));
+    // The health (and /readyz) says what, and leaves the path to the log.
+    let reason = m.health(t(0)).reason.unwrap();
+    assert!(
+        reason.starts_with("blocked: ") && !reason.contains("/tmp/m"),
+        "{reason}"
+    );
+    assert!(m.unready_reason(t(0)).contains("/tmp/m/c.json"));
     // A new bootstrap file alone does not unblock it: the state's chain may be live.
     assert_eq!(m.resume(t(1), Some(bootstrap("rt-b"))), Resume::Restart);
 }

@@ -256,6 +256,10 @@ fn an_unreadable_secret_file_blocks_locally_until_it_can_be_read() {
     let message = m.block_message(Block::Local);
     assert!(message.contains("/etc/tokend/s") && message.contains("nothing was sent"));
     assert!(!message.contains("refused"), "{message}");
+    // /readyz, which the pod network may reach, is not told where the file is.
+    let reason = m.health(t(11)).reason.unwrap();
+    assert!(!reason.contains("/etc/tokend"), "{reason}");
+    assert!(reason.contains("the log names it"), "{reason}");
     assert_eq!(m.last_failure(), Some(FailureKind::Local));
     // The file appears: refreshing resumes.
     assert_eq!(
