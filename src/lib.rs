@@ -18,7 +18,8 @@
 //! Leaves that several layers share: [`atomic`] (durable atomic file replacement),
 //! [`rfc3339`] (timestamps), [`http_server`] (a small HTTP/1 server), [`tls`] (the
 //! crypto provider), [`out`] (printing that a closed pipe cannot crash), [`hardening`]
-//! (no core dumps, no reading of the process's memory).
+//! (no core dumps, no reading of the process's memory), [`redact`] (text that may hold
+//! a token by mistake), [`host`] (its name).
 
 pub mod atomic;
 pub mod cli;
@@ -28,10 +29,12 @@ pub mod credential;
 pub mod daemon;
 pub mod emulator;
 pub mod hardening;
+pub mod host;
 pub mod http_server;
 pub mod oauth;
 pub mod out;
 pub mod publish;
+pub mod redact;
 pub mod rfc3339;
 pub mod store;
 pub mod telemetry;

@@ -46,7 +46,7 @@ fn rotates_against_django_oauth_toolkit() {
     run_dot("password", "6");
 }
 
-/// Issue 12: `tokend login` against an OpenID provider that grants a refresh token only
+/// `tokend login` against an OpenID provider that grants a refresh token only
 /// with `offline_access` and `prompt=consent` (OpenID Connect Core §11), through its
 /// development login and consent pages; then `tokend run` for 3 rotations, every
 /// published token active per the provider's introspection.
@@ -56,7 +56,7 @@ fn login_against_an_openid_provider_that_enforces_consent() {
     run_script("run_oidc.py", &["--rotations", "3"]);
 }
 
-/// Issue 16: the client-credentials grant against the same provider, one credential by
+/// The client-credentials grant against the same provider, one credential by
 /// `client_secret_basic` (a secret holding `+ / : = %`) and one by `private_key_jwt`:
 /// an unknown key is refused (`invalid_client`) and blocks until the key file holds the
 /// right one; then both rotate 5 s tokens for a minute, every published token active
@@ -67,7 +67,7 @@ fn client_credentials_against_an_openid_provider() {
     run_script("run_oidc_m2m.py", &["--seconds", "60"]);
 }
 
-/// Issue 6: `tokend login` through the server's real login and consent pages (cancel,
+/// `tokend login` through the server's real login and consent pages (cancel,
 /// then authorize), with discovery and PKCE, then `tokend run` for 3 rotations.
 #[test]
 fn login_against_django_oauth_toolkit() {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::cli::exit::{self, load_config};
-use crate::cli::preflight::preflight;
+use crate::cli::preflight::{Pass, preflight};
 use crate::out::{errln, out};
 
 /// Validates, reports what this host would refuse (exit 78) or should be warned about,
@@ -14,7 +14,7 @@ pub fn check(path: &Path) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let findings = preflight(&config);
+    let findings = preflight(&config, path, Pass::Check);
     for w in &findings.warnings {
         errln!("tokend: warning: {w}");
     }

@@ -85,9 +85,11 @@ pub async fn run(dir: &Path) -> u8 {
     // The state directory is the demo's own: 0700 whatever the umask (tokend refuses
     // one that others may write).
     let state = dir.join("state");
-    let made = crate::atomic::create_dirs(&state, 0o700, None).and_then(|()| {
-        std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-    });
+    let made = crate::atomic::create_dirs(dir, 0o755, None)
+        .and_then(|()| crate::atomic::create_dirs(&state, 0o700, None))
+        .and_then(|()| {
+            std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        });
     if let Err(e) = made {
         error!(target: LOG, dir = %dir.display(), error = %e, "cannot use the demo directory");
         return exit::OTHER;

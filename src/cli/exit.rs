@@ -1,4 +1,4 @@
-//! Exit codes (sysexits.h, SPEC §2), and the one place each kind of error is mapped to
+//! Exit codes (sysexits.h, design.md §2), and the one place each kind of error is mapped to
 //! its code.
 
 use std::path::Path;

@@ -45,7 +45,7 @@ pub async fn login(path: &Path, name: &str, options: &Options) -> u8 {
 }
 
 /// With `[coordination]`: the new chain becomes the shared record, as the newest
-/// generation, so that every replica adopts it (SPEC §11).
+/// generation, so that every replica adopts it (design.md §11).
 async fn seed_store(c: &CoordinationConfig, cred: &CredentialConfig, outcome: &Outcome) -> u8 {
     let store = c.store.name();
     let seeded = match crate::coordination::Connection::open(c) {

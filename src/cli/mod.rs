@@ -1,4 +1,4 @@
-//! The command line of SPEC §2, and the exit codes each command ends with.
+//! The command line of design.md §2, and the exit codes each command ends with.
 
 //!
 //! - [`exit`]: exit codes and what maps to them
@@ -91,8 +91,7 @@ enum Command {
     },
     /// Run the built-in Blnk-Cloud-compatible token endpoint alone, for local tests of
     /// an app: it prints its client id, secret and a first refresh token. Make it
-    /// misbehave through its control endpoints (README, "The emulator for app
-    /// developers"): POST /_emulator/faults, POST /_emulator/bootstrap,
+    /// misbehave through its control endpoints (docs/emulator.md): POST /_emulator/faults, POST /_emulator/bootstrap,
     /// GET /_emulator/stats
     Emulator {
         /// Address to listen on

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::{Instrument, error, warn};
 
 use crate::cli::exit::{self, load_config, start_error_code, worse};
-use crate::cli::preflight;
+use crate::cli::preflight::{self, Pass};
 use crate::config::{Config, CredentialConfig};
 use crate::credential::OnceResult;
 use crate::daemon::{self, ConfigSource, Daemon};
@@ -26,7 +26,9 @@ pub async fn run(path: &Path) -> u8 {
     let result = match daemon::signals() {
         Ok(controls) => {
             // After the signal handlers, so that a signal during start-up is handled.
-            warn_preflight(&config);
+            if !preflight(&config, path, Pass::Run) {
+                return exit::CONFIG;
+            }
             match Daemon::start(ConfigSource::File(path.to_owned()), &config).await {
                 Ok(d) => d.run(controls).await,
                 Err(e) => Err(e),
@@ -56,7 +58,9 @@ pub async fn once(path: &Path) -> u8 {
         error!(target: LOG, "tokend once does not take part in [coordination]: replicas share the chain through `tokend run`");
         return exit::CONFIG;
     }
-    warn_preflight(&config);
+    if !preflight(&config, path, Pass::Once) {
+        return exit::CONFIG;
+    }
     let mut worst = exit::OK;
     let board = Arc::new(Board::default());
     let clients = Clients::default();
@@ -96,13 +100,19 @@ async fn once_one(cfg: &Arc<CredentialConfig>, board: &Arc<Board>, clients: &Cli
     }
 }
 
-/// Logs what `check` would warn about; its errors surface where they bite, each with
-/// its own message (a blocked credential, a refused start).
-fn warn_preflight(config: &Config) {
-    for w in preflight::warnings(config) {
+/// Logs what `check` would warn about, and says whether the start may go on: a path
+/// that could never be written stops it before anything is sent. Other errors surface
+/// where they bite, each with its own message (a blocked credential, a refused start).
+fn preflight(config: &Config, path: &Path, pass: Pass) -> bool {
+    let findings = preflight::preflight(config, path, pass);
+    for w in &findings.warnings {
         warn!(target: LOG, "{w}");
     }
     if let Some(w) = crate::hardening::root_warning() {
         warn!(target: LOG, "{w}");
     }
+    for e in &findings.errors {
+        error!(target: LOG, "configuration error: {e}");
+    }
+    findings.errors.is_empty()
 }

@@ -11,8 +11,9 @@ use crate::cli::exit::{self, load_config};
 use crate::credential::schedule::ChainAge;
 use crate::out::{errln, outln};
 use crate::rfc3339;
-use crate::store::file::{lock_path, read_state_file};
+use crate::store::file::read_state_file;
 use crate::store::lock::holder_of;
+use crate::store::names::lock_path;
 
 /// One credential's condition as `status` reports it.
 #[derive(Debug, Serialize)]
@@ -40,7 +41,7 @@ pub struct Report {
     generation: Option<u64>,
 }
 
-/// A shared credential (SPEC §11): who leads, and which generation the store holds.
+/// A shared credential (design.md §11): who leads, and which generation the store holds.
 #[derive(Debug, Serialize)]
 pub struct SharedReport {
     /// This host's daemon: "leader", "follower", or "not running".
@@ -49,6 +50,9 @@ pub struct SharedReport {
     /// The generation in the store; `local_generation` is this host's state file's.
     pub generation: Option<u64>,
     pub local_generation: Option<u64>,
+    /// A refresh begun and not stored: which replica, since when (an unfinished one is
+    /// waited on; docs/replicas.md).
+    pub refreshing: Option<String>,
     /// Why the store could not be read.
     pub error: Option<String>,
 }
@@ -115,6 +119,7 @@ impl SharedReport {
             leader: None,
             generation: None,
             local_generation: None,
+            refreshing: None,
             error: Some(error),
         }
     }
@@ -145,6 +150,7 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
             leader: None,
             generation: None,
             local_generation: r.generation,
+            refreshing: None,
             error: None,
         };
         match store.describe(&r.name).await {
@@ -158,6 +164,20 @@ async fn add_shared(config: &crate::config::Config, reports: &mut [Report]) {
                 }
                 shared.leader = leader;
                 shared.generation = Some(stored.generation());
+                shared.refreshing = stored
+                    .record
+                    .as_ref()
+                    .and_then(|r| r.intent.as_ref())
+                    .map(|i| {
+                        let ago = SystemTime::now().duration_since(i.since).unwrap_or_default();
+                        format!(
+                            "replica {} began a refresh of generation {} at {} ({} ago) and has stored no result",
+                            i.identity,
+                            i.generation,
+                            rfc3339::format(i.since),
+                            humantime::format_duration(Duration::from_secs(ago.as_secs()))
+                        )
+                    });
             }
             Err(e) => shared.error = Some(e.to_string()),
         }
@@ -233,6 +253,9 @@ pub async fn status(path: &Path, name: Option<&str>, json: bool) -> u8 {
                     number(sh.generation),
                     number(sh.local_generation)
                 );
+                if let Some(i) = &sh.refreshing {
+                    outln!("  refreshing:   {i}");
+                }
                 if let Some(e) = &sh.error {
                     outln!("  store error:  {e}");
                 }

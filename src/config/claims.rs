@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::config::error::{ConfigError, Sources};
 use crate::config::model::CredentialConfig;
-use crate::store::file::{handover_path, lock_path};
+use crate::store::names::{handover_path, lock_path};
 
 /// What a claimed path is to its credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! How a credential's client proves who it is (SPEC §5 and §12), and which keys each
+//! How a credential's client proves who it is (design.md §5 and §12), and which keys each
 //! grant takes: a secret, a signing key or a certificate, each only with the
 //! `client_auth` that uses it, and no chain settings for a grant without a chain.
 
@@ -99,7 +99,7 @@ pub fn validate_client(
 }
 
 /// With the client-credentials grant there is no refresh-token chain: the keys that
-/// start, log in to or age one are mistakes (SPEC §12).
+/// start, log in to or age one are mistakes (design.md §12).
 pub fn check_grant_keys(name: &str, rc: &RawCredential, src: &Sources) -> Result<(), ConfigError> {
     if rc.grant != GrantType::ClientCredentials {
         return Ok(());

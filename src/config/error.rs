@@ -19,10 +19,20 @@ impl ConfigError {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
+        // A secret put into the wrong key (or variable) is not echoed back.
+        let message = crate::redact::token_runs(
+            &message.into(),
+            "",
+            "[a value that looks like a token or a secret, not shown]",
+        );
+        let message = suggest_key(&message)
+            .unwrap_or(message)
+            .replace("expected a floating point", "expected a number")
+            .replace("expected f64", "expected a number");
         ConfigError {
             source_name: source_name.into(),
             key: key.into(),
-            message: message.into(),
+            message,
         }
     }
 }
@@ -32,7 +42,7 @@ pub struct Sources<'a> {
     pub env: config::Map<String, String>,
     pub file: String,
     /// The file's text, to tell what the environment alone made. Parsed only for an
-    /// error: as a table it costs 9 KiB per credential, the start-up peak (issue 18).
+    /// error: as a table it costs 9 KiB per credential, the start-up peak.
     pub file_text: &'a str,
 }
 
@@ -81,6 +91,60 @@ fn file_has(file_table: &toml::Table, path: &[&str]) -> bool {
     true
 }
 
-fn env_var_for(key: &str) -> String {
+/// The `TOKEND_` variable that sets `key`.
+pub(crate) fn env_var_for(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
+}
+
+/// serde's "unknown field `clientid`, expected one of `a`, `b`, ..." (every key of the
+/// table) as "unknown key `clientid`: did you mean `client_id`?".
+fn suggest_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let nearest = known
+        .iter()
+        .map(|k| (edit_distance(unknown, k), *k))
+        .min()
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    Some(match nearest {
+        Some((_, k)) => format!("unknown key `{unknown}`: did you mean `{k}`?"),
+        None => {
+            format!("unknown key `{unknown}`: config/tokend.toml lists every key, with its default")
+        }
+    })
+}
+
+/// Levenshtein distance, for suggestions between short key names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_gets_the_nearest_one() {
+        let m = "unknown field `client_idd`, expected one of `grant`, `token_url`, `client_id`, `client_secret`";
+        assert_eq!(
+            suggest_key(m).unwrap(),
+            "unknown key `client_idd`: did you mean `client_id`?"
+        );
+        let m = "unknown field `frobnicate`, expected one of `grant`, `token_url`";
+        assert!(suggest_key(m).unwrap().contains("config/tokend.toml"));
+        assert_eq!(suggest_key("invalid type"), None);
+        assert_eq!(edit_distance("refresh_tokn", "refresh_token"), 1);
+    }
 }

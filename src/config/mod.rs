@@ -82,7 +82,7 @@ pub fn load_from_str(
     if sources.env.is_empty() {
         // Nothing to merge: the file as read. The `config` crate's own tree of the file
         // costs ~9 KiB per credential while it lives, the peak of a start with
-        // thousands of credentials (issue 18).
+        // thousands of credentials.
         return validate::validate(from_file, &sources);
     }
     drop(from_file);
@@ -122,13 +122,27 @@ fn check_file_types(text: &str, file_name: &str) -> Result<RawConfig, ConfigErro
         ConfigError::new(
             file_name,
             at,
-            format!("TOML syntax: {}", one_line(e.message())),
+            format!(
+                "TOML syntax: {}{}",
+                one_line(e.message()),
+                syntax_hint(e.message())
+            ),
         )
     })?;
     serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
-        let message = one_line(e.inner().message()).replace("expected f64", "expected a number");
+        let message = one_line(e.inner().message());
         ConfigError::new(file_name, e.path().to_string(), message)
     })
+}
+
+/// What a TOML syntax error usually means in tokend's configuration.
+fn syntax_hint(message: &str) -> &'static str {
+    if message.contains("leading zero") {
+        // `mode = 0640`: TOML has no octal integers of that form.
+        "; a file mode is written as a string, such as mode = \"0640\""
+    } else {
+        ""
+    }
 }
 
 /// The `config` crate appends its own location to some messages; we give ours instead.
@@ -399,6 +413,8 @@ mod tests {
         assert_eq!(b.login.authorize_url, None);
         assert_eq!(b.chain.max_age, None);
         let again = load(&c.redacted_toml(), &[]).unwrap();
+        // No maximum age: nothing to warn before, and check does not print it.
+        assert!(!c.redacted_toml().contains("warn_before"));
         assert_eq!(again.credentials["blnk"].login, b.login);
         assert_eq!(again.credentials["blnk"].chain, b.chain);
         // Another server: no maximum age unless set; zero switches Blnk's default off.
@@ -445,6 +461,30 @@ mod tests {
         ] {
             assert!(with(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn an_octal_looking_mode_is_told_to_be_a_string() {
+        let text = format!("{MINIMAL}[[credentials.blnk.outputs]]\npath = \"/o\"\nmode = 0640\n");
+        let e = load(&text, &[]).unwrap_err();
+        assert!(e.message.contains("mode = \"0640\""), "{e}");
+        let e = load(&MINIMAL.replace("client_id", "clientid"), &[]).unwrap_err();
+        assert!(e.message.contains("did you mean `client_id`?"), "{e}");
+        assert!(!e.message.contains("token_url"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_in_the_wrong_variable_is_not_echoed() {
+        let e = load(
+            MINIMAL,
+            &[(
+                "TOKEND_CREDENTIALS__BLNK__REFRESH__AT",
+                "blnk_rt_9f8e7d6c5b4a3f2e1d0c",
+            )],
+        )
+        .unwrap_err();
+        assert!(!e.message.contains("9f8e7d6c5b4a"), "{e}");
+        assert!(e.message.contains("expected a number"), "{e}");
     }
 
     #[test]

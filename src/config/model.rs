@@ -21,7 +21,7 @@ pub const DEFAULT_PATH: &str = "/etc/tokend/tokend.toml";
 pub const BLNK_TOKEN_URL: &str = "https://api.cloud.blnkfinance.com/oauth/token";
 /// Blnk Cloud's authorization endpoint, the default `authorize_url` with Blnk's token URL.
 pub const BLNK_AUTHORIZE_URL: &str = "https://api.cloud.blnkfinance.com/oauth/authorize";
-/// Blnk's refresh tokens live 30 days (BLNK-OAUTH.md), the default `refresh_token_max_age`.
+/// Blnk's refresh tokens live 30 days (Blnk's documentation), the default `refresh_token_max_age`.
 pub const BLNK_REFRESH_TOKEN_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 /// The validated configuration of a whole daemon.
@@ -76,7 +76,7 @@ pub struct HealthConfig {
     pub listen: SocketAddr,
 }
 
-/// How the client authenticates to the token endpoint (SPEC §5).
+/// How the client authenticates to the token endpoint (design.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", try_from = "String")]
 pub enum ClientAuth {
@@ -127,7 +127,7 @@ impl TryFrom<String> for ClientAuth {
     }
 }
 
-/// What a credential's token requests ask for (SPEC §12).
+/// What a credential's token requests ask for (design.md §12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", try_from = "String")]
 pub enum GrantType {
@@ -170,7 +170,7 @@ impl TryFrom<String> for AssertionAlg {
     }
 }
 
-/// How `private_key_jwt` signs its assertions (SPEC §12).
+/// How `private_key_jwt` signs its assertions (design.md §12).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AssertionConfig {
     /// A PKCS#8 PEM private key, read afresh for every request like secret files.
@@ -213,7 +213,7 @@ pub struct CredentialConfig {
     pub refresh_token: Option<SecretSource>,
     pub scope: Option<String>,
     /// Extra form parameters of every token request (RFC 8707's `resource`, an
-    /// `audience`...); never one of tokend's own (SPEC §12).
+    /// `audience`...); never one of tokend's own (design.md §12).
     pub token_params: BTreeMap<String, String>,
     pub state_file: PathBuf,
     pub refresh: RefreshPolicy,
@@ -222,14 +222,14 @@ pub struct CredentialConfig {
     pub outputs: Vec<OutputConfig>,
     /// A directory published as one consistent set, as kubelet writes Secret volumes.
     pub publish_dir: Option<PathBuf>,
-    /// Boxed: most credentials have none (issue 18).
+    /// Boxed: most credentials have none.
     pub on_rotate: Option<Box<HookConfig>>,
     pub login: Login,
     pub chain: ChainPolicy,
 }
 
 /// A credential's [`LoginConfig`], boxed when it has one: most have none, and every
-/// credential's configuration lives as long as the process (issue 18).
+/// credential's configuration lives as long as the process.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Login(Option<Box<LoginConfig>>);
 
@@ -349,7 +349,7 @@ impl Serialize for Account {
     }
 }
 
-/// When to refresh, as fractions of the access token's lifetime (SPEC §3).
+/// When to refresh, as fractions of the access token's lifetime (design.md §3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefreshPolicy {
@@ -399,11 +399,11 @@ pub struct HttpConfig {
     #[serde(with = "duration_text")]
     pub connect_timeout: Duration,
     // Boxed paths (16 bytes, not 24): every credential's configuration lives as long as
-    // the process, and a few bytes more put it in the allocator's next size (issue 18).
+    // the process, and a few bytes more put it in the allocator's next size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<Box<Path>>,
     /// A TLS client certificate (PEM, leaf first) and its private key, for a token
-    /// endpoint behind mutual TLS (RFC 8705; SPEC §12).
+    /// endpoint behind mutual TLS (RFC 8705; design.md §12).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_file: Option<Box<Path>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -424,7 +424,7 @@ impl Default for HttpConfig {
     }
 }
 
-/// What an output file holds (SPEC §6).
+/// What an output file holds (design.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", try_from = "String")]
 pub enum OutputFormat {

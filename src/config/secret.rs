@@ -32,7 +32,7 @@ impl PartialEq for SecretSource {
 /// Errors reading a secret from its source.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretReadError {
-    #[error("cannot read {path}: {err}")]
+    #[error("cannot read {path}: {err}{}", read_hint(path, err))]
     Io { path: PathBuf, err: std::io::Error },
     #[error("{path} is empty")]
     Empty { path: PathBuf },
@@ -44,7 +44,35 @@ pub enum SecretReadError {
     NotConfigured { name: String },
 }
 
+/// What to do about a file that cannot be read, for the error.
+fn read_hint(path: &Path, err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            let uid = nix::unistd::geteuid();
+            let user = nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map_or_else(|| uid.to_string(), |u| u.name);
+            format!(
+                "; tokend runs as user {user} (uid {uid}): let it read the file, for example `chown {user} {p}` with mode 0400, or a group of {user}'s with 0440",
+                p = path.display()
+            )
+        }
+        std::io::ErrorKind::NotFound => "; write the secret there, or correct the path".into(),
+        _ => String::new(),
+    }
+}
+
 impl SecretSource {
+    /// The configuration key of this secret given as `key` (`client_secret`): the key
+    /// itself inline, `key_file` from a file.
+    pub fn key_of(&self, key: &str) -> String {
+        match self {
+            SecretSource::Inline(_) => key.to_owned(),
+            SecretSource::File(_) => format!("{key}_file"),
+        }
+    }
+
     /// The secret's current value; a file is read afresh and trimmed of surrounding whitespace.
     pub fn read(&self) -> Result<SecretString, SecretReadError> {
         match self {

@@ -44,7 +44,8 @@ struct CredentialView<'a> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     token_params: &'a BTreeMap<String, String>,
     state_file: &'a Path,
-    /// Only for a chain: the client-credentials grant takes no chain keys.
+    /// Only for a chain with a maximum age: without one `warn_before` does nothing, and
+    /// the client-credentials grant takes no chain keys.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     chain: Option<&'a ChainPolicy>,
     refresh: &'a RefreshPolicy,
@@ -78,7 +79,7 @@ impl Serialize for CredentialConfig {
             scope: self.scope.as_deref(),
             token_params: &self.token_params,
             state_file: &self.state_file,
-            chain: self.has_chain().then_some(&self.chain),
+            chain: (self.has_chain() && self.chain.max_age.is_some()).then_some(&self.chain),
             refresh: &self.refresh,
             retry: &self.retry,
             http: &self.http,

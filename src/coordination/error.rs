@@ -1,4 +1,4 @@
-//! The store's failures, classified like the token endpoint's (SPEC §11): what went
+//! The store's failures, classified like the token endpoint's (design.md §11): what went
 //! wrong, during which operation, and what an operator should do about it.
 
 use std::fmt;

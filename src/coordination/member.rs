@@ -1,10 +1,9 @@
 //! A credential's handle on its membership, whichever the store: the view, the lease
-//! this replica holds, and the conditional writes of SPEC §11.
-
-use std::time::Instant;
+//! this replica holds, and the conditional writes of design.md §11.
 
 use tokio::sync::watch;
 
+use crate::coordination::clock::Boot;
 use crate::coordination::error::{Op, StoreFailure};
 use crate::coordination::record::Record;
 use crate::coordination::view::View;
@@ -51,8 +50,8 @@ impl Member {
         }
     }
 
-    /// When this replica's lease ends, while it holds one.
-    pub fn lease(&self) -> Option<Instant> {
+    /// When this replica's lease ends (on the boot clock), while it holds one.
+    pub fn lease(&self) -> Option<Boot> {
         match self {
             Member::Etcd(m) => m.lease().map(|l| l.deadline),
             Member::Kubernetes(m) => m.lease(),
@@ -60,7 +59,7 @@ impl Member {
     }
 
     /// Renews the lease now (before an intent), returning its fresh deadline.
-    pub async fn renew(&self) -> Result<Instant, StoreFailure> {
+    pub async fn renew(&self) -> Result<Boot, StoreFailure> {
         match self {
             Member::Etcd(m) => m.renew().await.map(|l| l.deadline),
             Member::Kubernetes(m) => m.renew().await,
@@ -76,6 +75,15 @@ impl Member {
         match self {
             Member::Etcd(m) => m.write(record, op, expected).await,
             Member::Kubernetes(m) => m.write(record, op, expected).await,
+        }
+    }
+
+    /// Stores `record` if the stored record is still at `expected`, the revision of this
+    /// replica's own intent, whether it still leads or not: the end of its own refresh.
+    pub async fn finish(&self, record: &Record, expected: i64) -> Result<i64, StoreFailure> {
+        match self {
+            Member::Etcd(m) => m.finish(record, expected).await,
+            Member::Kubernetes(m) => m.finish(record, expected).await,
         }
     }
 

@@ -1,20 +1,23 @@
-//! Several replicas, one chain (SPEC §11): leadership per credential and the shared,
+//! Several replicas, one chain (design.md §11): leadership per credential and the shared,
 //! fenced record, in a distributed store. A layer beside the state file: the
 //! credential task asks it who leads and what is stored, and writes through it.
 //!
 //! - this file: the process's [`Coordination`], and one-off [`Connection`]s
 //! - [`view`]: what a credential sees ([`View`], [`Role`])
+//! - [`clock`]: the boot clock leases are judged on
 //! - [`member`]: a credential's handle, whichever the store
-//! - [`record`]: the shared record and its intent
+//! - [`record`]: the shared record and its intent; [`reconcile`]: which copy goes on
 //! - [`error`]: the store's failures, classified; [`report`]: logged once, counted
 //! - [`transport`]: the HTTP client and streamed answers both stores use
 //! - [`etcd`]: the etcd backend (connection, lease, per-credential member)
 //! - [`kubernetes`]: the Kubernetes backend (Lease and Secret per credential)
 
+pub mod clock;
 pub mod error;
 pub mod etcd;
 pub mod kubernetes;
 pub mod member;
+pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod transport;

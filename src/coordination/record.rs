@@ -1,4 +1,4 @@
-//! The shared record of one credential (SPEC §11): SPEC §4's state, which carries the
+//! The shared record of one credential (design.md §11): design.md §4's state, which carries the
 //! chain's `generation`, plus the leader's intent to refresh. Stored as JSON.
 
 use std::time::SystemTime;

@@ -1,7 +1,7 @@
 //! What the daemon asks of a running credential, delivered as a few bits and a
 //! wake-up. Requests of one kind coalesce (two SIGUSR1s before the task looks are one
 //! refresh), and a stop outranks the rest. A channel would do, but allocates a block of
-//! 32 slots, 512 bytes, for every credential (issue 18).
+//! 32 slots, 512 bytes, for every credential.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -17,14 +17,18 @@ pub enum Command {
     Resume,
     /// Finish the work in hand and return.
     Stop,
-    /// Stop, and give up a leadership this replica holds (SPEC §11): the process goes
-    /// on without this credential (SIGHUP removed or changed it).
+    /// Stop, and give up a leadership this replica holds (design.md §11): the process goes
+    /// on without this credential (SIGHUP removed it).
     Leave,
+    /// Leave, for a task that replaces this one (SIGHUP changed the credential): a
+    /// rotated refresh token not saved yet is handed to it rather than waited for.
+    Restart,
 }
 
 impl Command {
     /// Highest rank first: what [`Inbox::recv`] hands out when several are pending.
-    const BY_RANK: [Command; 4] = [
+    const BY_RANK: [Command; 5] = [
+        Command::Restart,
         Command::Leave,
         Command::Stop,
         Command::Resume,
@@ -37,7 +41,8 @@ impl Command {
 }
 
 /// The bits of the commands that end the task.
-const STOPS: u8 = 1 << Command::Stop as u8 | 1 << Command::Leave as u8;
+const STOPS: u8 =
+    1 << Command::Stop as u8 | 1 << Command::Leave as u8 | 1 << Command::Restart as u8;
 
 #[derive(Default)]
 struct Shared {
@@ -133,6 +138,9 @@ mod tests {
         assert_eq!(rx.recv().await, Command::Stop);
         tx.send(Command::Leave);
         assert_eq!(rx.recv().await, Command::Leave);
+        tx.send(Command::Stop);
+        tx.send(Command::Restart);
+        assert_eq!(rx.recv().await, Command::Restart);
     }
 
     #[tokio::test]

@@ -12,4 +12,4 @@ pub mod schedule;
 pub mod task;
 
 pub use mailbox::{Command, Mailbox, mailbox};
-pub use task::{Credential, DISK_THREADS, OnceResult, Stopped};
+pub use task::{Credential, DISK_THREADS, Ended, OnceResult, Stopped};

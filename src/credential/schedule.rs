@@ -12,7 +12,7 @@ use crate::config::{ChainPolicy, RefreshPolicy, RetryPolicy};
 /// Never refresh sooner than this after a token was obtained, whatever the server says,
 /// so that a zero or tiny `expires_in` cannot turn the daemon into a request loop.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// How soon the first retry after an ambiguous failure goes out (SPEC §5).
+/// How soon the first retry after an ambiguous failure goes out (design.md §6).
 pub const AMBIGUOUS_RETRY: Duration = Duration::from_millis(800);
 
 /// The chain-age warning repeats this often while it applies.

@@ -1,4 +1,4 @@
-//! What steers a running daemon, and the edge where Unix signals become it (SPEC §7):
+//! What steers a running daemon, and the edge where Unix signals become it (design.md §10):
 //! SIGTERM and SIGINT stop, SIGHUP reloads, SIGUSR1 refreshes every credential now.
 
 use futures_util::{Stream, StreamExt};

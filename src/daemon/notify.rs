@@ -1,4 +1,4 @@
-//! Telling systemd what the daemon is doing (SPEC §9), when `NOTIFY_SOCKET` is set:
+//! Telling systemd what the daemon is doing (design.md §9), when `NOTIFY_SOCKET` is set:
 //! `READY=1` once every credential's outputs hold a valid token, `STATUS=`, watchdog
 //! pings, `RELOADING=1` and `STOPPING=1`. Without systemd every call is a no-op.
 

@@ -1,4 +1,4 @@
-//! The daemon: one task per credential, steered by a stream of [`Control`]s (SPEC §7).
+//! The daemon: one task per credential, steered by a stream of [`Control`]s (design.md §10).
 //!
 //! Stop ends every credential after the work in hand (a refresh in flight is finished
 //! and saved); Reload re-reads the configuration without losing state; RefreshNow
@@ -14,12 +14,13 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{self, Config, CredentialConfig, HealthConfig, LogConfig};
 use crate::coordination::Coordination;
-use crate::credential::{Command, Credential, Mailbox, Stopped, mailbox};
+use crate::credential::{Command, Credential, Ended, Mailbox, Stopped, mailbox};
 use crate::daemon::control::Control;
 use crate::daemon::error::StartError;
 use crate::daemon::notify;
 use crate::oauth::{Clients, Endpoint};
 use crate::store::FileStore;
+use crate::store::State;
 use crate::telemetry::Board;
 use crate::telemetry::health::Report;
 
@@ -52,7 +53,7 @@ pub fn prepare(
 struct Running {
     config: Arc<CredentialConfig>,
     commands: Mailbox,
-    task: JoinHandle<Stopped>,
+    task: JoinHandle<Ended>,
 }
 
 /// The set of running credentials.
@@ -124,7 +125,7 @@ impl Daemon {
         health: Arc<Report>,
     ) {
         let credential = match &self.coordination {
-            Some(c) => credential.with_member(c.member(&cfg.name)),
+            Some(c) => credential.with_member(c.member(&cfg.name), c.config().unfinished_intent),
             None => credential,
         };
         let (tx, rx) = mailbox();
@@ -200,7 +201,7 @@ impl Daemon {
 
     /// Stops every credential. The stop is bounded by the request timeout whatever
     /// their number: refreshes in flight are finished and saved, queued ones are not
-    /// started (issue 19).
+    /// started.
     async fn stop_all(&mut self) {
         // Every credential is told first, so that they finish their work side by side.
         // The process's lease, revoked next, takes every leadership with it.
@@ -210,7 +211,7 @@ impl Daemon {
         let (mut finished, mut left) = (0, 0);
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            match self.stop(&name, Command::Stop).await {
+            match self.stop(&name, Command::Stop).await.map(|e| e.stopped) {
                 Some(Stopped::Finished) => finished += 1,
                 Some(Stopped::LeftDue) => left += 1,
                 _ => {}
@@ -225,8 +226,9 @@ impl Daemon {
     }
 
     /// Stops one credential with `how`: [`Command::Stop`], or [`Command::Leave`] when
-    /// the process goes on without it (a leadership it holds is given up).
-    async fn stop(&mut self, name: &str, how: Command) -> Option<Stopped> {
+    /// the process goes on without it (a leadership it holds is given up), or
+    /// [`Command::Restart`] when another task takes its place.
+    async fn stop(&mut self, name: &str, how: Command) -> Option<Ended> {
         let r = self.running.remove(name)?;
         r.commands.send(how);
         let stopped = match r.task.await {
@@ -268,9 +270,17 @@ impl Daemon {
                     self.stop(name, Command::Leave).await;
                 }
                 Some(cfg) if self.running.get(name).is_some_and(|r| r.config != *cfg) => {
+                    // Refused before the running task stops, so that it keeps running.
+                    if let Err(err) = Endpoint::new(cfg, &self.clients) {
+                        error!(target: LOG, credential = %name, error = %err, "SIGHUP: the changed credential cannot be used; it keeps running as it was");
+                        continue;
+                    }
                     info!(target: LOG, credential = %name, "changed; restarting it from its state");
-                    self.stop(name, Command::Leave).await;
-                    self.add(cfg);
+                    let unsaved = self
+                        .stop(name, Command::Restart)
+                        .await
+                        .and_then(|e| e.unsaved);
+                    self.add_carrying(cfg, unsaved);
                 }
                 Some(_) => {
                     if let Some(r) = self.running.get(name) {
@@ -295,8 +305,17 @@ impl Daemon {
     }
 
     fn add(&mut self, cfg: &Arc<CredentialConfig>) {
+        self.add_carrying(cfg, None);
+    }
+
+    /// Starts a credential, going on from `unsaved`: a rotation the task it replaces
+    /// could not save.
+    fn add_carrying(&mut self, cfg: &Arc<CredentialConfig>, unsaved: Option<State>) {
         match prepare(cfg, &self.board, &self.clients) {
-            Ok((cred, health)) => self.spawn(cfg, cred, health),
+            Ok((cred, health)) => self.spawn(cfg, cred.carrying(unsaved), health),
+            Err(e) if unsaved.is_some() => {
+                error!(target: LOG, credential = %cfg.name, error = %e, "cannot start this credential again, and the rotated refresh token its task could not save is lost with it: run `tokend login {}` once it can start", cfg.name)
+            }
             Err(e) => {
                 error!(target: LOG, credential = %cfg.name, error = %e, "cannot start this credential")
             }

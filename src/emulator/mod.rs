@@ -1,4 +1,4 @@
-//! The built-in Blnk-Cloud-compatible token endpoint (SPEC §10), for `demo`, `emulator`
+//! The built-in Blnk-Cloud-compatible token endpoint (design.md §13), for `demo`, `emulator`
 //! and the project's own tests.
 //!
 //! It rotates the refresh token on every use and, like strict servers, treats the reuse
@@ -27,5 +27,5 @@ pub mod token;
 pub use handle::Emulator;
 pub use model::{
     AUTHORIZE_PATH, EmulatorConfig, Fault, METADATA_PATH, RESOURCE_PATH, RefreshTokenStatus,
-    Rotation, Stats, TOKEN_PATH, TlsIdentity, TokenRequest,
+    Rotation, Sloppiness, Stats, TOKEN_PATH, TlsIdentity, TokenRequest,
 };

@@ -62,6 +62,9 @@ pub enum Fault {
     Reset,
     /// Rotate, then close the connection without answering.
     RotateThenReset,
+    /// Rotate, then wait before answering: a request the server has acted on whose
+    /// answer is still on its way (a client killed or cut off meanwhile never gets it).
+    SlowAnswer { ms: u64 },
     /// `200` with a body that is not JSON; nothing rotates.
     Garbage,
     /// `200` with a body of this many bytes; nothing rotates.
@@ -79,6 +82,24 @@ pub enum Fault {
     InvalidUtf8,
     /// `200` with JSON nested this deep; nothing rotates.
     NestedJson { depth: usize },
+    /// Rotate, answering sloppily but with the new refresh token readable: servers do.
+    Sloppy { shape: Sloppiness },
+}
+
+/// How a [`Fault::Sloppy`] answer is sloppy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sloppiness {
+    /// The new refresh token holds a space (RFC 6749 allows any VSCHAR).
+    SpaceInToken,
+    /// The new refresh token holds a double quote.
+    QuoteInToken,
+    /// `refresh_token` twice in the object: a stale one first, the new one last.
+    DuplicateKeys,
+    /// A UTF-8 byte order mark before the JSON.
+    Bom,
+    /// A NUL byte after the JSON.
+    TrailingNul,
 }
 
 /// A refresh token as the server sees it.

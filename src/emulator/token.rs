@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::emulator::authorize::exchange_code;
 use crate::emulator::client::authenticated;
 use crate::emulator::memory::{Shared, lock};
-use crate::emulator::model::{EmulatorConfig, Fault, Rotation, TokenRequest};
+use crate::emulator::model::{EmulatorConfig, Fault, Rotation, Sloppiness, TokenRequest};
 use crate::emulator::reply::{Answer, Dropped, json, oauth_error, read_body};
 
 /// `POST /oauth/token`.
@@ -82,8 +82,10 @@ pub async fn token(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer
     }
     let presented = form.get("refresh_token").cloned().unwrap_or_default();
     let answer = rotate(&shared, &cfg, &presented, &fault);
-    if fault == Some(Fault::RotateThenReset) {
-        return Err(Dropped);
+    match fault {
+        Some(Fault::RotateThenReset) => return Err(Dropped),
+        Some(Fault::SlowAnswer { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        _ => {}
     }
     Ok(answer)
 }
@@ -143,7 +145,22 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
             r.bootstrap = false;
         }
     } else {
-        let next = inner.new_refresh_token(family, false, cfg.access_lifetime);
+        let mut next = inner.new_refresh_token(family, false, cfg.access_lifetime);
+        let odd = match fault {
+            Some(Fault::Sloppy {
+                shape: Sloppiness::SpaceInToken,
+            }) => Some(" x"),
+            Some(Fault::Sloppy {
+                shape: Sloppiness::QuoteInToken,
+            }) => Some("\"q"),
+            _ => None,
+        };
+        if let Some(odd) = odd
+            && let Some(record) = inner.refresh.remove(&next)
+        {
+            next.push_str(odd);
+            inner.refresh.insert(next.clone(), record);
+        }
         body["refresh_token"] = serde_json::json!(next);
         if let Some(r) = inner.refresh.get_mut(presented) {
             r.rotated = Some((Instant::now(), body.clone()));
@@ -151,7 +168,27 @@ fn rotate(shared: &Shared, cfg: &EmulatorConfig, presented: &str, fault: &Option
     }
     inner.stats.refreshes += 1;
     inner.rotations.push(previous);
-    json(StatusCode::OK, body)
+    match fault {
+        Some(Fault::Sloppy { shape }) => sloppy(*shape, &body),
+        _ => json(StatusCode::OK, body),
+    }
+}
+
+/// A `200` whose body is `body` written as a sloppy server writes it.
+fn sloppy(shape: Sloppiness, body: &serde_json::Value) -> Answer {
+    let text = body.to_string();
+    let text = match shape {
+        Sloppiness::DuplicateKeys => text.replacen('{', "{\"refresh_token\":\"blnk_rt_stale\",", 1),
+        Sloppiness::Bom => format!("\u{feff}{text}"),
+        Sloppiness::TrailingNul => format!("{text}\0"),
+        Sloppiness::SpaceInToken | Sloppiness::QuoteInToken => text,
+    };
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
+    r
 }
 
 /// The answer a queued fault gives instead of the real one, if it gives one (a delay

@@ -1,4 +1,4 @@
-//! `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core §9; SPEC §12): a JWT signed
+//! `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core §9; design.md §12): a JWT signed
 //! with the client's private key, made afresh for every token request. The key file
 //! is read at each use, like secret files, so a rotated key is picked up by itself.
 //! No error here holds anything read from the key.
@@ -16,7 +16,7 @@ use crate::config::{AssertionAlg, AssertionConfig};
 /// The `client_assertion_type` of a JWT assertion.
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// How long an assertion is good for: long enough for a slow request, well inside the
-/// five minutes servers accept (SPEC §12).
+/// five minutes servers accept (design.md §12).
 pub const LIFETIME: Duration = Duration::from_secs(60);
 
 /// The claims RFC 7523 §3 asks of a client assertion.

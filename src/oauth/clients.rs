@@ -47,9 +47,11 @@ impl Default for Clients {
     }
 }
 
+/// What makes two clients differ. Not the request timeout: requests are timed by their
+/// callers ([`super::endpoint`]), so that an answer already in the socket when a
+/// stopped process resumes is read rather than dropped by the client's own timer.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
-    timeout: Duration,
     connect_timeout: Duration,
     /// The CA file's content, so that a changed file gets a new client on reload.
     ca_pem: Option<Vec<u8>>,
@@ -77,7 +79,6 @@ impl Clients {
             _ => None,
         };
         let key = ClientKey {
-            timeout: http.timeout,
             connect_timeout: http.connect_timeout,
             ca_pem,
             identity_pem,
@@ -106,7 +107,6 @@ fn build_client(key: &ClientKey, http: &HttpConfig) -> Result<reqwest::Client, E
     crate::tls::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("tokend/", env!("CARGO_PKG_VERSION")))
-        .timeout(key.timeout)
         .connect_timeout(key.connect_timeout)
         // A token endpoint has no business redirecting a POST that carries secrets.
         .redirect(reqwest::redirect::Policy::none())
@@ -162,7 +162,7 @@ mod tests {
         clients.get(&http, true).unwrap();
         clients.get(&http.clone(), true).unwrap();
         let slower = HttpConfig {
-            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
             ..HttpConfig::default()
         };
         clients.get(&slower, true).unwrap();

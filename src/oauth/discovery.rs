@@ -48,6 +48,7 @@ pub async fn discover(
     http: &reqwest::Client,
     issuer: &Url,
     allow_insecure_http: bool,
+    timeout: std::time::Duration,
 ) -> Result<Metadata, DiscoveryError> {
     let fail = |message: String| DiscoveryError {
         issuer: issuer.to_string(),
@@ -55,23 +56,36 @@ pub async fn discover(
     };
     let mut tried = Vec::new();
     for url in metadata_urls(issuer) {
-        let response = match http
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Err(fail(error_chain(&e))),
+        let get = async {
+            let response = http
+                .get(url.clone())
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(|e| fail(error_chain(&e)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Ok(Err(status.as_u16()));
+            }
+            read_capped(response)
+                .await
+                .map(Ok)
+                .map_err(|e| fail(format!("{url}: cannot read the metadata: {e:?}")))
         };
-        let status = response.status();
-        if !status.is_success() {
-            tried.push(format!("{url}: HTTP {}", status.as_u16()));
-            continue;
-        }
-        let body = read_capped(response)
-            .await
-            .map_err(|e| fail(format!("{url}: cannot read the metadata: {e:?}")))?;
+        let body = match tokio::time::timeout(timeout, get).await {
+            Ok(Ok(Ok(body))) => body,
+            Ok(Ok(Err(status))) => {
+                tried.push(format!("{url}: HTTP {status}"));
+                continue;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(fail(format!(
+                    "{url}: no answer within {}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
         let raw: RawMetadata = serde_json::from_slice(&body)
             .map_err(|e| fail(format!("{url}: not metadata JSON: {e}")))?;
         return check(raw, issuer, allow_insecure_http).map_err(fail);

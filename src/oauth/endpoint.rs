@@ -1,9 +1,9 @@
 //! One credential's token endpoint: which URL (configured or discovered), how the client
-//! authenticates (SPEC §5's `client_auth`), the request itself, and the failures where
+//! authenticates (design.md §5's `client_auth`), the request itself, and the failures where
 //! no answer came back. No secret reaches a failure's text.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
@@ -11,21 +11,27 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::config::{ClientAuth, CredentialConfig, MIN_SECRET_LEN};
-use crate::oauth::answer::{Failure, FailureKind, Outcome, classify, parse_retry_after};
+use crate::oauth::answer::{classify, parse_retry_after};
 use crate::oauth::assertion;
 use crate::oauth::clients::{Clients, EndpointError};
 use crate::oauth::discovery;
 use crate::oauth::http::{error_chain, read_capped};
+use crate::oauth::outcome::{Failure, FailureKind, Outcome};
 
 /// Longest piece of a server's error text that goes into our messages.
 const MAX_DETAIL: usize = 200;
+/// A request timer that fires this late was not served on time: the process (or its
+/// machine) was stopped meanwhile.
+const LATE: Duration = Duration::from_millis(500);
+/// How long an answer that came in while the process was stopped gets to be read.
+const LATE_GRACE: Duration = Duration::from_secs(2);
 
 /// A token endpoint client for one credential.
 pub struct Endpoint {
     http: reqwest::Client,
     in_flight: Arc<Semaphore>,
     /// The client, its secret, scope and URLs: read where they are configured, not
-    /// copied (each credential holds its endpoint for the process's life; issue 18).
+    /// copied (each credential holds its endpoint for the process's life).
     cfg: Arc<CredentialConfig>,
     /// Without a configured token URL: the one found in the issuer's metadata (boxed:
     /// most credentials configure theirs).
@@ -92,7 +98,8 @@ impl Endpoint {
                         "no token_url and no issuer",
                     ));
                 };
-                discovery::discover(&self.http, issuer, self.cfg.http.allow_insecure_http)
+                let http = &self.cfg.http;
+                discovery::discover(&self.http, issuer, http.allow_insecure_http, http.timeout)
                     .await
                     .map(|m| Box::new(m.token_endpoint))
                     .map_err(|e| Failure::new(FailureKind::Transient, e.to_string()))
@@ -139,7 +146,7 @@ impl Endpoint {
             Some(source) => Some(
                 source
                     .read()
-                    .map_err(|e| local("client secret", e.to_string()))?,
+                    .map_err(|e| local(&source.key_of("client_secret"), e.to_string()))?,
             ),
             None => None,
         };
@@ -174,14 +181,16 @@ impl Endpoint {
             secret: secret.as_ref(),
             assertion: assertion.as_ref(),
         };
-        self.send(url, &grant, proof).await.map_err(|mut f| {
-            // Scrub before shortening, so that no part of a secret survives the cut.
-            f.detail = scrub(&f.detail, &secrets)
-                .chars()
-                .take(MAX_DETAIL)
-                .collect();
-            f
-        })
+        within(self.cfg.http.timeout, self.send(url, &grant, proof))
+            .await
+            .map_err(|mut f| {
+                // Scrub before shortening, so that no part of a secret survives the cut.
+                f.detail = scrub(&f.detail, &secrets)
+                    .chars()
+                    .take(MAX_DETAIL)
+                    .collect();
+                f
+            })
     }
 
     async fn send(&self, url: Url, grant: &Grant<'_>, proof: Proof<'_>) -> Outcome {
@@ -207,7 +216,7 @@ impl Endpoint {
         {
             form.push(("scope", scope));
         }
-        // Validation keeps tokend's own names out of these (SPEC §12).
+        // Validation keeps tokend's own names out of these (design.md §12).
         for (name, value) in &self.cfg.token_params {
             form.push((name, value));
         }
@@ -263,6 +272,32 @@ impl Endpoint {
         let body = read_capped(response).await;
         classify(status, retry_after, body)
     }
+}
+
+/// `request`, ended after `timeout` (the whole request, body included). A timer that
+/// fires late means this process was stopped (SIGSTOP, a frozen machine) while the
+/// answer may have come in: what is in the socket is read before giving up. A rotated
+/// refresh token must not be dropped for a timer that ran while nobody could read it.
+async fn within(timeout: Duration, request: impl Future<Output = Outcome>) -> Outcome {
+    let deadline = Instant::now() + timeout;
+    tokio::pin!(request);
+    tokio::select! {
+        biased;
+        outcome = &mut request => return outcome,
+        _ = tokio::time::sleep_until(deadline.into()) => {}
+    }
+    if Instant::now() > deadline + LATE
+        && let Ok(outcome) = tokio::time::timeout(LATE_GRACE, &mut request).await
+    {
+        return outcome;
+    }
+    Err(Failure::new(
+        FailureKind::Ambiguous,
+        format!(
+            "timed out after sending: no whole answer within {}",
+            humantime::format_duration(timeout)
+        ),
+    ))
 }
 
 /// What the client proves itself with, read for one request.
@@ -373,6 +408,31 @@ fn transport_failure(e: &reqwest::Error, trust: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The process is stopped while its request is in flight, and the answer comes in
+    /// meanwhile: on waking, the timer has long run out, yet the answer is read.
+    #[tokio::test]
+    async fn an_answer_that_came_in_while_the_process_was_stopped_is_read() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let request = async move {
+            let _ = rx.await;
+            // Reading it takes another turn of the runtime, as a body does.
+            tokio::task::yield_now().await;
+            Err(Failure::new(FailureKind::Transient, "the answer"))
+        };
+        let run = within(Duration::from_millis(100), request);
+        tokio::pin!(run);
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
+        assert!(first.is_pending());
+        // Stopped: nothing runs for a second; the answer arrives meanwhile.
+        std::thread::sleep(Duration::from_secs(1));
+        tx.send(()).unwrap();
+        assert_eq!(run.await.unwrap_err().detail, "the answer");
+        // On time, no answer: a timeout, ambiguous (the request went out).
+        let never = std::future::pending::<Outcome>();
+        let f = within(Duration::from_millis(50), never).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Ambiguous);
+    }
 
     #[test]
     fn only_values_long_enough_to_be_secrets_are_scrubbed() {

@@ -1,7 +1,7 @@
 //! Reading HTTP answers carefully: bodies capped before they are read, errors flattened
 //! to one line that no server text can break. Shared by token requests and discovery.
 
-/// Token answers larger than this are refused without reading further (SPEC §5).
+/// Token answers larger than this are refused without reading further (design.md §6).
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Why a body could not be read in full.
@@ -69,39 +69,11 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
-/// Runs of token characters at least this long, holding digits or both cases of letters
-/// (random text does; words and snake_case codes do not), are taken for a token or a
-/// secret.
-const TOKEN_RUN: usize = 16;
-
 /// A server's own text (an `error_description`), made safe to log: [`sanitize`]d, and
 /// every long run of token characters redacted, since a hostile or careless server may
-/// echo a token or a credential, whole or in part, in any encoding.
+/// echo a token or a credential, whole or in part, in any encoding (base64's "/" too).
 pub fn server_text(s: &str) -> String {
-    let token_char = |c: char| c.is_ascii_alphanumeric() || "._~+/=-".contains(c);
-    let mut out = String::with_capacity(s.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        let has = |f: fn(&char) -> bool| run.chars().any(|c| f(&c));
-        let random = has(char::is_ascii_digit)
-            || (has(char::is_ascii_uppercase) && has(char::is_ascii_lowercase));
-        if run.len() >= TOKEN_RUN && random {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in sanitize(s).chars() {
-        if token_char(c) {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
+    crate::redact::token_runs(&sanitize(s), "/", "[redacted]")
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! What each output format holds (SPEC §6), and which tokens each may carry.
+//! What each output format holds (design.md §7), and which tokens each may carry.
 
 use std::time::SystemTime;
 

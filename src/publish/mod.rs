@@ -1,4 +1,4 @@
-//! Publishing: what applications read, and who is told of a rotation (SPEC §6).
+//! Publishing: what applications read, and who is told of a rotation (design.md §7).
 //!
 //! - [`format`]: the content of each output format
 //! - [`file`]: an output's permissions and its write errors

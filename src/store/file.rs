@@ -9,7 +9,7 @@
 //! fsync'd, renamed over the old one, its directory fsync'd. A format 1 file (one JSON
 //! record) is read, and migrated on the daemon's first start.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -17,9 +17,13 @@ use std::sync::Arc;
 
 use crate::atomic::{self, Dir, Perms};
 use crate::store::dir::StateDir;
+use crate::store::error::StoreError;
 use crate::store::lock;
-use crate::store::slots::{self, Contents, Position, SlotWriter};
-use crate::store::state::{State, StateStore, StoreError, VERSION};
+use crate::store::names::{beside, split, suffixed};
+pub use crate::store::read::read_state_file;
+use crate::store::read::read_with_position;
+use crate::store::slots::{self, Position, SlotWriter};
+use crate::store::state::{State, StateStore};
 
 /// A local state file, held exclusively by one process through `<file>.lock`.
 pub struct FileStore {
@@ -29,23 +33,6 @@ pub struct FileStore {
     lock: File,
     /// Where the file's next version goes, once it is known to be in format 2.
     slots: Option<SlotWriter>,
-}
-
-/// The directory and the name of the file at `path`.
-fn split(path: &Path) -> Result<(&Path, &OsStr), StoreError> {
-    let name = path.file_name().ok_or_else(|| StoreError::Io {
-        path: path.to_owned(),
-        err: std::io::Error::from_raw_os_error(libc::EISDIR),
-    })?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    Ok((dir.unwrap_or(Path::new(".")), name))
-}
-
-/// `name` with `suffix` appended.
-fn suffixed(name: &OsStr, suffix: &str) -> OsString {
-    let mut n = name.to_owned();
-    n.push(suffix);
-    n
 }
 
 impl FileStore {
@@ -137,101 +124,6 @@ fn removed(dir: &Dir) -> bool {
     dir.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
-/// `<state_file>.lock`: the file whose lock says who owns the state.
-pub fn lock_path(state_file: &Path) -> PathBuf {
-    beside(state_file, ".lock")
-}
-
-/// A file next to `path`, named after it with `suffix`.
-fn beside(path: &Path, suffix: &str) -> PathBuf {
-    path.with_file_name(suffixed(path.file_name().unwrap_or_default(), suffix))
-}
-
-/// This host's name, as the lock file and replica identities (SPEC §11) give it.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
-        _ => "this host".to_owned(),
-    }
-}
-
-/// Reads a state file without locking it (for `status` and `token`): a slot being
-/// written fails its checksum and the other is read, so a reader sees a whole version.
-/// A symlink at its name is refused, not followed.
-pub fn read_state_file(path: &Path) -> Result<Option<State>, StoreError> {
-    let (dir, name) = split(path)?;
-    let dir = match Dir::open(dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => {
-            return Err(StoreError::Io {
-                path: path.to_owned(),
-                err,
-            });
-        }
-    };
-    Ok(read_with_position(&dir, name, path)?.map(|(state, _)| state))
-}
-
-/// The state in file `name` of `dir` (at `path`, for errors) and, in format 2, where
-/// its newest version is.
-fn read_with_position(
-    dir: &Dir,
-    name: &OsStr,
-    path: &Path,
-) -> Result<Option<(State, Option<Position>)>, StoreError> {
-    let bytes = match dir.read(name) {
-        Ok(Some(b)) => b,
-        Ok(None) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(StoreError::Unsafe {
-                path: path.to_owned(),
-                why:
-                    "is a symbolic link: tokend never follows one in its state directory; remove it"
-                        .into(),
-            });
-        }
-        Err(err) => {
-            return Err(StoreError::Io {
-                path: path.to_owned(),
-                err,
-            });
-        }
-    };
-    let corrupt = |message: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        message,
-    };
-    let (record, position) = match slots::read(&bytes) {
-        Contents::Json => (std::borrow::Cow::Borrowed(bytes.as_slice()), None),
-        Contents::Slots { newest: None, .. } => {
-            return Err(corrupt(
-                "neither of its two slots holds a whole version (both torn or damaged)".into(),
-            ));
-        }
-        Contents::Slots {
-            slot_size,
-            newest: Some((newest, slot)),
-        } => (
-            std::borrow::Cow::Owned(slot.record),
-            Some(Position {
-                slot_size,
-                newest,
-                sequence: slot.sequence,
-            }),
-        ),
-    };
-    let state: State = serde_json::from_slice(&record).map_err(|e| corrupt(e.to_string()))?;
-    if state.version != VERSION {
-        return Err(corrupt(format!("unknown version {}", state.version)));
-    }
-    Ok(Some((state, position)))
-}
-
 impl StateStore for FileStore {
     fn load(&mut self) -> Result<Option<State>, StoreError> {
         let dir = self.dir.dir();
@@ -316,19 +208,12 @@ pub fn write_state_file(path: &Path, state: &State, perms: &Perms) -> Result<(),
     })
 }
 
-/// Where `tokend login` leaves a new chain when a running daemon holds the state's lock:
-/// `<state_file>.login`. The daemon adopts it on SIGHUP (which login sends), at start,
-/// and while blocked.
-pub fn handover_path(state_file: &Path) -> PathBuf {
-    beside(state_file, ".login")
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
-    use crate::store::state::bootstrap_digest;
+    use crate::store::state::{VERSION, bootstrap_digest};
     use secrecy::{ExposeSecret, SecretString};
     use std::time::SystemTime;
 
@@ -419,7 +304,7 @@ mod tests {
         assert!(std::fs::read(&path).unwrap().starts_with(slots::MAGIC));
     }
 
-    /// Issue 15: a format 1 file (one JSON record) is read, and migrated on load, with
+    /// A format 1 file (one JSON record) is read, and migrated on load, with
     /// the same state and no refresh.
     #[test]
     fn a_format_1_file_is_migrated_on_load() {
@@ -447,7 +332,7 @@ mod tests {
         assert_eq!(read_state_file(&path).unwrap().unwrap().generation, 1);
     }
 
-    /// Issue 15: a file truncated to nothing, or whose slots are both damaged, is
+    /// A file truncated to nothing, or whose slots are both damaged, is
     /// unreadable, which blocks; never "no state", which would replay the bootstrap.
     #[test]
     fn an_empty_or_doubly_damaged_file_is_unreadable() {

@@ -13,28 +13,7 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 
 use crate::atomic::Dir;
-use crate::store::StoreError;
-
-/// Who holds a lock, as far as can be told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// The holding process, as the kernel's lock table names it (and checked to run as
-    /// the lock file's owner or root); `None` when it cannot be seen from here (another
-    /// pid namespace or host).
-    pub pid: Option<i32>,
-    /// What the lock file says, cleaned for printing: a claim, not a fact.
-    pub says: String,
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self.pid {
-            Some(pid) => write!(f, "pid {pid}"),
-            None if self.says.is_empty() => f.write_str("holder unknown"),
-            None => write!(f, "the lock file says: {}", self.says),
-        }
-    }
-}
+use crate::store::error::{Holder, StoreError};
 
 /// Takes the lock `name` in `dir` (for the state file at `state_path`, named in errors):
 /// created 0600 when missing, never through a symlink, and only a regular file.
@@ -75,7 +54,7 @@ pub fn take(dir: &Dir, name: &OsStr, state_path: &Path) -> Result<File, StoreErr
     let me = format!(
         "pid {} on {}\n",
         std::process::id(),
-        crate::store::file::hostname()
+        crate::host::hostname()
     );
     let _ = lock
         .set_len(0)

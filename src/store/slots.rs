@@ -222,7 +222,7 @@ mod tests {
         );
     }
 
-    /// Issue 15: a slot cut at every byte offset (a write torn there) leaves the other,
+    /// A slot cut at every byte offset (a write torn there) leaves the other,
     /// older slot in force, never a mix and never nothing.
     #[test]
     fn a_slot_torn_at_any_offset_leaves_the_other() {

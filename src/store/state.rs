@@ -1,6 +1,5 @@
-//! A credential's durable record (SPEC §4), and the interface of whatever keeps it.
+//! A credential's durable record (design.md §4), and the interface of whatever keeps it.
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -8,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::rfc3339;
+use crate::store::error::StoreError;
 
 /// The current state-file format.
 pub const VERSION: u32 = 1;
@@ -17,11 +17,11 @@ pub const VERSION: u32 = 1;
 pub struct State {
     pub version: u32,
     /// Grows by one with every new refresh token, so that replicas sharing a chain
-    /// (SPEC §11) can tell which copy is newer; 0 in files written before it existed.
+    /// (design.md §11) can tell which copy is newer; 0 in files written before it existed.
     #[serde(default)]
     pub generation: u64,
     /// The chain's current link; `None` for the client-credentials grant, which has
-    /// no chain (SPEC §12).
+    /// no chain (design.md §12).
     #[serde(
         default,
         with = "option_secret_text",
@@ -82,23 +82,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Errors of the state store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path} is locked by another tokend ({holder})")]
-    Locked {
-        path: PathBuf,
-        holder: crate::store::lock::Holder,
-    },
-    /// Not tokend's own: a directory others may write, a symlink, not a regular file.
-    #[error("{path} {why}")]
-    Unsafe { path: PathBuf, why: String },
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
-    #[error("{path} is not a valid tokend state file: {message}")]
-    Corrupt { path: PathBuf, message: String },
 }
 
 /// Where a credential's state is kept.

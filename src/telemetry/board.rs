@@ -20,7 +20,7 @@ pub struct Board {
     pub changed: Notify,
     /// How many credentials are ready, and blocked: kept as their health changes, so
     /// that readiness and systemd's status line cost nothing per credential (with
-    /// thousands, recounting at each change made every refresh O(N); issue 19).
+    /// thousands, recounting at each change made every refresh O(N)).
     ready: AtomicUsize,
     blocked: AtomicUsize,
     pub metrics: Metrics,

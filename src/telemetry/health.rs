@@ -25,7 +25,7 @@ pub struct Health {
     pub chain_warning: bool,
     /// Why it is not ready, when it is not.
     pub reason: Option<String>,
-    /// With coordination (SPEC §11): whether this replica leads, and the generation
+    /// With coordination (design.md §11): whether this replica leads, and the generation
     /// of the chain in hand.
     pub shared: Option<Shared>,
 }
@@ -35,18 +35,20 @@ pub struct Health {
 pub struct Shared {
     pub leader: bool,
     pub generation: u64,
+    /// Since when another replica's unfinished refresh is being waited on, if one is.
+    pub waiting_since: Option<SystemTime>,
 }
 
 /// A credential's health as its task last reported it: the task writes through its
 /// [`Reporter`], the board reads. (A `watch` channel would do, but costs 480 bytes per
-/// credential for wake-ups nobody waits on; issue 18.)
+/// credential for wake-ups nobody waits on.)
 #[derive(Debug, Default)]
 pub struct Report {
     health: Mutex<Health>,
     /// The task's loop still runs.
     alive: AtomicBool,
     /// Its refresh attempts, for the metrics: here rather than in a map of the board's,
-    /// so that counting one needs no lookup and costs no entry (issue 18).
+    /// so that counting one needs no lookup and costs no entry.
     tally: Tally,
 }
 

@@ -1,4 +1,4 @@
-//! Logs: `tracing` to stderr, as text or one JSON object per line (SPEC §8).
+//! Logs: `tracing` to stderr, as text or one JSON object per line (design.md §8).
 //!
 //! Secrets never reach here: they are `SecretString`s whose `Debug` is redacted, and no
 //! code formats their exposed value into a message.

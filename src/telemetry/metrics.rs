@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §9) in the classic text format that every scraper and
+//! Prometheus metrics (design.md §9) in the classic text format that every scraper and
 //! `promtool check metrics` accept.
 //!
 //! The series every credential has are made at each scrape ([`super::series`]); the
@@ -44,7 +44,7 @@ impl HookResult {
     }
 }
 
-/// A store operation (SPEC §11), as the `op` label of
+/// A store operation (design.md §11), as the `op` label of
 /// `tokend_coordination_errors_total` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreOp {
@@ -131,7 +131,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one failed store operation (SPEC §11); `credential` is empty for the
+    /// Counts one failed store operation (design.md §11); `credential` is empty for the
     /// replica's own lease.
     pub fn coordination_error(&self, credential: &str, op: StoreOp) {
         self.coordination_errors

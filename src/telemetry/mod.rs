@@ -1,4 +1,4 @@
-//! What the process tells the outside about itself (SPEC §8, §9): each credential's
+//! What the process tells the outside about itself (design.md §8, §9): each credential's
 //! health, the board that gathers them, Prometheus metrics, the health endpoints and
 //! the logs.
 //!

@@ -1,11 +1,11 @@
-//! The series every credential has (SPEC §9), made at each scrape from what the
+//! The series every credential has (design.md §9), made at each scrape from what the
 //! credential already holds: its [`Health`] for the gauges, and a [`Tally`] of plain
 //! atomics for the attempt counters and the duration histogram.
 //!
 //! Why not the prometheus crate's labelled vectors: each labelled series there keeps its
 //! label values, a hash entry and its own locks, about 60 bytes per series before the
 //! histogram's buckets, and a credential has 28 series. Measured: 2.6 KiB of heap per
-//! credential (issue 18). Made at scrape time, they cost nothing between scrapes.
+//! credential. Made at scrape time, they cost nothing between scrapes.
 
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -62,7 +62,7 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
 /// A gauge family: one series per credential that has a value.
 type GaugeOf = fn(&Health, SystemTime) -> Option<f64>;
 
-const GAUGES: [(&str, &str, GaugeOf); 9] = [
+const GAUGES: [(&str, &str, GaugeOf); 10] = [
     (
         "tokend_access_token_expiry_timestamp_seconds",
         "When the published access token expires (Unix time).",
@@ -108,6 +108,16 @@ const GAUGES: [(&str, &str, GaugeOf); 9] = [
         "tokend_leader",
         "With coordination: 1 on the replica that refreshes the credential, 0 elsewhere.",
         |h, _| h.shared.as_ref().map(|s| f64::from(u8::from(s.leader))),
+    ),
+    (
+        "tokend_coordination_unfinished_intent_seconds",
+        "With coordination: how long this replica has waited on another's unfinished refresh of the chain (0: none).",
+        |h, now| {
+            let since = h.shared.as_ref()?.waiting_since;
+            Some(since.map_or(0.0, |s| {
+                now.duration_since(s).unwrap_or_default().as_secs_f64()
+            }))
+        },
     ),
     (
         "tokend_state_generation",

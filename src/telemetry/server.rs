@@ -1,4 +1,4 @@
-//! The health endpoints (SPEC §9): `/healthz` (the loops are alive), `/readyz` (every
+//! The health endpoints (design.md §9): `/healthz` (the loops are alive), `/readyz` (every
 //! credential has an unexpired token written to all its outputs) and `/metrics`
 //! (Prometheus).
 

@@ -268,11 +268,7 @@ async fn no_secret_reaches_the_log_even_at_trace() {
 async fn http_proxy_from_the_environment_is_used() {
     let env = Env::new(Duration::from_secs(3600)).await;
     // The token URL points at a closed port; only a proxy can reach the emulator.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = crate::common::free_port();
     let cfg = env.write_config(&["c"]);
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         &env.emu.token_url(),

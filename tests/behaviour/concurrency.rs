@@ -1,4 +1,4 @@
-//! Signals at awkward moments (issue 5): a storm of SIGHUPs, some with a changed
+//! Signals at awkward moments: a storm of SIGHUPs, some with a changed
 //! configuration, while SIGUSR1 keeps refreshes in flight, against a strict server.
 //! (Two instances on one state: daemon.rs; SIGTERM during a write: the survival suite's crash.rs.)
 

@@ -147,7 +147,7 @@ async fn sigterm_during_a_refresh_waits_for_it_and_persists_the_new_token() {
     assert_eq!(env.emu.stats().reuses, 0);
 }
 
-/// Issue 19: SIGTERM with hundreds of refreshes queued behind the 16 request slots (every
+/// SIGTERM with hundreds of refreshes queued behind the 16 request slots (every
 /// answer takes a second) does not wait for the queue: the 16 in flight finish and are
 /// saved, the rest are left, and the next start goes on from every state without reuse.
 #[tokio::test]

@@ -1,10 +1,9 @@
-//! Disk faults (issue 5), on real file systems: the state directory on a full tmpfs
+//! Disk faults, on real file systems: the state directory on a full tmpfs
 //! (ENOSPC: rotations still commit into the state file's slots; a file to create anew
 //! cannot be), the output directory remounted read-only, and the output directory deleted.
 //! The rotated refresh token stays in memory, writes are retried, readiness is false
 //! meanwhile, and everything recovers without a restart and with nothing lost. Mounting
-//! needs root; elsewhere these tests say SKIP (the store's error path is then covered
-//! only by the unit tests).
+//! needs root: elsewhere these tests fail and say so.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +18,8 @@ const SEC: Duration = Duration::from_secs(1);
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        crate::common::require_root("mounts a tmpfs");
         std::fs::create_dir_all(at).unwrap();
         let ok = Command::new("mount")
             .args([
@@ -32,7 +32,8 @@ impl Tmpfs {
             .arg(at)
             .status()
             .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_owned()))
+        assert!(ok, "mount -t tmpfs on {} failed", at.display());
+        Tmpfs(at.to_owned())
     }
 
     fn remount(&self, option: &str) {
@@ -74,10 +75,7 @@ fn state_rt(env: &Env) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_disk_loses_nothing_and_recovers_by_itself() {
     let env = Env::new(3600 * SEC).await;
-    let Some(fs) = Tmpfs::mount(&env.path("state"), "256k") else {
-        eprintln!("SKIP: cannot mount a tmpfs here (needs root)");
-        return;
-    };
+    let fs = Tmpfs::mount(&env.path("state"), "256k");
     let port = free_port();
     let cfg = config(&env, port);
     let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "tokend.log", &[]);
@@ -90,7 +88,7 @@ async fn a_full_state_disk_loses_nothing_and_recovers_by_itself() {
         .args(["if=/dev/zero", "bs=4k"])
         .arg(format!("of={}", filler.display()))
         .output();
-    // Issue 15: a rotation is a write into the state file's own (allocated) slots, so a
+    // A rotation is a write into the state file's own (allocated) slots, so a
     // full disk no longer stops it.
     env.rotate(&d, "a rotation on a full disk", 5 * SEC).await;
     wait_for("the rotated token on disk", 5 * SEC, || {
@@ -176,10 +174,7 @@ async fn a_full_state_disk_loses_nothing_and_recovers_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_or_deleted_output_directory_recovers_by_itself() {
     let env = Env::new(3600 * SEC).await;
-    let Some(fs) = Tmpfs::mount(&env.path("out"), "1m") else {
-        eprintln!("SKIP: cannot mount a tmpfs here (needs root)");
-        return;
-    };
+    let fs = Tmpfs::mount(&env.path("out"), "1m");
     let port = free_port();
     let cfg = config(&env, port);
     let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "tokend.log", &[]);
@@ -230,4 +225,104 @@ async fn a_read_only_or_deleted_output_directory_recovers_by_itself() {
         "read-only output directory: state saved, outputs retried and written after remount rw; deleted output directory: recreated at the next write",
     );
     drop(fs);
+}
+
+/// `chattr [+-]i path`: an immutable file cannot be written, replaced or removed, even by
+/// root (the state directory is on ext4 here; tmpfs has no such flag).
+fn immutable(path: &Path, on: bool) {
+    let ok = Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "chattr needs root and a file system with the immutable flag (ext4, xfs)"
+    );
+}
+
+/// A SIGHUP that changes a credential while its rotated refresh token cannot be saved:
+/// the new task goes on from the unsaved token, never from the older one on disk, and
+/// saves it once it can. Against a strict server: 0 reuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_the_state_cannot_be_saved_keeps_the_rotation() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = config(&env, free_port());
+    let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "tokend.log", &[]);
+    wait_for("the first state", 10 * SEC, || env.state("c").is_some()).await;
+    d.wait_started().await;
+    let on_disk = state_rt(&env);
+    let state = env.path("state/c.json");
+
+    immutable(&state, true);
+    env.rotate(&d, "a rotation that cannot be saved", 5 * SEC)
+        .await;
+    wait_for("the save error", 5 * SEC, || {
+        d.log_text().contains("cannot save the state")
+    })
+    .await;
+    // The credential changes (its backoff), and the daemon reloads it.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max = \"2s\"", "max = \"3s\"");
+    std::fs::write(&cfg, text).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the restart", 5 * SEC, || {
+        d.log_text().contains("changed; restarting it")
+    })
+    .await;
+    tokio::time::sleep(2 * SEC).await;
+    assert_eq!(
+        state_rt(&env),
+        on_disk,
+        "the file still holds the older token"
+    );
+
+    immutable(&state, false);
+    wait_for("the rotated token saved", 10 * SEC, || {
+        state_rt(&env) != on_disk
+    })
+    .await;
+    assert_eq!(
+        env.emu.refresh_token_status(&state_rt(&env)),
+        RefreshTokenStatus::Live
+    );
+    env.rotate(&d, "a rotation after the reload", 5 * SEC).await;
+    assert_eq!(env.emu.stats().reuses, 0, "{}", d.log_text());
+    assert!(
+        d.log_text()
+            .contains("the task before this reload could not save")
+    );
+    assert_eq!(d.stop().await, 0);
+}
+
+/// The state directory removed under the running daemon: the next rotation makes it
+/// again and is saved there, and a restart goes on with the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_state_directory_is_made_again_and_the_chain_goes_on() {
+    let env = Env::new(3600 * SEC).await;
+    let cfg = config(&env, free_port());
+    let mut d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "tokend.log", &[]);
+    wait_for("the first state", 10 * SEC, || env.state("c").is_some()).await;
+    d.wait_started().await;
+    std::fs::remove_dir_all(env.path("state")).unwrap();
+    env.rotate(&d, "a rotation without a state directory", 5 * SEC)
+        .await;
+    wait_for("the state saved again", 10 * SEC, || {
+        env.state("c").is_some()
+    })
+    .await;
+    assert_eq!(
+        env.emu.refresh_token_status(&state_rt(&env)),
+        RefreshTokenStatus::Live
+    );
+    assert_eq!(crate::common::mode(&env.path("state")), 0o700);
+    assert_eq!(d.stop().await, 0);
+    assert!(!d.log_text().contains("it is lost"), "{}", d.log_text());
+    // A second daemon would find the lock taken again: the restarted one goes on.
+    let d = env.spawn(&["run", "-c", cfg.to_str().unwrap()], "tokend-2.log", &[]);
+    d.wait_started().await;
+    env.rotate(&d, "a rotation after the restart", 5 * SEC)
+        .await;
+    assert_eq!(env.emu.stats().reuses, 0);
 }

@@ -1,4 +1,4 @@
-//! SPEC §4's write discipline, checked on the real binary's system calls (strace): a new
+//! design.md §4's write discipline, checked on the real binary's system calls (strace): a new
 //! state file is fsync'd, renamed into place and its directory fsync'd before any output
 //! is written; after that, each rotation is one write and one data sync into it.
 
@@ -49,8 +49,15 @@ async fn state_is_durable_before_outputs_are_written() {
     // The state directory, held open: every file in it is reached through it.
     let dir = format!("\"{}\",", env.path("state").display());
     let fd_of = |l: &str| l.rsplit("= ").next().unwrap().trim().to_owned();
-    let dir_open =
-        find(&|l| l.starts_with("openat(") && l.contains(&dir) && l.contains("O_DIRECTORY"));
+    // (The last open before the rename: `once` looks at the directory first.)
+    let dir_open = (0..state_rename)
+        .rev()
+        .find(|&i| {
+            calls[i].starts_with("openat(")
+                && calls[i].contains(&dir)
+                && calls[i].contains("O_DIRECTORY")
+        })
+        .unwrap_or_else(|| panic!("the state directory is never opened:\n{text}"));
     let dir_fd = fd_of(calls[dir_open]);
     // The state's temporary file: created in the state directory with 0600, fsync'd
     // before the rename.
@@ -80,7 +87,7 @@ async fn state_is_durable_before_outputs_are_written() {
     );
 }
 
-/// Issue 15: with the state file in place, each rotation commits the state with one
+/// With the state file in place, each rotation commits the state with one
 /// write and one data sync into that file (no rename, no directory sync on the state's
 /// path), before the outputs are replaced. 1,000 rotations under strace.
 #[tokio::test]

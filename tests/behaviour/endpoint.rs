@@ -1,4 +1,4 @@
-//! SPEC §5's outcome table, row by row, against a real HTTP server on 127.0.0.1, and the
+//! design.md §6's outcome table, row by row, against a real HTTP server on 127.0.0.1, and the
 //! three client authentication modes.
 
 use std::time::{Duration, SystemTime};
@@ -151,11 +151,7 @@ async fn lost_answers_are_ambiguous() {
 
 #[tokio::test]
 async fn nothing_sent_is_transient() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let ep = endpoint(
         &format!("http://127.0.0.1:{port}/oauth/token"),
         "basic",
@@ -254,7 +250,7 @@ async fn post_sends_credentials_in_the_body() {
     assert!(auth_case(ClientAuth::Post, "basic").await.is_err());
 }
 
-/// SPEC §12: `token_params` reach the server beside the grant's own parameters, each
+/// design.md §12: `token_params` reach the server beside the grant's own parameters, each
 /// of which is sent once (validation keeps them out of `token_params`).
 #[tokio::test]
 async fn token_params_reach_the_server_beside_the_grants_own() {
@@ -390,7 +386,7 @@ impl MutualTls {
     }
 }
 
-/// SPEC §12: a token endpoint behind mutual TLS (the emulator requiring a client
+/// design.md §12: a token endpoint behind mutual TLS (the emulator requiring a client
 /// certificate from its CA) works with `http.client_cert_file` and `client_key_file`,
 /// and without them fails with an error that says what is missing.
 #[tokio::test]
@@ -439,7 +435,7 @@ async fn a_token_endpoint_behind_mutual_tls_takes_the_configured_client_certific
     assert!(!err.contains("PRIVATE KEY-----\n"), "{err}");
 }
 
-/// SPEC §12's `tls_client_auth` (RFC 8705 §2): the client id in the form and no
+/// design.md §12's `tls_client_auth` (RFC 8705 §2): the client id in the form and no
 /// secret anywhere; the certificate, in the handshake, is what proves the client. A
 /// certificate from another CA is refused with an error that names the setting.
 #[tokio::test]
@@ -514,7 +510,7 @@ async fn https_with_a_private_ca_from_ca_file() {
         .refresh(&SecretString::from(emu.issue_refresh_token()))
         .await
         .unwrap_err();
-    // Issue 12: a setup problem, with its own class (retried with backoff by `run`,
+    // A setup problem, with its own class (retried with backoff by `run`,
     // exit 78 from `once`) and a message that says where trust comes from.
     assert_eq!(
         f.kind,

@@ -282,3 +282,36 @@ async fn backoff_never_sleeps_past_the_expiry_of_a_valid_token() {
         }
     }
 }
+
+/// A 2xx answer from which a refresh token can be read is a rotation, however sloppy:
+/// a space or a quote in the token (RFC 6749 allows any VSCHAR), a duplicate key, a
+/// byte order mark, a NUL after the JSON. Against a strict server, each new token is
+/// saved and sent next, never the one before: 0 reuses.
+#[tokio::test]
+async fn a_sloppy_answer_that_rotates_is_a_rotation() {
+    use tokend::emulator::{RefreshTokenStatus, Sloppiness};
+    let (env, mut d) = started().await;
+    for shape in [
+        Sloppiness::SpaceInToken,
+        Sloppiness::QuoteInToken,
+        Sloppiness::DuplicateKeys,
+        Sloppiness::Bom,
+        Sloppiness::TrailingNul,
+    ] {
+        let before = env.emu.stats().refreshes;
+        provoke(&env, &d, vec![Fault::Sloppy { shape }], 1, 5 * SEC).await;
+        wait_for("the sloppy rotation saved", 5 * SEC, || {
+            env.state("c").is_some_and(|s| {
+                env.emu
+                    .refresh_token_status(s["refresh_token"].as_str().unwrap_or(""))
+                    == RefreshTokenStatus::Live
+            }) && env.emu.stats().refreshes > before
+        })
+        .await;
+        // The next refresh sends the sloppy token back, and the server accepts it.
+        env.rotate(&d, &format!("a rotation after {shape:?}"), 5 * SEC)
+            .await;
+        assert_eq!(env.emu.stats().reuses, 0, "{shape:?}: {}", d.log_text());
+    }
+    assert_eq!(d.stop().await, 0);
+}

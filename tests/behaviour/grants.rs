@@ -1,4 +1,4 @@
-//! SPEC §12 end to end: the client-credentials grant, with a secret and with signed
+//! design.md §12 end to end: the client-credentials grant, with a secret and with signed
 //! assertions (`private_key_jwt`), against the emulator on 127.0.0.1.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! The health endpoints of SPEC §9: /healthz, /readyz and /metrics.
+//! The health endpoints of design.md §9: /healthz, /readyz and /metrics.
 
 use std::time::{Duration, SystemTime};
 

@@ -1,4 +1,4 @@
-//! `tokend login` (issue 6) against the emulator's authorization endpoint: discovery,
+//! `tokend login` against the emulator's authorization endpoint: discovery,
 //! the loopback redirect and the pasted one, a wrong `state`, `access_denied`, a
 //! timeout, adoption by a running daemon; and the chain-age warning. The end-to-end
 //! run through a real server's login and consent pages is in tests/interop.rs.
@@ -380,7 +380,7 @@ async fn login_as_root_hands_the_state_to_the_daemons_user() {
     assert!(env.path("out/access_token").exists());
 }
 
-/// SPEC §12: servers that want `private_key_jwt` want it for the code exchange too;
+/// design.md §12: servers that want `private_key_jwt` want it for the code exchange too;
 /// login signs an assertion for it, and the daemon goes on signing for every refresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_refresh_with_a_signed_client_assertion() {

@@ -1,4 +1,4 @@
-//! What applications read (SPEC §6, issue 4): readers never see a torn or mixed file,
+//! What applications read (design.md §7): readers never see a torn or mixed file,
 //! permissions are exact from the first moment, hooks run once per rotation, and a
 //! bind-mounted file gives the documented error. Against the real binary.
 
@@ -47,13 +47,6 @@ fn expected_files(env: &Env) -> Vec<(PathBuf, u32)> {
     ]
 }
 
-fn env_number(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn looks_whole(token: &str) -> bool {
     token.len() == 40 && token.starts_with("blnk_at_")
 }
@@ -94,7 +87,7 @@ fn read_all(
     {
         return Err("header: incomplete".into());
     }
-    // The publish_dir pair, as the README tells readers of several files to do it:
+    // The publish_dir pair, as docs/configuration.md tells readers of several files to:
     // resolve ..data once, read both files through it; if the version is gone (this
     // reader was paused across two rotations, 20 ms apart here), resolve again.
     loop {
@@ -126,11 +119,11 @@ fn read_all(
 /// Pair reads that found their version replaced twice and resolved `..data` again.
 static PAIR_RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Issue 4, check 1: ≥ 1,000,000 reads across ≥ 2,000 rotations, zero bad reads.
+/// ≥ 1,000,000 reads across ≥ 2,000 rotations, zero bad reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_never_see_torn_or_mixed_versions() {
-    let target_rotations = env_number("READER_ROTATIONS", 2000);
-    let target_reads = env_number("READER_READS", 1_000_000);
+    let target_rotations = crate::common::count_from_env("READER_ROTATIONS", 2000);
+    let target_reads = crate::common::count_from_env("READER_READS", 1_000_000);
     let env = Env::new(Duration::from_secs(3600)).await;
     env.bootstrap("c");
     let cfg = env.write_config_text(&format!(
@@ -212,30 +205,25 @@ async fn readers_never_see_torn_or_mixed_versions() {
     assert_eq!(d.stop().await, 0);
 }
 
-/// The owner and group the permission test asks for: another user when root may
-/// chown, else our own ids (which any process may set).
+/// The owner and group the permission test asks for: another user's, which only root
+/// may give a file.
 fn test_owner() -> (String, String, u32, u32) {
-    if nix::unistd::geteuid().is_root()
-        && let (Ok(Some(u)), Ok(Some(g))) = (
-            nix::unistd::User::from_name("nobody"),
-            nix::unistd::Group::from_name("nogroup"),
-        )
-    {
-        return (
-            "nobody".into(),
-            "nogroup".into(),
-            u.uid.as_raw(),
-            g.gid.as_raw(),
-        );
-    }
-    let (u, g) = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    (u.to_string(), g.to_string(), u, g)
+    crate::common::require_root("gives outputs another user's owner and group");
+    let user = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let group = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .expect("group nogroup");
+    (
+        "nobody".into(),
+        "nogroup".into(),
+        user.uid.as_raw(),
+        group.gid.as_raw(),
+    )
 }
 
-/// Issue 4, check 2: under umask 000 and 077 every output has its exact mode, owner and
+/// Under umask 000 and 077 every output has its exact mode, owner and
 /// group whenever a watcher looks, on every inotify event of the directories.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
@@ -345,7 +333,7 @@ async fn permissions_are_exact_from_the_first_moment_under_any_umask() {
     }
 }
 
-/// Issue 4, check 3: hooks run once per rotation with the right environment; a hanging
+/// Hooks run once per rotation with the right environment; a hanging
 /// hook is killed at its timeout; a failing one changes nothing else; the signal goes
 /// to whatever process the pid file names at that moment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,19 +489,10 @@ async fn rotation_hooks() {
     let _ = app2.kill().await;
 }
 
-/// Issue 4, check 4: a single-file bind mount gives the documented error. Needs a mount
-/// namespace (root); elsewhere the unit test of the error mapping stands in.
+/// A single-file bind mount gives the documented error. Needs a mount namespace (root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_mounted_output_gives_the_documented_error() {
-    let probe = std::process::Command::new("unshare")
-        .args(["-m", "true"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIP: no mount namespace here; outputs::tests::write_errors_say_what_to_do covers the mapping"
-        );
-        return;
-    }
+    crate::common::require_root("bind-mounts a file in its own mount namespace");
     let env = Env::new(Duration::from_secs(3600)).await;
     let cfg = env.write_config(&["c"]);
     std::fs::create_dir_all(env.path("out/c")).unwrap();
@@ -542,7 +521,7 @@ async fn bind_mounted_output_gives_the_documented_error() {
     assert!(env.state("c").unwrap()["access_token"].is_string());
 }
 
-/// Issue 4: a process that may not chown gets a clear error naming the fix, and the
+/// A process that may not chown gets a clear error naming the fix, and the
 /// refresh itself is kept. Needs root (to run tokend as another user).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_tokend_may_not_set_gives_a_clear_error() {

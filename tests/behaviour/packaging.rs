@@ -70,7 +70,7 @@ fn final_image_has_no_shell_runs_as_non_root_and_has_ca_certificates() {
 }
 
 #[test]
-fn builder_compiles_a_static_release_binary() {
+fn the_builder_asks_for_a_static_locked_release_build_and_the_image_copies_it() {
     let stages = stages();
     let build = stages
         .iter()

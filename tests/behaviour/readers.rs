@@ -1,5 +1,5 @@
-//! The README's "Reading the token from your app" snippets (issue 4, check 5): each one
-//! is a file in tests/readers/, quoted verbatim in the README, and run here against a
+//! The snippets of docs/reading-the-token.md: each one is a file in tests/readers/,
+//! quoted verbatim on that page, and run here against a
 //! live tokend. Each starts before tokend has written anything, so coping with the file
 //! not existing yet is tested too. CI installs every runtime (`.ci/run`).
 
@@ -25,15 +25,14 @@ fn readers_dir() -> std::path::PathBuf {
 }
 
 #[test]
-fn readme_quotes_every_reader_verbatim() {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
+fn the_docs_quote_every_reader_verbatim() {
+    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reading-the-token.md");
+    let page = std::fs::read_to_string(page).unwrap();
     for (file, _, _) in READERS {
         let text = std::fs::read_to_string(readers_dir().join(file)).unwrap();
         assert!(
-            readme.contains(text.trim()),
-            "README.md does not quote tests/readers/{file} as it is"
+            page.contains(text.trim()),
+            "docs/reading-the-token.md does not quote tests/readers/{file} as it is"
         );
     }
 }

@@ -248,7 +248,7 @@ async fn a_forged_pid_in_the_lock_file_is_never_signalled() {
     let forged = format!(
         "pid {} on {}\n",
         bystander.id().unwrap(),
-        tokend::store::file::hostname()
+        tokend::host::hostname()
     );
     let wrote = command_as(&nobody, "sh")
         .args([

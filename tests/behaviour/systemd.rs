@@ -1,5 +1,5 @@
 //! Plays systemd: a NOTIFY_SOCKET datagram socket, WATCHDOG_USEC, and the messages tokend
-//! sends through start, reload and stop (SPEC §9).
+//! sends through start, reload and stop (design.md §9).
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};

@@ -186,7 +186,7 @@ def measure_rotating(tokend, health):
 
 
 def measure_commit(tokend, n):
-    """Issue 15: the crash window. tokend's `state_us` (answer parsed to state durable)
+    """The crash window. tokend's `state_us` (answer parsed to state durable)
     over `n` rotations driven by SIGUSR1, and, in the same directory and the same loop,
     the disk's own pwrite + fdatasync of a record of the state's size into an existing
     file (the physical limit of a durable commit). One probe sync per rotation, between
@@ -230,7 +230,7 @@ def measure_commit(tokend, n):
 
 
 def measure_grants(tokend, requests):
-    """Issue 16: one credential per grant and client authentication, `requests` token
+    """One credential per grant and client authentication, `requests` token
     requests driven by SIGUSR1: RSS after them, and CPU per request (the signature of a
     private_key_jwt assertion is made, and its key file read, at every request)."""
     work = tempfile.mkdtemp(prefix="tokend-bench-")
@@ -425,7 +425,7 @@ def scale_report(tokend, emulator, counts, repeat=1):
     # fs/ext4/ialloc.c), and finds that out, for each new file, by looking up every free
     # inode of the block group in turn. A round that followed the deletion of the run
     # before it paid that scan on its files, up to 1 ms of kernel time per credential,
-    # and a short round paid it on all of them. See BENCHMARKS.md, issue 19 part 3.
+    # and a short round paid it on all of them. See BENCHMARKS.md, "A first round that depends on the disk".
     runs = {n: [] for n in counts}
     spent = []
     try:
@@ -529,8 +529,8 @@ def measure_python(seconds):
 
 
 def measure_coordinated(tokend, seconds, backend, lease=15):
-    """Two replicas sharing one chain through a real etcd (issue 13), or through the
-    Kubernetes API stand-in over it (issue 14): the leader's and a follower's RSS and
+    """Two replicas sharing one chain through a real etcd, or through the
+    Kubernetes API stand-in over it: the leader's and a follower's RSS and
     wakeups while idle. None when etcd is not installed."""
     if not shutil.which("etcd"):
         return None
@@ -671,53 +671,68 @@ def main():
 
     mib = lambda k: f"{k / 1024:.1f} MiB"
     writes.sort()
+    # Each row: figure, tokend's value, target, the Python loop's, and whether the target
+    # is met (None: no target). A missed target is printed as missed; CI does not fail on
+    # figures, which this shared machine makes noisy.
     rows = [
-        ("stripped static binary", f"{size / 1e6:.2f} MB", "<= 8 MB", "-"),
+        ("stripped static binary", f"{size / 1e6:.2f} MB", "<= 8 MB", "-", size / 1e6 <= 8),
         ("RSS after 10 rotations (VmRSS / VmHWM)", f"{mib(rss)} / {mib(hwm)}", "<= 4 MiB",
-         f"{mib(py['rss'])} / {mib(py['hwm'])}"),
-        ("  same, with the health server", f"{mib(rss_h)} / {mib(hwm_h)}", "<= 4 MiB", "-"),
-        ("OS threads while idle", str(idle_threads), "<= 2", str(py["threads"])),
+         f"{mib(py['rss'])} / {mib(py['hwm'])}", rss <= 4 * 1024),
+        ("  same, with the health server", f"{mib(rss_h)} / {mib(hwm_h)}", "<= 4 MiB", "-",
+         rss_h <= 4 * 1024),
+        ("OS threads while idle", str(idle_threads), "<= 2", str(py["threads"]), idle_threads <= 2),
         (f"wakeups while idle ({args.idle_seconds}s, voluntary / involuntary)", f"{vol} / {invol}",
-         "scheduled work only", str(py["wakeups"])),
-        ("exec to first token on disk, HTTP (median of 7)", f"{first_http:.1f} ms", "<= 20 ms", "-"),
-        ("exec to first token on disk, HTTPS + ca_file", f"{first_tls:.1f} ms", "-", "-"),
+         "scheduled work only", str(py["wakeups"]), None),
+        ("exec to first token on disk, HTTP (median of 7)", f"{first_http:.1f} ms", "<= 20 ms", "-",
+         first_http <= 20),
+        ("exec to first token on disk, HTTPS + ca_file", f"{first_tls:.1f} ms", "-", "-", None),
         ("answer to state durable + outputs visible (median / max)",
-         f"{writes[len(writes) // 2] / 1000:.2f} / {writes[-1] / 1000:.2f} ms", "-", "-"),
+         f"{writes[len(writes) // 2] / 1000:.2f} / {writes[-1] / 1000:.2f} ms", "-", "-", None),
         (f"disk: pwrite + fdatasync of {commit['record']} bytes (median / p95, {commit['n']} runs)",
-         f"{commit['disk_p50'] / 1000:.3f} / {commit['disk_p95'] / 1000:.3f} ms", "-", "-"),
+         f"{commit['disk_p50'] / 1000:.3f} / {commit['disk_p95'] / 1000:.3f} ms", "-", "-", None),
         (f"state_us: answer parsed to state durable (median / p95, {commit['n']} rotations)",
          f"{commit['state_p50'] / 1000:.3f} / {commit['state_p95'] / 1000:.3f} ms",
-         f"<= 2x disk ({2 * commit['disk_p50'] / 1000:.3f} ms)", "-"),
-        ("publish_us: state durable to outputs visible (median)", f"{commit['publish_p50'] / 1000:.3f} ms", "-", "-"),
+         f"<= 2x disk ({2 * commit['disk_p50'] / 1000:.3f} ms)", "-",
+         commit['state_p50'] <= 2 * commit['disk_p50']),
+        ("publish_us: state durable to outputs visible (median)", f"{commit['publish_p50'] / 1000:.3f} ms",
+         "-", "-", None),
         (f"{args.credentials} credentials: RSS (VmRSS / VmHWM)", f"{mib(many['rss'])} / {mib(many['hwm'])}",
-         "<= 24 MiB", "-"),
-        (f"{args.credentials} credentials: threads", str(many["threads"]), "1 + <= 16 for disk writes", "-"),
-        ("CPU per 1,000 refreshes (plain HTTP)", f"{many['cpu_per_1000']:.2f} s", "< 1 s", "-"),
-        ("first round (all issued at once): spread", f"{many['first_spread']:.2f} s", "-", "-"),
+         "<= 24 MiB", "-", many['rss'] <= 24 * 1024),
+        (f"{args.credentials} credentials: threads", str(many["threads"]), "1 + <= 16 for disk writes", "-",
+         many["threads"] <= 17),
+        ("CPU per 1,000 refreshes (plain HTTP)", f"{many['cpu_per_1000']:.2f} s", "< 1 s", "-",
+         many['cpu_per_1000'] < 1),
+        ("first round (all issued at once): spread", f"{many['first_spread']:.2f} s", "-", "-", None),
         ("second round: spread / stdev (jitter window)",
          f"{many['second_spread']:.2f} s / {many['second_stdev']:.2f} s ({many['window']:.1f} s)",
-         "spread over the window", "-"),
+         "spread over the window", "-", None),
     ]
     for backend, c in co.items():
         if not c:
-            rows.append((f"{backend}-coordinated replicas", "skipped: no etcd", "-", "-"))
+            rows.append((f"{backend}-coordinated replicas", "skipped: no etcd", "-", "-", None))
             continue
         for role in ("leader", "follower"):
             r = c[role]
-            target = "<= 5 MiB" if role == "follower" else "-"
+            follower = role == "follower"
             rows.append((f"{backend}-coordinated {role}, idle: RSS (VmRSS / VmHWM)",
-                         f"{mib(r['rss'])} / {mib(r['hwm'])}", target, "-"))
+                         f"{mib(r['rss'])} / {mib(r['hwm'])}", "<= 5 MiB" if follower else "-", "-",
+                         r['rss'] <= 5 * 1024 if follower else None))
             rows.append((f"{backend}-coordinated {role}, idle: wakeups (vol / invol)",
                          f"{r['vol']} / {r['invol']}",
-                         f"lease renewals ({c['renewals']}) and re-reads ({c['re_reads']}) only", "-"))
-    width = [max(len(r[i]) for r in rows + [("figure", "tokend", "target", "python")]) for i in range(4)]
+                         f"lease renewals ({c['renewals']}) and re-reads ({c['re_reads']}) only", "-", None))
+    verdict = lambda met: "-" if met is None else ("met" if met else "MISSED")
+    table = [(f, t, target, p, verdict(met)) for f, t, target, p, met in rows]
+    header = ("figure", "tokend", "target", "python requests loop", "target met")
+    width = [max(len(r[i]) for r in table + [header]) for i in range(5)]
     fmt = "| " + " | ".join(f"{{:<{w}}}" for w in width) + " |"
-    print(fmt.format("figure", "tokend", "target", "python requests loop"))
+    print(fmt.format(*header))
     print("|" + "|".join("-" * (w + 2) for w in width) + "|")
-    for r in rows:
+    for r in table:
         print(fmt.format(*r))
-    print(f"\nmachine: {os.cpu_count()} cores, {os.uname().release}, {time.strftime('%Y-%m-%d')}")
-
+    missed = [r[0].strip() for r in rows if r[4] is False]
+    met = sum(1 for r in rows if r[4] is True)
+    print(f"\ntargets: {met} met, {len(missed)} missed" + (f": {'; '.join(missed)}" if missed else ""))
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}, {time.strftime('%Y-%m-%d')}")
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 19: tokend in a refresh storm, with many credentials in one process.
+"""Tokend in a refresh storm, with many credentials in one process.
 
 N credentials (default 10,000) with 30 s tokens against the built-in emulator:
   1. the first round (every credential's first token): its rate, and /healthz latency

@@ -17,7 +17,7 @@ pub struct Env {
     pub emu: Emulator,
 }
 
-/// Every test ends with a secrets scan of what it left behind (issue 5): logs must hold
+/// Every test ends with a secrets scan of what it left behind: logs must hold
 /// no token and no client secret; outputs may hold access tokens, never a refresh token
 /// or the secret. State files, bootstrap and secret files, and configurations (which may
 /// hold inline secrets by design) are skipped.
@@ -369,13 +369,18 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The user `nobody`, to run tokend or an attacker as someone other than root. The
-/// tests that need it need root, as `.ci/run` is: elsewhere they fail, saying so.
-pub fn nobody() -> nix::unistd::User {
+/// Tests that mount, chown or switch users need root, as `.ci/run` has: elsewhere they
+/// fail and say so, rather than pass without having run.
+pub fn require_root(why: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "this test runs processes as another user, which needs root: run it as .ci/run does"
+        "this test {why}, which needs root: run it as .ci/run does"
     );
+}
+
+/// The user `nobody`, to run tokend or an attacker as someone other than root.
+pub fn nobody() -> nix::unistd::User {
+    require_root("runs processes as another user");
     nix::unistd::User::from_name("nobody")
         .ok()
         .flatten()
@@ -420,6 +425,25 @@ pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> boo
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The `p` quantile (0 to 1) of `values`, by nearest rank; 0 when there are none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A count a run can be made longer with (`.ci/run --long` sets them): the variable
+/// `name`, or `default`.
+pub fn count_from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A free TCP port on 127.0.0.1 (closed again; good enough for tests).

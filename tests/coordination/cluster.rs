@@ -476,7 +476,7 @@ impl Group {
     /// running replica publishes the result, so the store holds it. A kill, stop or cut
     /// of the leader inside a refresh (after the server rotated, before the store holds
     /// the answer) loses the chain on a server without a reuse grace window, whatever
-    /// the client does (SPEC §11); a test that strikes at random hits that window now
+    /// the client does (design.md §11); a test that strikes at random hits that window now
     /// and then on a loaded machine, so the tests strike here, with about a second of
     /// the refresh cycle ahead.
     pub async fn between_refreshes(&self, leader: usize) {
@@ -498,6 +498,26 @@ impl Group {
                         .filter(|r| r.daemon.is_some())
                         .all(|r| self.output(r.id) == newest)
             },
+        )
+        .await;
+    }
+
+    /// Makes `leader` refresh now, and returns once the token server has received its
+    /// request: the server rotates at once and holds its answer `hold`, so that a kill,
+    /// stop or cut right after this lands after the rotation and before the answer, the
+    /// window in which a chain is lost.
+    pub async fn at_receipt(&self, leader: usize, hold: Duration) {
+        let before = self.env.emu.stats().token_requests;
+        self.env
+            .emu
+            .push_fault(tokend::emulator::Fault::SlowAnswer {
+                ms: hold.as_millis() as u64,
+            });
+        self.replicas[leader].signal(libc::SIGUSR1);
+        wait_for(
+            "the server to receive the leader's request",
+            Duration::from_secs(10),
+            || self.env.emu.stats().token_requests > before,
         )
         .await;
     }
@@ -785,14 +805,7 @@ pub fn lags(seen: &[Seen]) -> Vec<f64> {
         .collect()
 }
 
-pub fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+pub use crate::common::percentile;
 
 pub fn figure(name: &str, line: &str) {
     common::figure(name, line);

@@ -1,4 +1,4 @@
-//! What only the Kubernetes backend has (issue 14): the API server's schemas, its
+//! What only the Kubernetes backend has: the API server's schemas, its
 //! service account token rotated under a running replica, HTTPS from the cluster's CA,
 //! and a Role that grants what tokend uses and nothing more.
 

@@ -1,4 +1,4 @@
-//! Several replicas on one chain (SPEC §11; issues 13 and 14): several `tokend run`
+//! Several replicas on one chain (design.md §11): several `tokend run`
 //! processes, the strict emulator, which revokes a token family on any reuse, and a
 //! shared store: real etcd members, or the Kubernetes API stand-in over a real etcd.
 //! `cluster.rs` holds the harness, `stores.rs` the two stores; each other module one
@@ -27,6 +27,7 @@ macro_rules! with_each_store {
 
 mod cluster;
 mod failover;
+mod in_flight;
 mod kubernetes;
 mod outages;
 mod security;

@@ -10,7 +10,7 @@ use crate::stores::{Backend, Store};
 with_each_store!(a_leader_cut_off_from_the_store_stops_at_its_deadline);
 with_each_store!(the_store_down_longer_than_a_token_lives);
 
-/// Issues 13 and 14, test 4: the leader cut off from the store while the token server stays
+/// The leader cut off from the store while the token server stays
 /// reachable stops refreshing at its lease deadline; another replica takes over; when
 /// the cut heals the old leader follows.
 async fn a_leader_cut_off_from_the_store_stops_at_its_deadline(backend: Backend) {
@@ -67,7 +67,7 @@ async fn a_leader_cut_off_from_the_store_stops_at_its_deadline(backend: Backend)
     store.assert_requests_clean().await;
 }
 
-/// Issue 13, test 5: a three-member etcd cluster; its leader member killed, then every
+/// A three-member etcd cluster; its leader member killed, then every
 /// member restarted, during rotations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_member_cluster_loses_members_during_rotations() {
@@ -148,7 +148,7 @@ async fn etcd_leader(etcd: &Etcd) -> usize {
     panic!("no etcd member leads");
 }
 
-/// Issues 13 and 14, test 6: the store gone (etcd; the API server) for longer than a
+/// The store gone (etcd; the API server) for longer than a
 /// token lives: nobody refreshes, readiness turns false at expiry, and rotation
 /// resumes from the stored record.
 async fn the_store_down_longer_than_a_token_lives(backend: Backend) {

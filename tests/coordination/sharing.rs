@@ -15,7 +15,7 @@ with_each_store!(login_seeds_every_replica);
 with_each_store!(a_login_during_the_leaders_renewal_is_not_overwritten);
 with_each_store!(client_credentials_replicas_fetch_as_one);
 
-/// Issues 13 and 14, test 1: three replicas, one etcd, 5 s tokens, 60 s.
+/// Three replicas, one etcd, 5 s tokens, 60 s.
 async fn three_replicas_refresh_as_one(backend: Backend) {
     let store = Store::start(backend).await;
     let env = Env::new(Duration::from_secs(5)).await;
@@ -75,7 +75,7 @@ async fn three_replicas_refresh_as_one(backend: Backend) {
     store.assert_requests_clean().await;
 }
 
-/// Issues 13 and 14, test 8: the bootstrap token seeds the store once; a replica started later
+/// The bootstrap token seeds the store once; a replica started later
 /// with the same bootstrap file neither re-seeds nor replays it. A new bootstrap token
 /// (and SIGHUP) on the leader seeds the new chain.
 async fn bootstrap_seeds_the_store_once(backend: Backend) {
@@ -132,7 +132,7 @@ async fn bootstrap_seeds_the_store_once(backend: Backend) {
     store.assert_requests_clean().await;
 }
 
-/// Issues 13 and 14, test 8 (login): `tokend login` on one host writes the new chain to the
+/// `tokend login` on one host writes the new chain to the
 /// store as the newest generation, and every replica adopts it.
 async fn login_seeds_every_replica(backend: Backend) {
     let store = Store::start(backend).await;
@@ -189,7 +189,7 @@ async fn login_seeds_every_replica(backend: Backend) {
     store.assert_role_fits().await;
 }
 
-/// Issue 13: the local state file is the newest copy. When etcd lost the record (a
+/// The local state file is the newest copy. When etcd lost the record (a
 /// restore from an old backup, a deleted key), the first leader pushes its own chain
 /// back instead of replaying the long-rotated bootstrap token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,8 +332,8 @@ async fn a_login_during_the_leaders_renewal_is_not_overwritten(backend: Backend)
     store.assert_requests_clean().await;
 }
 
-/// Issue 16: the client-credentials grant shares its token as a chain is shared: one
-/// replica asks the server, every replica publishes what it got (SPEC §12).
+/// The client-credentials grant shares its token as a chain is shared: one
+/// replica asks the server, every replica publishes what it got (design.md §12).
 async fn client_credentials_replicas_fetch_as_one(backend: Backend) {
     let store = Store::start(backend).await;
     let env = Env::new(Duration::from_secs(5)).await;
@@ -371,4 +371,74 @@ async fn client_credentials_replicas_fetch_as_one(backend: Backend) {
     assert_eq!(g.refreshes(), 0);
     g.finish().await;
     store.assert_requests_clean().await;
+}
+
+/// A corrupt stored record ("nobody refreshes until it is repaired") repaired by
+/// `tokend login`: the login's chain starts at generation 1, and a leader whose own
+/// chain counted higher adopts it rather than pushing its older chain over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_over_a_corrupt_record_sticks() {
+    let etcd = Etcd::start(1).await;
+    let env = Env::new(Duration::from_secs(30)).await;
+    let mut g = Group::new(env, vec![etcd_table(&etcd.endpoints()); 2]).await;
+    g.start_all();
+    wait_for("both tokens", Duration::from_secs(10), || {
+        (0..2).all(|i| g.output(i).is_some())
+    })
+    .await;
+    let leader = g.leader(Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        let d = g.replicas[leader].daemon.as_ref().unwrap();
+        g.env.rotate(d, "a rotation", Duration::from_secs(10)).await;
+    }
+    let old = g.output(leader);
+    // The record is damaged.
+    let key = base64::engine::general_purpose::STANDARD.encode("/test/c/state");
+    let value = base64::engine::general_purpose::STANDARD.encode("{not a record");
+    let put = reqwest::Client::new()
+        .post(format!("{}/v3/kv/put", etcd.endpoints()[0]))
+        .body(format!("{{\"key\":\"{key}\",\"value\":\"{value}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    wait_for("the damage noticed", Duration::from_secs(10), || {
+        g.replicas[leader]
+            .log_text()
+            .contains("the stored record cannot be read")
+    })
+    .await;
+    let login = start_login(&g.replicas[1 - leader].config, &[]).await;
+    let redirect = authorize(&login.url).await;
+    crate::cluster::fetch(&redirect).await;
+    let (code, out, err) = finish(login).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("as generation 1"), "{out}");
+    wait_for(
+        "both replicas on the login's chain",
+        Duration::from_secs(10),
+        || {
+            (0..2).all(|i| g.output(i).is_some() && g.output(i) != old)
+                && g.output(0) == g.output(1)
+        },
+    )
+    .await;
+    // It sticks: rotations go on from it, and nobody replays the old chain.
+    let d = g.replicas[leader].daemon.as_ref().unwrap();
+    g.env
+        .rotate(
+            d,
+            "a rotation on the login's chain",
+            Duration::from_secs(10),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(g.output(leader), old);
+    assert!(
+        !g.replicas[leader]
+            .log_text()
+            .contains("newer than the stored record"),
+        "the leader pushed its older chain over the login's"
+    );
+    g.finish().await;
 }

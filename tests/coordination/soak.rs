@@ -1,6 +1,9 @@
-//! Issue 13, test 9: random kills, stops and cuts of the leader (between two of its
-//! refreshes: see [`Group::between_refreshes`]) across three replicas for
-//! COORD_SOAK_SECONDS (default 45; `.ci/run --long` sets 300).
+//! Random kills, stops and cuts of the leader across three replicas for
+//! COORD_SOAK_SECONDS (default 45; `.ci/run --long` sets 300): half of them between two
+//! of its refreshes ([`Group::between_refreshes`]), half at the token server's receipt of
+//! its request ([`Group::at_receipt`]). A leader stopped or cut inside its request comes
+//! back and stores the rotation; one killed there takes the rotated token with it, the
+//! others wait rather than replay it, and a person's `tokend login` starts a new chain.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,15 +11,12 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::cluster::{Group, LEASE, Watcher, figure, lags, percentile};
-use crate::common::wait_for;
+use crate::common::{authorize, finish, start_login, wait_for};
 use crate::stores::{Backend, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_stops_and_cuts() {
-    let seconds: u64 = std::env::var("COORD_SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(45);
+    let seconds = crate::common::count_from_env("COORD_SOAK_SECONDS", 45);
     let store = Store::start(Backend::Etcd).await;
     let (proxies, endpoints) = store.proxies(3).await;
     let mut g = Group::running(endpoints, Duration::from_secs(5)).await;
@@ -26,11 +26,19 @@ async fn random_kills_stops_and_cuts() {
     let takeovers = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let mut events = [0u32; 3];
+    let mut inside = 0u32;
+    let mut logins = 0u32;
     while start.elapsed() < Duration::from_secs(seconds) {
         let leader = g.leader(LEASE + Duration::from_secs(10)).await;
         let what = rand::rng().random_range(0..3);
+        let during = rand::rng().random_bool(0.5);
         events[what] += 1;
-        g.between_refreshes(leader).await;
+        inside += u32::from(during);
+        if during {
+            g.at_receipt(leader, Duration::from_millis(300)).await;
+        } else {
+            g.between_refreshes(leader).await;
+        }
         steady.lock().unwrap()[leader] = false;
         let hit = Instant::now();
         match what {
@@ -42,19 +50,46 @@ async fn random_kills_stops_and_cuts() {
             .new_leader(leader, hit, LEASE + Duration::from_secs(10))
             .await;
         takeovers.lock().unwrap().push(hit.elapsed().as_secs_f64());
-        // Let the new leader rotate at least once, then heal.
         let before = g.refreshes();
-        wait_for(
-            "a rotation by the new leader",
-            Duration::from_secs(10),
-            || g.refreshes() > before,
-        )
-        .await;
+        match (what, during) {
+            // Between refreshes: the new leader rotates at least once before the heal.
+            (_, false) => {
+                wait_for(
+                    "a rotation by the new leader",
+                    Duration::from_secs(10),
+                    || g.refreshes() > before,
+                )
+                .await
+            }
+            // Killed inside its request: the rotated token died with it. The others
+            // wait on its intent; a person logs in again.
+            (0, true) => {
+                wait_for("the new leader to wait", Duration::from_secs(10), || {
+                    g.replicas[next]
+                        .log_text()
+                        .contains("another replica began a refresh of this chain")
+                })
+                .await;
+                assert_eq!(g.reuses(), 0);
+                let login = start_login(&g.replicas[next].config, &[]).await;
+                let redirect = authorize(&login.url).await;
+                crate::cluster::fetch(&redirect).await;
+                let (code, out, err) = finish(login).await;
+                assert_eq!(code, 0, "{out}{err}");
+                logins += 1;
+            }
+            // Stopped or cut inside its request: the others wait; it comes back.
+            (_, true) => tokio::time::sleep(LEASE).await,
+        }
         match what {
             0 => g.start(leader),
             1 => g.replicas[leader].signal(libc::SIGCONT),
             _ => proxies[leader].set_cut(false),
         }
+        wait_for("a rotation after the heal", Duration::from_secs(15), || {
+            g.refreshes() > before
+        })
+        .await;
         wait_for(
             "the healed replica to catch up",
             Duration::from_secs(15),
@@ -81,7 +116,7 @@ async fn random_kills_stops_and_cuts() {
     figure(
         "coordination-soak",
         &format!(
-            "soak {seconds}s: kills={} stops={} cuts={} takeovers={} takeover_s median={:.2} worst={:.2} refreshes={} reuses={} follower_lag_ms p50={:.1} p99={:.1} expired_samples_of_steady_replicas={expired}",
+            "soak {seconds}s: kills={} stops={} cuts={} ({inside} at the server's receipt of a request; {logins} chains restarted by login after a kill there) takeovers={} takeover_s median={:.2} worst={:.2} refreshes={} reuses={} follower_lag_ms p50={:.1} p99={:.1} expired_samples_of_steady_replicas={expired}",
             events[0],
             events[1],
             events[2],

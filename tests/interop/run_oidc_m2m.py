@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The client-credentials grant against a real OpenID provider (SPEC §12, issue 16).
+"""The client-credentials grant against a real OpenID provider (design.md §12).
 
 node-oidc-provider (pinned, as for run_oidc.py) runs on 127.0.0.1 with two machine
 clients and 5 s access tokens: `m2m-basic` (client_secret_basic; the secret holds

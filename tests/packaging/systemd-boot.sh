@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boots a real systemd (systemd-nspawn over this machine's own system, changes thrown
-# away) and runs the shipped unit in it, as README "Running under systemd" installs it
-# (issue 17). The probe, tests/packaging/systemd-probe.sh, runs inside as a service,
+# away) and runs the shipped unit in it, as docs/systemd.md installs it
+#. The probe, tests/packaging/systemd-probe.sh, runs inside as a service,
 # writes its findings to a bound directory and powers the container off.
 # Usage: systemd-boot.sh [TOKEND_BINARY]   (needs root and systemd-container)
 set -euo pipefail
@@ -17,7 +17,7 @@ head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/machine-id"
 printf 'passwd: files systemd\ngroup: files systemd\nshadow: files\nhosts: files dns\n' > "$work/nsswitch.conf"
 cat > "$work/probe.service" <<UNIT
 [Unit]
-Description=tokend's systemd probe (issue 17)
+Description=tokend's systemd probe
 After=multi-user.target
 [Service]
 Type=oneshot
@@ -30,7 +30,7 @@ UNIT
 mkdir -p /run/systemd/nspawn
 findmnt /run/systemd/nspawn > /dev/null || mount -t tmpfs tmpfs /run/systemd/nspawn
 # --volatile=yes: a throw-away root with this machine's /usr, read-only; /usr/local/bin
-# a tmpfs so that the README's install steps run as written.
+# a tmpfs so that the documented install steps run as written.
 timeout 600 systemd-nspawn -q --register=no --keep-unit -M tokend-boot -D / \
     --volatile=yes --boot --tmpfs=/usr/local/bin \
     --bind-ro="$work/machine-id:/etc/machine-id" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs inside the container systemd-boot.sh boots, as root, with REPO, BIN and OUT set.
-# Installs tokend as README "Running under systemd" says, against the emulator, and
-# checks what issue 17 asks; one line per finding in $OUT/result.txt, then PASS or FAIL.
+# Installs tokend as docs/systemd.md says, against the emulator, and
+# checks what docs/systemd.md promises; one line per finding in $OUT/result.txt, then PASS or FAIL.
 set -uo pipefail
 out=$OUT/result.txt
 : > "$out"
@@ -28,7 +28,7 @@ new_chain() { curl -fsS -X POST "$emu/_emulator/bootstrap" | sed -n 's/.*"refres
 boot_rt=$(new_chain)
 test -n "$boot_rt" || fail "the emulator did not start"
 
-# The README's install steps, as written (the configuration pointed at the emulator).
+# The install steps of docs/systemd.md, as written (the configuration pointed at the emulator).
 install -D -m 0644 "$REPO/systemd/tokend.sysusers" /etc/sysusers.d/tokend.conf
 systemd-sysusers /etc/sysusers.d/tokend.conf || fail "systemd-sysusers"
 install -m 0755 "$BIN" /usr/local/bin/tokend
@@ -39,6 +39,7 @@ printf '\n[credentials.blnk.http]\nallow_insecure_http = true\n' >> /etc/tokend/
 (umask 077; printf '%s' "$secret" > /etc/tokend/blnk.client_secret)
 (umask 077; printf '%s' "$boot_rt" > /etc/tokend/blnk.refresh_token)
 install -m 0644 "$REPO/systemd/tokend.service" /etc/systemd/system/
+install -D -m 0644 "$REPO/systemd/tokend.service.d/blnk.conf" /etc/systemd/system/tokend.service.d/blnk.conf
 systemctl daemon-reload
 
 # 1. The start job ends only once the token exists: the first answer takes 3 s.
@@ -52,7 +53,7 @@ check "start took ${took_ms} ms (>= 3000: READY only with the token)" test "$too
 check "ActiveState while the first answer was delayed: $(cat "$OUT/mid-start.txt")" \
     grep -qx activating "$OUT/mid-start.txt"
 
-# 2. What the README promises once it runs.
+# 2. What docs/systemd.md promises once it runs.
 check "active (running)" test "$(prop tokend ActiveState)/$(prop tokend SubState)" = active/running
 check "status text: $(prop tokend StatusText)" test "$(prop tokend StatusText)" = "1/1 credentials ready"
 check "outputs 0640 in the runtime directory" \
@@ -61,7 +62,7 @@ check "state 0600, owned by tokend, in /var/lib/tokend" \
     test "$(stat -c %a/%U /var/lib/tokend/blnk.json)" = 600/tokend
 check "/readyz 200" curl -fsS -o /dev/null http://127.0.0.1:9464/readyz
 
-# 3. Apps with the README's drop-in read the token, whether they run as a user of their
+# 3. Apps with the drop-in of docs/systemd.md read the token, whether they run as a user of their
 # own or as a DynamicUser; the same app without the group cannot.
 app() { # name, User= line
     cat > "/etc/systemd/system/$1.service" <<UNIT
@@ -73,17 +74,17 @@ UNIT
 }
 dropin() {
     mkdir -p "/etc/systemd/system/$1.service.d"
-    sed -n '/^# \/etc\/systemd\/system\/my-app.service.d\/tokend.conf$/,/^```$/p' "$REPO/README.md" | sed '1d;$d' \
+    sed -n '/^# \/etc\/systemd\/system\/my-app.service.d\/tokend.conf$/,/^```$/p' "$REPO/docs/systemd.md" | sed '1d;$d' \
         > "/etc/systemd/system/$1.service.d/tokend.conf"
-    grep -q SupplementaryGroups "/etc/systemd/system/$1.service.d/tokend.conf" || fail "the README's drop-in was not found"
+    grep -q SupplementaryGroups "/etc/systemd/system/$1.service.d/tokend.conf" || fail "the drop-in of docs/systemd.md was not found"
 }
 useradd --system app
 app my-app User=app; dropin my-app
 app my-dynamic-app DynamicUser=yes; dropin my-dynamic-app
 app other-app User=app
 systemctl daemon-reload
-check "an app (User=app) with the README's drop-in reads the token" systemctl start my-app
-check "an app (DynamicUser=yes) with the README's drop-in reads the token" systemctl start my-dynamic-app
+check "an app (User=app) with the documented drop-in reads the token" systemctl start my-app
+check "an app (DynamicUser=yes) with the documented drop-in reads the token" systemctl start my-dynamic-app
 check "the same app without the group cannot" bash -c '! systemctl start other-app 2>/dev/null'
 
 reuses() { curl -fsS "$emu/_emulator/stats" | sed -n 's/.*"reuses": *\([0-9]*\).*/\1/p'; }
@@ -187,7 +188,7 @@ chain_ok() { # forces a refresh; the chain goes on with no reuse and no invalid_
 systemctl stop tokend
 cp "$OUT/good.toml" /etc/tokend/tokend.toml   # without the credential of step 6
 rm -rf /var/lib/tokend
-install -m 0600 /dev/null /etc/tokend/blnk.refresh_token   # as the README says
+install -m 0600 /dev/null /etc/tokend/blnk.refresh_token   # as docs/systemd.md says
 check "login as root before the first start" login
 check "the state login wrote belongs to root until the start: $(stat -c %U /var/lib/tokend/blnk.json)" \
     test "$(stat -c %U /var/lib/tokend/blnk.json)" = root

@@ -1,4 +1,4 @@
-//! The chaos soak (issue 5): four credentials with short lifetimes against the emulator,
+//! The chaos soak: four credentials with short lifetimes against the emulator,
 //! whose weather alternates between storms (most requests faulted, every kind of fault)
 //! and calm. Counts refreshes, faults, refresh-token reuses seen by the server, seconds
 //! during which a published token was expired although the server had been answering
@@ -50,10 +50,7 @@ fn every_fault() -> Vec<Fault> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak() {
-    let seconds: u64 = std::env::var("SOAK_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+    let seconds = crate::common::count_from_env("SOAK_SECONDS", 60);
     let env = Env::with(EmulatorConfig {
         client_id: "soak".into(),
         client_secret: "soak-secret-9".into(),

@@ -1,4 +1,4 @@
-//! Crash loops (issue 5): start tokend, ask for a refresh (SIGUSR1), kill it -9 at a
+//! Crash loops: start tokend, ask for a refresh (SIGUSR1), kill it -9 at a
 //! random moment of that refresh, look at what is on disk, start it again; hundreds of
 //! times. Against a server with a 2 s reuse grace window no chain may be lost. Against a
 //! strict server a kill between the server rotating and the new state reaching disk
@@ -36,18 +36,7 @@ struct Tally {
 }
 
 fn kills() -> usize {
-    std::env::var("CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
+    crate::common::count_from_env("CRASH_KILLS", 200) as usize
 }
 
 async fn crash_loop(grace: Duration, signal: i32, kills: usize) -> Tally {
@@ -168,11 +157,13 @@ async fn crash_loop(grace: Duration, signal: i32, kills: usize) -> Tally {
 }
 
 fn describe(name: &str, t: &mut Tally) -> String {
-    let max_in = t.in_window.iter().cloned().fold(f64::NAN, f64::max);
-    let min_after = t.after_window.iter().cloned().fold(f64::NAN, f64::min);
+    // No kill of a kind: "none", not NaN.
+    let ms = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |v| format!("{v:.1} ms"));
+    let max_in = ms(t.in_window.iter().cloned().reduce(f64::max));
+    let min_after = ms(t.after_window.iter().cloned().reduce(f64::min));
     let line = format!(
         "{name}: {} kills: {} before the server rotated, {} after the state was durable, {} inside the window \
-         (rotation to kill: up to {max_in:.1} ms inside; from {min_after:.1} ms durable); {} lockouts, {} explained by a kill inside the window; \
+         (rotation to kill: up to {max_in} inside; from {min_after} durable); {} lockouts, {} explained by a kill inside the window; \
          {} torn state files; tokend's answer-to-durable time: median {:.1} ms, p95 {:.1} ms over {} rotations",
         t.kills,
         t.before,
@@ -181,8 +172,8 @@ fn describe(name: &str, t: &mut Tally) -> String {
         t.lockouts,
         t.explained,
         t.torn_state_files,
-        percentile(&mut t.write_ms, 0.5),
-        percentile(&mut t.write_ms, 0.95),
+        crate::common::percentile(&t.write_ms, 0.5),
+        crate::common::percentile(&t.write_ms, 0.95),
         t.write_ms.len(),
     );
     crate::common::figure("crash", &line);

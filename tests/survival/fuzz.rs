@@ -1,4 +1,4 @@
-//! Property-based fuzzing (issue 5) of what parses outside input: the token-answer
+//! Property-based fuzzing of what parses outside input: the token-answer
 //! parser and outcome classifier, the `Retry-After` parser, and the configuration
 //! loader. Each must never panic, and what it accepts must be safe to use. proptest runs
 //! 256 cases per property by default (bounded for CI); `PROPTEST_CASES=100000` runs
@@ -61,10 +61,18 @@ fn token_answer() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// What an access token must be to be published: no character an output format cannot
+/// carry.
 fn safe_token(t: &str) -> bool {
     !t.is_empty()
         && t.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// What RFC 6749 (A.17) allows in a refresh token, which goes back to the server and
+/// into the state, never to an output: one or more VSCHAR.
+fn rfc_refresh_token(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
 proptest! {
@@ -80,14 +88,14 @@ proptest! {
             Ok(a) => {
                 use secrecy::ExposeSecret;
                 prop_assert!(safe_token(a.access_token.expose_secret()));
-                prop_assert!(a.refresh_token.as_ref().is_none_or(|t| safe_token(t.expose_secret())));
+                prop_assert!(a.refresh_token.as_ref().is_none_or(|t| rfc_refresh_token(t.expose_secret())));
                 prop_assert!(a.token_type.eq_ignore_ascii_case("bearer"));
                 prop_assert!(a.expires_in.is_none_or(|d| d > Duration::ZERO && d <= Duration::from_secs(10 * 365 * 86_400)));
             }
             Err(f) => {
-                // A rotated refresh token is kept only if it is a usable one.
+                // A rotated refresh token is kept only if RFC 6749 allows it.
                 use secrecy::ExposeSecret;
-                prop_assert!(f.rotated.as_ref().is_none_or(|t| safe_token(t.expose_secret())));
+                prop_assert!(f.rotated.as_ref().is_none_or(|t| rfc_refresh_token(t.expose_secret())));
                 prop_assert!(!f.detail.contains('\n'));
             }
         }
@@ -109,10 +117,19 @@ proptest! {
 
     #[test]
     fn retry_after_numbers_and_dates(secs in any::<u64>(), date_offset in -100_000i64..100_000) {
+        use tokend::oauth::answer::{RETRY_AFTER_CAP, parse_retry_after};
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let _ = tokend::oauth::answer::parse_retry_after(&secs.to_string(), now);
+        // Delay-seconds: that many seconds, capped.
+        let expected = Duration::from_secs(secs).min(RETRY_AFTER_CAP);
+        prop_assert_eq!(parse_retry_after(&secs.to_string(), now), Some(expected));
+        prop_assert_eq!(parse_retry_after(&format!(" {secs}\t"), now), Some(expected));
+        // An HTTP-date: the time until then (none once past), capped.
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs((1_800_000_000 + date_offset) as u64);
-        let _ = tokend::oauth::answer::parse_retry_after(&httpdate::fmt_http_date(at), now);
+        let expected = Duration::from_secs(date_offset.max(0) as u64).min(RETRY_AFTER_CAP);
+        prop_assert_eq!(parse_retry_after(&httpdate::fmt_http_date(at), now), Some(expected));
+        // Anything else is no Retry-After at all.
+        prop_assert_eq!(parse_retry_after(&format!("{secs}s"), now), None);
+        prop_assert_eq!(parse_retry_after(&format!("-{secs}"), now), None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Issue 19, test 4: kill -9 in a refresh storm. Hundreds of credentials in one process
+//! Kill -9 in a refresh storm. Hundreds of credentials in one process
 //! refresh at once (SIGUSR1): 16 requests on the wire, their saves on the blocking pool,
 //! the rest queued. tokend is killed -9 at a random point of the storm, then started
 //! again and left to finish a round, STORM_KILLS times (default 10).
@@ -22,10 +22,7 @@ const SEC: Duration = Duration::from_secs(1);
 const CREDENTIALS: usize = 300;
 
 fn kills() -> usize {
-    std::env::var("STORM_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
+    crate::common::count_from_env("STORM_KILLS", 10) as usize
 }
 
 /// Every credential's state file: how many cannot be read (torn), and how many hold a

@@ -1,4 +1,4 @@
-//! `[coordination]` (SPEC §11): several replicas sharing one refresh-token chain through
+//! `[coordination]` (design.md §11): several replicas sharing one refresh-token chain through
 //! a distributed store. Raw form, validated form and checks live together here, since
 //! nothing else in the configuration depends on them; each store's table has its file.
 //!
@@ -19,6 +19,10 @@ use crate::config::text::duration_text;
 pub use etcd::EtcdConfig;
 pub use kubernetes::KubernetesConfig;
 
+/// The lease when none is configured: long enough for the default token request
+/// timeout (15 s) plus [`LEASE_MARGIN`], with room to spare; a crashed leader's
+/// credentials are taken over within it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(20);
 /// etcd refuses leases shorter than this.
 pub const MIN_LEASE: Duration = Duration::from_secs(2);
 /// What a leader keeps in hand beyond the token request's timeout before it sends one:
@@ -32,8 +36,45 @@ pub struct RawCoordination {
     pub identity: Option<String>,
     #[serde(default, with = "duration_text::option")]
     pub lease: Option<Duration>,
+    #[serde(default)]
+    pub unfinished_intent: UnfinishedIntent,
     pub etcd: Option<etcd::RawEtcd>,
     pub kubernetes: Option<kubernetes::RawKubernetes>,
+}
+
+/// What a leader does about another replica's refresh that never finished: it wrote
+/// its intent and may have sent the refresh token, and the rotated one, if the server
+/// answered, is that replica's alone (docs/replicas.md weighs the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum UnfinishedIntent {
+    /// Never send that token: wait for its author to store what it got, or for a
+    /// person (`tokend login`). A strict server never sees a replay from tokend.
+    #[default]
+    Wait,
+    /// Send it at once: for servers whose reuse grace window is longer than the lease
+    /// (the replay is answered with the rotated pair). On a strict server, a replay
+    /// revokes the chain whenever the author's request had reached it.
+    Retry,
+    /// Wait while the published access token lasts, then send that token: the chain
+    /// goes on if the author's request never reached the server; if it did, a strict
+    /// server revokes the chain (which was lost with the author anyway, unless the
+    /// author comes back later).
+    RetryBeforeExpiry,
+}
+
+impl TryFrom<String> for UnfinishedIntent {
+    type Error = String;
+    fn try_from(word: String) -> Result<Self, String> {
+        crate::config::text::one_of(
+            &word,
+            &[
+                ("wait", UnfinishedIntent::Wait),
+                ("retry", UnfinishedIntent::Retry),
+                ("retry_before_expiry", UnfinishedIntent::RetryBeforeExpiry),
+            ],
+        )
+    }
 }
 
 /// The validated `[coordination]`.
@@ -42,6 +83,7 @@ pub struct CoordinationConfig {
     /// `None`: the host's name and the daemon's pid (see [`Self::identity`]).
     pub identity: Option<String>,
     pub lease: Duration,
+    pub unfinished_intent: UnfinishedIntent,
     pub store: StoreConfig,
 }
 
@@ -72,6 +114,7 @@ impl Serialize for CoordinationConfig {
             identity: Option<&'a String>,
             #[serde(with = "duration_text")]
             lease: Duration,
+            unfinished_intent: UnfinishedIntent,
             #[serde(skip_serializing_if = "Option::is_none")]
             etcd: Option<&'a EtcdConfig>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +128,7 @@ impl Serialize for CoordinationConfig {
             backend,
             identity: self.identity.as_ref(),
             lease: self.lease,
+            unfinished_intent: self.unfinished_intent,
             etcd,
             kubernetes,
         }
@@ -93,12 +137,17 @@ impl Serialize for CoordinationConfig {
 }
 
 impl CoordinationConfig {
-    /// The identity of the replica whose pid is `pid`: the configured one, or the
-    /// host's name, "-" and the pid.
+    /// The identity of the replica whose pid is `pid` on this host: the host's name, the
+    /// pid and when the process started (`HOST-PID.START`), after the configured identity
+    /// and "@" when there is one. Unique per process, whatever the configuration says:
+    /// two replicas given one identity (a shared ConfigMap) must never both take it for
+    /// their own, nor a restarted process (pid 1 again, in a container) its
+    /// predecessor's; leadership (a Kubernetes Lease's holder) and intents go by it.
     pub fn identity_of(&self, pid: u32) -> String {
+        let process = format!("{}-{pid}.{}", crate::host::hostname(), process_start(pid));
         match &self.identity {
-            Some(id) => id.clone(),
-            None => format!("{}-{pid}", crate::store::file::hostname()),
+            Some(id) => format!("{id}@{process}"),
+            None => process,
         }
     }
 
@@ -106,6 +155,17 @@ impl CoordinationConfig {
     pub fn identity(&self) -> String {
         self.identity_of(std::process::id())
     }
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field 22);
+/// 0 when it cannot be read.
+fn process_start(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|start| start.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn validate_coordination(
@@ -151,7 +211,7 @@ pub fn validate_coordination(
         }
         None => None,
     };
-    let lease = raw.lease.unwrap_or(Duration::from_secs(15));
+    let lease = raw.lease.unwrap_or(DEFAULT_LEASE);
     if lease < MIN_LEASE {
         return Err(src.error(
             "coordination.lease",
@@ -188,6 +248,7 @@ pub fn validate_coordination(
     Ok(CoordinationConfig {
         identity,
         lease,
+        unfinished_intent: raw.unfinished_intent,
         store,
     })
 }
@@ -233,15 +294,25 @@ pub(super) mod tests {
     #[test]
     fn defaults_and_identity() {
         let c = load(ETCD, &[]).unwrap().coordination.unwrap();
-        assert_eq!(c.lease, std::time::Duration::from_secs(15));
+        assert_eq!(c.lease, std::time::Duration::from_secs(20));
+        // Every default together: the default lease outlasts the default timeout.
+        let defaults = ETCD.replace("[coordination.etcd]", "[coordination.etcd]\n");
+        load_from_str(
+            &format!("[credentials.c]\nclient_id = \"id\"\nclient_secret = \"s3cret\"\n{defaults}"),
+            "t.toml",
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
         let e = etcd(&c.store);
         assert_eq!(e.prefix, "/tokend/");
         assert_eq!(e.timeout, std::time::Duration::from_secs(2));
         assert_eq!(e.key("c", "state"), "/tokend/c/state");
-        assert_eq!(
-            c.identity_of(42),
-            format!("{}-42", crate::store::file::hostname())
-        );
+        assert!(c.identity_of(std::process::id()).starts_with(&format!(
+            "{}-{}.",
+            crate::host::hostname(),
+            std::process::id()
+        )));
+        assert_ne!(super::process_start(std::process::id()), 0);
         let named = load(
             &ETCD.replace(
                 "backend = \"etcd\"",
@@ -250,7 +321,15 @@ pub(super) mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(named.coordination.unwrap().identity(), "web-1");
+        let identity = named.coordination.unwrap().identity();
+        assert!(
+            identity.starts_with(&format!(
+                "web-1@{}-{}.",
+                crate::host::hostname(),
+                std::process::id()
+            )),
+            "{identity}"
+        );
         // Endpoints from a variable, comma-separated.
         let env = [(
             "TOKEND_COORDINATION__ETCD__ENDPOINTS",

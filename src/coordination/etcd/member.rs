@@ -114,10 +114,31 @@ impl Member {
             self.complaints.failed(&f);
             return Err(f);
         };
+        self.put(record, op, expected, Some(fence)).await
+    }
+
+    /// Stores `record` if the record's mod_revision is still `expected`, leading or not:
+    /// this replica finishing its own refresh, conditional on the revision of the intent
+    /// it wrote. Nobody else can have moved the record past an intent they never
+    /// completed, so the write is safe after the lease is gone.
+    pub async fn finish(&self, record: &Record, expected: i64) -> Result<i64, StoreFailure> {
+        self.put(record, Op::Write, expected, None).await
+    }
+
+    /// The conditional write: on `expected`, and on the leader key's `fence` if given.
+    async fn put(
+        &self,
+        record: &Record,
+        op: Op,
+        expected: i64,
+        fence: Option<i64>,
+    ) -> Result<i64, StoreFailure> {
         let keys = &self.keys;
-        let txn = Txn::default()
-            .when("MOD", &keys.state, expected)
-            .when("CREATE", &keys.leader, fence)
+        let mut txn = Txn::default().when("MOD", &keys.state, expected);
+        if let Some(fence) = fence {
+            txn = txn.when("CREATE", &keys.leader, fence);
+        }
+        let txn = txn
             .put(&keys.state, &record.to_bytes(), None)
             .or_list(&keys.prefix);
         let answer = match self.etcd.txn(op, txn).await {
@@ -255,7 +276,8 @@ impl Follower {
 
     /// Tries to take the free leader key on our lease; false when etcd cannot be asked.
     async fn campaign(&mut self, lease: Option<Lease>) -> bool {
-        let Some(lease) = lease.filter(|l| l.deadline > std::time::Instant::now()) else {
+        let Some(lease) = lease.filter(|l| l.deadline > crate::coordination::clock::Boot::now())
+        else {
             self.view
                 .send_if_modified(|v| v.set_leader(None, Role::Follower));
             return true;

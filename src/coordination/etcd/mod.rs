@@ -1,4 +1,4 @@
-//! The etcd backend (SPEC §11), through etcd's JSON gateway.
+//! The etcd backend (design.md §11), through etcd's JSON gateway.
 //!
 //! - [`gateway`]: the calls, bounded by `coordination.etcd.timeout`, classified
 //! - [`wire`]: the gateway's JSON
@@ -45,6 +45,12 @@ impl Etcd {
         let key = self.config().key(credential, "state");
         for _ in 0..5 {
             let (_, stored) = self.describe(credential).await?;
+            // Stored already (the daemon that adopted this login pushed it): done.
+            if let Some(there) = stored.state()
+                && crate::coordination::reconcile::same_token(there, state)
+            {
+                return Ok(there.generation);
+            }
             let mut state = state.clone();
             state.generation = stored.generation() + 1;
             let record = Record {

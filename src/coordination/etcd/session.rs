@@ -2,15 +2,17 @@
 //! renewed on demand before each refresh, revoked on stop. Every credential's leader key
 //! hangs on it, so one keepalive serves them all.
 //!
-//! The deadline is judged on this process's monotonic clock from when the last
-//! successful renewal was *sent*: etcd counts from when it received it, which is later,
-//! so the lease can end late in etcd's eyes, never early in ours.
+//! The deadline is judged on this process's boot clock ([`Boot`], which runs on while
+//! the machine is suspended) from when the last successful renewal was *sent*: etcd
+//! counts from when it received it, which is later, so the lease can end late in etcd's
+//! eyes, never early in ours.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::coordination::clock::Boot;
 use crate::coordination::error::{Kind, Op, StoreFailure};
 use crate::coordination::etcd::Etcd;
 use crate::coordination::report::Complaints;
@@ -18,11 +20,11 @@ use crate::coordination::report::Complaints;
 /// How soon a failed grant or renewal is tried again.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// A live lease and when it ends on this process's clock.
+/// A live lease and when it ends on this process's boot clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     pub id: i64,
-    pub deadline: Instant,
+    pub deadline: Boot,
 }
 
 type Reply = oneshot::Sender<Result<Lease, StoreFailure>>;
@@ -59,7 +61,7 @@ impl Session {
     /// The lease, if this replica holds one now.
     pub fn current(&self) -> Option<Lease> {
         let lease = *self.lease.borrow();
-        lease.filter(|l| l.deadline > Instant::now())
+        lease.filter(|l| l.deadline > Boot::now())
     }
 
     pub fn watch(&self) -> watch::Receiver<Option<Lease>> {
@@ -93,11 +95,8 @@ impl Keeper {
     async fn run(mut self, mut renew: mpsc::Receiver<Reply>, mut stop: watch::Receiver<bool>) {
         let mut next = Instant::now();
         loop {
-            let expiry = self
-                .held
-                .map(|l| l.deadline)
-                .filter(|d| *d > Instant::now());
-            let wake = expiry.map_or(next, |d| d.min(next));
+            let expiry = self.held.map(|l| l.deadline).filter(|d| *d > Boot::now());
+            let wake = expiry.map_or(next, |d| d.as_instant().min(next));
             tokio::select! {
                 _ = stop.changed() => break,
                 reply = renew.recv() => {
@@ -119,7 +118,7 @@ impl Keeper {
             if self
                 .lease
                 .borrow()
-                .is_some_and(|l| l.deadline <= Instant::now())
+                .is_some_and(|l| l.deadline <= Boot::now())
             {
                 self.lease.send_replace(None);
             }
@@ -155,7 +154,7 @@ impl Keeper {
     }
 
     async fn grant(&mut self) -> Result<Lease, StoreFailure> {
-        let sent = Instant::now();
+        let sent = Boot::now();
         let (id, granted) = self.etcd.grant(self.ttl).await?;
         // etcd may round the time to live up; the deadline uses what it granted.
         self.granted = granted;
@@ -168,7 +167,7 @@ impl Keeper {
     /// One keepalive round trip; `None` when etcd no longer has the lease. A live lease
     /// is renewed to the time to live it was granted.
     async fn keep_alive(&self, id: i64) -> Result<Option<Lease>, StoreFailure> {
-        let sent = Instant::now();
+        let sent = Boot::now();
         Ok(self.etcd.keep_alive(id).await?.then(|| Lease {
             id,
             deadline: sent + self.granted,

@@ -1,7 +1,7 @@
 //! The few calls of the Kubernetes API tokend makes, over the HTTP client it already
 //! has: get, list and watch one named object, create it, replace it conditionally.
 //! Chosen over kube-rs, which cost 3.04 MB of binary for much that tokend never calls
-//! (COORDINATION.md), and has no leader election to offer.
+//! (measured; docs/replicas.md), and has no leader election to offer.
 //!
 //! The service account token is read from its file at least once a minute and again
 //! after a 401: the kubelet rotates it, and a client that keeps the first one is locked

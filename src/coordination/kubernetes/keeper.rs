@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::coordination::clock::Boot;
 use crate::coordination::error::{Kind, Op, StoreFailure};
 use crate::coordination::kubernetes::api::{Api, Event, Resource, Watch, Written};
 use crate::coordination::kubernetes::election::{self, Observed, Step};
@@ -20,7 +21,7 @@ use crate::coordination::{LOG, RE_READ};
 /// How soon a failed request is tried again (client-go's retry period).
 const RETRY: Duration = Duration::from_secs(2);
 
-pub(super) type Reply = oneshot::Sender<Result<Instant, StoreFailure>>;
+pub(super) type Reply = oneshot::Sender<Result<Boot, StoreFailure>>;
 
 /// What the handle and the task share: the view, and the Secret it was read from.
 pub(super) struct Shared {
@@ -81,7 +82,8 @@ pub(super) struct Keeper {
     seen: Option<Observed>,
     /// When the last successful take or renewal of the Lease was sent.
     renewed: Option<Instant>,
-    deadline: watch::Sender<Option<Instant>>,
+    /// When this replica's hold ends, on the boot clock (which a suspend does not stop).
+    deadline: watch::Sender<Option<Boot>>,
     /// When to look at the Lease again.
     wake: Instant,
 }
@@ -97,7 +99,7 @@ impl Keeper {
         shared: Arc<Shared>,
         identity: &str,
         lease: Duration,
-        deadline: watch::Sender<Option<Instant>>,
+        deadline: watch::Sender<Option<Boot>>,
     ) -> Keeper {
         Keeper {
             shared,
@@ -277,7 +279,7 @@ impl Keeper {
     }
 
     fn holding(&self) -> bool {
-        self.deadline.borrow().is_some_and(|d| d > Instant::now())
+        self.deadline.borrow().is_some_and(|d| d > Boot::now())
     }
 
     /// Decides about the Lease now: renew it while leading, wait while another replica
@@ -300,12 +302,12 @@ impl Keeper {
             }
         }
         if let Some(d) = *self.deadline.borrow() {
-            self.wake = self.wake.min(d);
+            self.wake = self.wake.min(d.as_instant());
         }
     }
 
     /// Renews now, for the credential task's intent: the fresh deadline, or why not.
-    async fn renew_now(&mut self) -> Result<Instant, StoreFailure> {
+    async fn renew_now(&mut self) -> Result<Boot, StoreFailure> {
         if !self.holding() {
             return Err(StoreFailure::new(
                 Op::Lease,
@@ -315,14 +317,14 @@ impl Keeper {
         }
         let result = self.step().await;
         if let Some(d) = *self.deadline.borrow() {
-            self.wake = self.wake.min(d);
+            self.wake = self.wake.min(d.as_instant());
         }
         result?.ok_or_else(|| StoreFailure::condition(Op::Lease))
     }
 
     /// Takes one step of [`election::next_step`]: `Some(deadline)` when this replica
     /// holds the Lease afresh, `None` when it waits for another's to run out.
-    async fn step(&mut self) -> Result<Option<Instant>, StoreFailure> {
+    async fn step(&mut self) -> Result<Option<Boot>, StoreFailure> {
         let step = election::next_step(
             self.seen.as_ref(),
             &self.identity,
@@ -337,6 +339,7 @@ impl Keeper {
         };
         let s = self.shared.clone();
         let sent = Instant::now();
+        let sent_boot = Boot::now();
         let written = match step {
             Step::Wait { until } => {
                 self.set_role(Role::Follower);
@@ -366,7 +369,7 @@ impl Keeper {
                         since: sent,
                     });
                     self.renewed = Some(sent);
-                    let deadline = sent + self.lease;
+                    let deadline = sent_boot + self.lease;
                     self.deadline.send_replace(Some(deadline));
                     self.set_role(self.role_from_lease());
                     self.wake = sent + self.lease / 3;

@@ -3,11 +3,12 @@
 //! resourceVersion last read; [`super::keeper`] keeps the view and the Lease.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::coordination::clock::Boot;
 use crate::coordination::error::{Kind, Op, StoreFailure};
 use crate::coordination::kubernetes::api::{Api, Resource, Written};
 use crate::coordination::kubernetes::keeper::{Keeper, Reply, Shared};
@@ -21,7 +22,7 @@ pub struct Member {
     shared: Arc<Shared>,
     view: watch::Receiver<View>,
     identity: String,
-    deadline: watch::Receiver<Option<Instant>>,
+    deadline: watch::Receiver<Option<Boot>>,
     renew: mpsc::Sender<Reply>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -72,13 +73,13 @@ impl Member {
     }
 
     /// The deadline of this replica's hold on the Lease, while it holds it.
-    pub fn lease(&self) -> Option<Instant> {
+    pub fn lease(&self) -> Option<Boot> {
         let deadline = *self.deadline.borrow();
-        deadline.filter(|d| *d > Instant::now())
+        deadline.filter(|d| *d > Boot::now())
     }
 
     /// Renews the Lease now (before an intent), returning its fresh deadline.
-    pub async fn renew(&self) -> Result<Instant, StoreFailure> {
+    pub async fn renew(&self) -> Result<Boot, StoreFailure> {
         let (tx, rx) = oneshot::channel();
         let gone =
             || StoreFailure::new(Op::Lease, Kind::Unreachable, "the lease keeper has stopped");
@@ -90,13 +91,26 @@ impl Member {
     /// resourceVersion is still `expected` (0: there is none); otherwise reads what is
     /// there into the view and fails with `ConditionFailed`. Returns the new version.
     pub async fn write(&self, record: &Record, op: Op, expected: i64) -> Result<i64, StoreFailure> {
-        let s = &self.shared;
         let leading = self.view.borrow().role.is_leader() && self.lease().is_some();
         if !leading {
             let f = StoreFailure::condition(op);
-            s.complaints.failed(&f);
+            self.shared.complaints.failed(&f);
             return Err(f);
         }
+        self.put(record, op, expected).await
+    }
+
+    /// Stores `record` if the Secret's resourceVersion is still `expected`, leading or
+    /// not: this replica finishing its own refresh, conditional on the version of the
+    /// intent it wrote. Nobody else can have moved the Secret past an intent they never
+    /// completed, so the write is safe after the Lease is gone.
+    pub async fn finish(&self, record: &Record, expected: i64) -> Result<i64, StoreFailure> {
+        self.put(record, Op::Write, expected).await
+    }
+
+    /// The Secret replaced (or made), conditionally on its version being `expected`.
+    async fn put(&self, record: &Record, op: Op, expected: i64) -> Result<i64, StoreFailure> {
+        let s = &self.shared;
         let current = s.secret.lock().unwrap_or_else(|e| e.into_inner()).clone();
         // The Secret as the caller last knew it, or nothing: a newer one is the caller's
         // to adopt first.

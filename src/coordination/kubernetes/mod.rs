@@ -1,4 +1,4 @@
-//! The Kubernetes backend (SPEC §11): a `coordination.k8s.io/v1` Lease per credential for
+//! The Kubernetes backend (design.md §11): a `coordination.k8s.io/v1` Lease per credential for
 //! leadership, a Secret per credential for the record, through the API server.
 //!
 //! - [`api`]: the calls (get, list, watch, create, conditional replace), the token
@@ -77,6 +77,12 @@ impl Kubernetes {
         let name = self.object_name(credential);
         for _ in 0..5 {
             let (current, stored) = self.read_secret(&name).await?;
+            // Stored already (the daemon that adopted this login pushed it): done.
+            if let Some(there) = stored.state()
+                && crate::coordination::reconcile::same_token(there, state)
+            {
+                return Ok(there.generation);
+            }
             let mut state = state.clone();
             state.generation = stored.generation() + 1;
             let record = Record {

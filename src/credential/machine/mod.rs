@@ -45,7 +45,7 @@ pub const WRITE_RETRY: Duration = Duration::from_secs(5);
 /// One credential's decisions and everything they depend on.
 #[derive(Debug)]
 pub struct Machine {
-    /// The policies it decides by: shared with the task, not copied (issue 18).
+    /// The policies it decides by: shared with the task, not copied.
     cfg: Arc<CredentialConfig>,
     state: Option<State>,
     /// A bootstrap token to use instead of the state's chain.
@@ -92,7 +92,7 @@ impl Machine {
         self.state.as_ref()
     }
 
-    /// The generation of the chain in hand (SPEC §11); 0 without one.
+    /// The generation of the chain in hand (design.md §11); 0 without one.
     pub fn generation(&self) -> u64 {
         self.state.as_ref().map_or(0, |s| s.generation)
     }
@@ -144,7 +144,7 @@ impl Machine {
     }
 
     /// When the loop must next wake up; `refreshing` is false on a replica that only
-    /// follows a chain another one refreshes (SPEC §11): its schedule is not its own.
+    /// follows a chain another one refreshes (design.md §11): its schedule is not its own.
     pub fn next_wake(&self, now: SystemTime, refreshing: bool) -> SystemTime {
         let mut wake = match &self.phase {
             _ if !refreshing => now + MAX_FOLLOWER_SLEEP,
@@ -241,7 +241,7 @@ impl Machine {
     }
 
     /// Adopts a chain someone else moved on: `tokend login`, or the leader of the
-    /// replicas that share it (SPEC §11). The caller saves and publishes it.
+    /// replicas that share it (design.md §11). The caller saves and publishes it.
     pub fn adopt(&mut self, state: State, now: SystemTime) {
         self.state = Some(state);
         self.bootstrap = None;
@@ -252,6 +252,15 @@ impl Machine {
         self.last_error = None;
         self.unblock(now);
         self.phase = Phase::Scheduled;
+    }
+
+    /// Gives the chain in hand generation `generation` (a login's chain, first stored
+    /// among replicas, counts on from the stored one); saved again like any change.
+    pub fn renumber(&mut self, generation: u64) {
+        if let Some(s) = &mut self.state {
+            s.generation = generation;
+            self.unsaved = true;
+        }
     }
 
     fn adopt_bootstrap(&mut self, bootstrap: Bootstrap, now: SystemTime) {
@@ -325,7 +334,7 @@ impl Machine {
         None
     }
 
-    /// Not now: the store did not let this replica refresh (SPEC §11); ask again `at`.
+    /// Not now: the store did not let this replica refresh (design.md §11); ask again `at`.
     pub fn postpone(&mut self, at: SystemTime) {
         if !self.is_blocked() {
             self.phase = Phase::RetryAt(at);

@@ -104,7 +104,7 @@ impl Machine {
         }
         self.failures = self.failures.saturating_add(1);
         self.last_failure = Some(failure.kind);
-        // A backoff never sleeps past the expiry of a token still in use (SPEC §5); a
+        // A backoff never sleeps past the expiry of a token still in use (design.md §6); a
         // server's own Retry-After is still honoured.
         let left = self.time_left(now).map(|l| l.max(self.cfg.retry.initial));
         let cap = |d: Duration| left.map_or(d, |l| d.min(l));

@@ -84,7 +84,7 @@ pub enum RetryKind {
     Quick,
     /// Ambiguous again: ordinary backoff.
     Ambiguous,
-    /// An answer SPEC §5's table does not cover: the maximum backoff.
+    /// An answer design.md §6's table does not cover: the maximum backoff.
     Unexpected,
 }
 

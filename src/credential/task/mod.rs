@@ -6,40 +6,43 @@
 //! is saved before anything else happens, so a crash can lose at most the answer that was
 //! being written, never a refresh token that was already acknowledged.
 //!
-//! - this file: the loop, `once`, start-up and one refresh
+//! - this file: the loop and start-up
+//! - [`refresh`]: one refresh: sent, and its answer acted on
+//! - [`once`]: one pass, for `tokend once`
 //! - [`operator`]: what a person does: a login handed over, a new bootstrap token or
 //!   secret, SIGHUP, SIGUSR1, and blocking until then
 //! - [`writes`]: saving, publishing, hooks and health reports
 //! - [`shared`]: with coordination, following the stored record and the leader's
-//!   fenced writes around each refresh (SPEC §11)
+//!   fenced writes around each refresh (design.md §11)
 
+mod once;
 mod operator;
+mod refresh;
 mod shared;
 mod writes;
 
+pub use once::OnceResult;
 pub use writes::DISK_THREADS;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use secrecy::SecretString;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::CredentialConfig;
+use crate::config::coordination::UnfinishedIntent;
 use crate::coordination::Member;
-use crate::credential::machine::{Block, Machine, Phase, Reaction, RetryKind, Start};
+use crate::credential::machine::{Block, Machine, Start};
 use crate::credential::mailbox::{Command, Inbox};
-use crate::credential::schedule;
-use crate::oauth::{Endpoint, Failure, FailureKind, Grant, TokenAnswer};
+use crate::oauth::Endpoint;
 use crate::rfc3339;
 use crate::store::{State, StateStore};
 use crate::telemetry::Board;
 use crate::telemetry::health::{Report, Reporter};
-use crate::telemetry::tally::AttemptResult;
 
 use operator::digested;
+use shared::Replica;
 use writes::SharedStore;
 
 /// Pinned log target: operators and tests filter on it, whatever the module is called.
@@ -49,16 +52,12 @@ const STOP_SAVE_TRIES: u32 = 10;
 /// The longest single sleep, so that wall-clock jumps and suspends are noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
-/// How a single pass of `once` ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OnceResult {
-    Fresh,
-    Temporary(String),
-    /// The server refused: only a person can fix it (exit 77).
-    Permanent(String),
-    /// Something on this host is missing: a file, a first token (exit 78).
-    Local(String),
-    Other(String),
+/// How a credential's task ended: what it was doing, and a rotated refresh token it
+/// could not save, handed to the task that replaces it ([`Command::Restart`]).
+#[derive(Debug)]
+pub struct Ended {
+    pub stopped: Stopped,
+    pub unsaved: Option<State>,
 }
 
 /// What a credential was doing when it was told to stop: the daemon's last log line
@@ -88,19 +87,10 @@ pub struct Credential<S: StateStore> {
     one_pass: bool,
     /// With coordination: this credential's place among the replicas. Boxed: the task's
     /// size is every credential's cost, and most do not coordinate.
-    member: Option<Box<Member>>,
-    /// The stored record has been read once and the chain's origin decided.
-    synced: bool,
-    /// The revision of the stored record this task last reconciled with or wrote:
-    /// every write is conditional on it, not on whatever the view holds by then.
-    known_revision: i64,
-    /// A corrupt stored record has been reported.
-    corrupt_logged: bool,
-    /// Whether this replica led at the last look, for the log.
-    leading: Option<bool>,
-    /// The local state file could not be read at start (with coordination: only the
-    /// stored record can say where the chain is).
-    local_unreadable: bool,
+    replica: Option<Box<Replica>>,
+    /// A rotation the task this one replaces could not save: newer than the state
+    /// file, so the chain goes on from it, and it is saved first. Boxed: rarely there.
+    carried: Option<Box<State>>,
 }
 
 impl<S: StateStore> Credential<S> {
@@ -121,19 +111,23 @@ impl<S: StateStore> Credential<S> {
             health,
             board,
             one_pass: false,
-            member: None,
-            synced: false,
-            known_revision: 0,
-            corrupt_logged: false,
-            leading: None,
-            local_unreadable: false,
+            replica: None,
+            carried: None,
         };
         (cred, rx)
     }
 
-    /// Shares the chain with other replicas through `member` (SPEC §11).
-    pub fn with_member(mut self, member: Member) -> Self {
-        self.member = Some(Box::new(member));
+    /// Goes on from `unsaved`, a rotation the task before this one (which SIGHUP
+    /// replaced) could not save, rather than from the older state file.
+    pub fn carrying(mut self, unsaved: Option<State>) -> Self {
+        self.carried = unsaved.map(Box::new);
+        self
+    }
+
+    /// Shares the chain with other replicas through `member` (design.md §11); `policy` says
+    /// what to do about another replica's unfinished refresh.
+    pub fn with_member(mut self, member: Member, policy: UnfinishedIntent) -> Self {
+        self.replica = Some(Box::new(Replica::new(member, policy)));
         self
     }
 
@@ -141,15 +135,15 @@ impl<S: StateStore> Credential<S> {
     // Not an `async fn`: those keep a second copy of their arguments in the future
     // (rust-lang/rust#62958), and this future is every credential's standing cost.
     #[allow(clippy::manual_async_fn)]
-    pub fn run(mut self, mut commands: Inbox) -> impl Future<Output = Stopped> + Send {
+    pub fn run(mut self, mut commands: Inbox) -> impl Future<Output = Ended> + Send {
         async move { self.run_loop(&mut commands).await }
     }
 
-    async fn run_loop(&mut self, commands: &mut Inbox) -> Stopped {
+    async fn run_loop(&mut self, commands: &mut Inbox) -> Ended {
         // The rarely taken paths are boxed where they are awaited: the run future is
         // every credential's standing cost, and holds the largest of its await points.
         Box::pin(self.start()).await;
-        let leaving;
+        let command;
         let mut stopped = Stopped::Idle;
         loop {
             self.sync_shared().await;
@@ -172,9 +166,9 @@ impl<S: StateStore> Credential<S> {
             // Biased: a stop outranks a refresh that fell due at the same moment.
             tokio::select! {
                 biased;
-                command = commands.recv() => match command {
-                    Command::Stop | Command::Leave => {
-                        leaving = command == Command::Leave;
+                received = commands.recv() => match received {
+                    Command::Stop | Command::Leave | Command::Restart => {
+                        command = received;
                         if stopped == Stopped::Idle && self.is_due_here(SystemTime::now()) {
                             stopped = Stopped::LeftDue;
                         }
@@ -184,17 +178,17 @@ impl<S: StateStore> Credential<S> {
                     Command::Resume => Box::pin(self.resume()).await,
                 },
                 _ = tokio::time::sleep(sleep) => {}
-                _ = member_changed(&mut self.member) => {}
+                _ = member_changed(&mut self.replica) => {}
             }
             self.sync_shared().await;
             if self.is_due_here(SystemTime::now()) {
                 // A stop while queued for a request slot leaves the refresh to the next
                 // start: with thousands due at once, the queue would outlast any stop
-                // timeout (issue 19).
+                // timeout.
                 let slot = tokio::select! {
                     biased;
-                    command = commands.until_stop() => {
-                        leaving = command == Command::Leave;
+                    received = commands.until_stop() => {
+                        command = received;
                         stopped = Stopped::LeftDue;
                         break;
                     }
@@ -202,7 +196,7 @@ impl<S: StateStore> Credential<S> {
                 };
                 // Boxed, once a request slot is free: a refresh holds an HTTP request,
                 // several KiB of future that a parked or queued credential should not
-                // carry (issue 18).
+                // carry.
                 Box::pin(self.attempt(slot)).await;
                 if commands.stop_pending() {
                     stopped = Stopped::Finished;
@@ -212,20 +206,38 @@ impl<S: StateStore> Credential<S> {
             }
             self.warn_chain_age();
         }
-        Box::pin(self.finish_writes()).await;
-        if self.machine.needs_save() {
-            error!(
-                target: LOG,
-                "stopping without having saved the rotated refresh token: it is lost, and a person will have to authorize again"
-            );
-        }
+        // Boxed: what stopping holds (a state to hand over) is no parked task's cost.
+        Box::pin(self.end(command, stopped)).await
+    }
+
+    /// Finishes the work in hand after `command` told the task to end.
+    async fn end(&mut self, command: Command, stopped: Stopped) -> Ended {
+        let unsaved = if command == Command::Restart {
+            // The task that replaces this one saves it: one try here, no waiting.
+            self.catch_up_writes().await;
+            self.machine
+                .needs_save()
+                .then(|| self.machine.state().cloned())
+                .flatten()
+        } else {
+            self.finish_writes().await;
+            if self.machine.needs_save() {
+                error!(
+                    target: LOG,
+                    error = self.machine.write_error().unwrap_or("not saved"),
+                    "stopping without having saved the rotated refresh token: it is lost, and the server will refuse the one in the state file. A person must start the chain again: run `tokend login {}`, or write a new refresh token to the bootstrap file",
+                    self.cfg.name
+                );
+            }
+            None
+        };
         // Hooks still running are killed: stopping is bounded by the request timeout.
         self.hooks.shutdown().await;
-        if let Some(member) = self.member.take() {
-            Box::pin(member.stop(leaving)).await;
+        if let Some(replica) = self.replica.take() {
+            replica.into_member().stop(command != Command::Stop).await;
         }
         self.report();
-        stopped
+        Ended { stopped, unsaved }
     }
 
     /// A refresh is due and this replica may send it.
@@ -247,62 +259,20 @@ impl<S: StateStore> Credential<S> {
         }
     }
 
-    /// One pass for `tokend once`: refresh only if due, make sure the outputs are written.
-    pub async fn once(mut self) -> OnceResult {
-        self.one_pass = true;
-        self.start().await;
-        let mut tries = 0;
-        loop {
-            if let Phase::Blocked { why, .. } = self.machine.phase() {
-                let message = self.machine.block_message(*why);
-                return match why {
-                    Block::Server(_) => OnceResult::Permanent(message),
-                    Block::Local | Block::NoBootstrap => OnceResult::Local(message),
-                    Block::UnreadableState => OnceResult::Other(message),
-                };
-            }
-            if !self.machine.is_due(SystemTime::now()) {
-                break;
-            }
-            tries += 1;
-            let slot = self.endpoint.slot().await;
-            self.attempt(slot).await;
-            match self.machine.last_failure() {
-                None => break,
-                // The one quick retry after an ambiguous answer; then leave the rest to the caller.
-                Some(FailureKind::Ambiguous) if tries == 1 => {
-                    tokio::time::sleep(schedule::AMBIGUOUS_RETRY).await
-                }
-                // Blocked: the top of the loop says how.
-                Some(FailureKind::Permanent(_) | FailureKind::Local) => {}
-                Some(FailureKind::Unexpected) => {
-                    return OnceResult::Other(self.machine.last_error_text());
-                }
-                Some(FailureKind::Untrusted) => {
-                    return OnceResult::Local(self.machine.last_error_text());
-                }
-                Some(_) => return OnceResult::Temporary(self.machine.last_error_text()),
-            }
-        }
-        self.reap_hooks();
-        self.catch_up_writes().await;
-        // The process exits next: let this run's hooks finish (each within its timeout).
-        while self.hooks.join_next().await.is_some() {}
-        if self.machine.needs_save() || self.machine.needs_publish() {
-            return OnceResult::Temporary(
-                self.machine
-                    .write_error()
-                    .unwrap_or("outputs not written")
-                    .to_owned(),
-            );
-        }
-        OnceResult::Fresh
-    }
-
     /// Loads the state and decides which refresh token the chain continues from. With
     /// coordination the decision waits for the stored record (see [`shared`]); the
     /// state file only serves the outputs until then.
     async fn start(&mut self) {
+        if let Some(state) = self.carried.take() {
+            // Newer than anything on disk: going on from the file would replay a token
+            // the server has already rotated away.
+            info!(target: LOG, generation = state.generation, "going on from the rotated refresh token that the task before this reload could not save; saving it");
+            self.machine.adopt(*state, SystemTime::now());
+            if self.replica.is_none() {
+                self.save().await;
+            }
+            return;
+        }
         // A login that was handed over but not yet adopted (say, tokend was stopped
         // first) starts the new chain now.
         if self.adopt_handover().await {
@@ -311,9 +281,9 @@ impl<S: StateStore> Credential<S> {
         let stored = match self.on_store(|store| store.load()).await {
             Ok(stored) => stored,
             // With coordination the chain lives in the store; this file is a copy.
-            Err(e) if self.member.is_some() => {
+            Err(e) if let Some(r) = &mut self.replica => {
                 warn!(target: LOG, error = %e, "cannot read the local state file; going on from the shared record, which replaces it");
-                self.local_unreadable = true;
+                r.local_unreadable = true;
                 None
             }
             Err(e) => {
@@ -321,8 +291,7 @@ impl<S: StateStore> Credential<S> {
                 return self.block(Block::UnreadableState);
             }
         };
-        if self.member.is_some() {
-            self.synced = false;
+        if self.replica.is_some() {
             if stored.is_some() {
                 self.machine.start(SystemTime::now(), stored, None);
             }
@@ -360,185 +329,25 @@ impl<S: StateStore> Credential<S> {
         let expires_at = self.machine.state().and_then(|s| s.expires_at);
         debug!(target: LOG, expires_at = ?expires_at.map(rfc3339::format), "resuming from the state file");
     }
-
-    /// Sends one refresh and acts on the answer.
-    async fn attempt(&mut self, slot: Option<OwnedSemaphorePermit>) {
-        let Some((token, from_bootstrap)) = self.machine.token_to_send() else {
-            return self.block(Block::NoBootstrap);
-        };
-        if !self.allowed_to_send().await {
-            return;
-        }
-        let sent_at = SystemTime::now();
-        let started = Instant::now();
-        debug!(target: LOG, from_bootstrap, "refreshing");
-        let grant = match &token {
-            Some(token) => Grant::Refresh(token),
-            None => Grant::ClientCredentials,
-        };
-        let outcome = self.endpoint.refresh_in(grant, &slot).await;
-        let took = started.elapsed();
-        let result = match &outcome {
-            Ok(_) => AttemptResult::Success,
-            Err(f) => attempt_result(f.kind),
-        };
-        self.health.attempt(result, took);
-        match outcome {
-            Ok(answer) => {
-                self.on_success(answer, token, sent_at, from_bootstrap, took, slot)
-                    .await
-            }
-            Err(failure) => {
-                self.on_failure(failure, sent_at, from_bootstrap).await;
-                drop(slot);
-            }
-        }
-    }
-
-    async fn on_success(
-        &mut self,
-        answer: TokenAnswer,
-        sent: Option<SecretString>,
-        sent_at: SystemTime,
-        from_bootstrap: bool,
-        took: Duration,
-        slot: Option<OwnedSemaphorePermit>,
-    ) {
-        let answered = Instant::now();
-        let rotated = self
-            .machine
-            .succeeded(answer, sent, sent_at, from_bootstrap);
-        // Durable first (here, then in the shared store); outputs and the success log
-        // line only after. The request slot is given back once the state is on disk.
-        self.save().await;
-        drop(slot);
-        let durable = Instant::now();
-        self.share().await;
-        self.publish().await;
-        info!(
-            target: LOG,
-            expires_at = %rfc3339::format(rotated.expires_at),
-            lifetime = %humantime::format_duration(Duration::from_secs(rotated.lifetime.as_secs())),
-            duration_ms = took.as_millis() as u64,
-            // The crash window: from the answer in hand to the state durable.
-            state_us = durable.duration_since(answered).as_micros() as u64,
-            // Then to the outputs visible (and, coordinated, the record stored).
-            publish_us = durable.elapsed().as_micros() as u64,
-            saved = !self.machine.needs_save(),
-            generation = self.machine.generation(),
-            "rotated"
-        );
-    }
-
-    async fn on_failure(
-        &mut self,
-        mut failure: Failure,
-        sent_at: SystemTime,
-        from_bootstrap: bool,
-    ) {
-        let now = SystemTime::now();
-        let reaction = self.machine.failed(
-            &mut failure,
-            sent_at,
-            from_bootstrap,
-            now,
-            rand::random::<f64>(),
-        );
-        // A rotated refresh token kept from an unusable answer, and the error: on disk
-        // before anything else.
-        self.save_if_needed().await;
-        let detail = &failure.detail;
-        match reaction {
-            Reaction::Block(why) => {
-                match why {
-                    Block::Server(p) => {
-                        error!(target: LOG, error = %detail, "refreshing stopped: {}", p.remedy())
-                    }
-                    _ => error!(
-                        target: LOG,
-                        error = %detail,
-                        "cannot refresh: nothing was sent; refreshing resumes when the file can be read"
-                    ),
-                }
-                self.block(why);
-            }
-            Reaction::FellBack => warn!(
-                target: LOG,
-                error = %detail,
-                "the new bootstrap refresh token was refused; going on with the chain in the state file, which was live before it. The refused token is not sent again until the bootstrap file changes"
-            ),
-            Reaction::Retry {
-                delay,
-                kind,
-                token_expired,
-            } => {
-                let retry_in = fmt_delay(delay);
-                match kind {
-                    // `once` gives up here; its caller says why, once, with the exit code.
-                    RetryKind::Transient | RetryKind::Ambiguous | RetryKind::Unexpected
-                        if self.one_pass =>
-                    {
-                        return;
-                    }
-                    RetryKind::Transient => {
-                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh failed; will retry")
-                    }
-                    RetryKind::Quick if !self.cfg.has_chain() => {
-                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "the token request may have reached the server; retrying at once")
-                    }
-                    RetryKind::Quick => {
-                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh may have reached the server; retrying at once with the same refresh token")
-                    }
-                    RetryKind::Ambiguous => {
-                        warn!(target: LOG, error = %detail, retry_in = %retry_in, "refresh failed after sending; will retry")
-                    }
-                    RetryKind::Unexpected => {
-                        error!(target: LOG, error = %detail, retry_in = %retry_in, "unexpected answer from the token endpoint; retrying at the maximum backoff")
-                    }
-                }
-                if token_expired {
-                    warn!(
-                        target: LOG,
-                        "no unexpired access token is published until a refresh succeeds"
-                    );
-                }
-            }
-        }
-    }
 }
 
 /// Waits for a change in the store, or forever without coordination. Boxed, so that
 /// the task of a credential that does not coordinate stays its size (a boxed `pending`
 /// allocates nothing).
 fn member_changed(
-    member: &mut Option<Box<Member>>,
+    replica: &mut Option<Box<Replica>>,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-    match member {
-        Some(m) => Box::pin(m.changed()),
+    match replica {
+        Some(r) => Box::pin(r.member_mut().changed()),
         None => Box::pin(std::future::pending()),
     }
-}
-
-/// How an attempt ended, as the metrics' `result` label says it.
-fn attempt_result(kind: FailureKind) -> AttemptResult {
-    match kind {
-        FailureKind::Transient => AttemptResult::Transient,
-        FailureKind::Ambiguous => AttemptResult::Ambiguous,
-        FailureKind::Permanent(_) => AttemptResult::Permanent,
-        FailureKind::Local | FailureKind::Untrusted => AttemptResult::Local,
-        FailureKind::Unexpected => AttemptResult::Unexpected,
-    }
-}
-
-fn fmt_delay(d: Duration) -> String {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
 #[cfg(test)]
 mod footprint {
     use crate::store::FileStore;
 
-    /// A parked credential's future is its standing cost (issue 18): a refresh in it
+    /// A parked credential's future is its standing cost: a refresh in it
     /// must stay boxed, `run` must not keep two copies of the credential, and the
     /// credential reads its configuration rather than copying it.
     #[test]
@@ -558,11 +367,11 @@ mod footprint {
             future <= credential + 512,
             "the run future is {future} bytes for a {credential}-byte credential"
         );
-        // 864 bytes when measured (issue 18): the configuration is shared, not copied.
+        // 864 bytes when measured: the configuration is shared, not copied.
         assert!(future <= 1024, "the run future is {future} bytes");
         // The configuration lives in an Arc for the process's life: 536 bytes when
         // measured. Above 556 (572 with the Arc's counts), musl's allocator gives it a
-        // 672-byte slot: 100 bytes more per credential (issue 16 crossed it once).
+        // 672-byte slot: 100 bytes more per credential (the client-credentials grant crossed it once).
         let config = std::mem::size_of::<crate::config::CredentialConfig>();
         assert!(
             config <= 556,

@@ -3,7 +3,7 @@
 //!
 //! Every file operation runs on tokio's blocking pool, and the task waits for it there:
 //! a save or an output write ends in a disk sync, and the runtime thread meanwhile
-//! serves every other credential and the health endpoints (issue 19). The order of one
+//! serves every other credential and the health endpoints. The order of one
 //! credential's writes is unchanged: it waits for each before the next.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +25,7 @@ pub const DISK_THREADS: usize = 16;
 /// Places for file work: a credential waits for one (in its own future, at no cost)
 /// before its work goes to the blocking pool, whose queue has no bound: 10,000
 /// credentials starting at once queued 10,000 jobs there, each with its closure and
-/// then its result (issue 18).
+/// then its result.
 static DISK: Semaphore = Semaphore::const_new(DISK_THREADS);
 
 /// Runs `work` on the blocking pool and waits for it.
@@ -140,11 +140,20 @@ impl<S: StateStore> Credential<S> {
     pub(super) fn report(&self) {
         let now = SystemTime::now();
         let mut health = self.machine.health(now);
-        if let Some(member) = &self.member {
+        if let Some(r) = &self.replica {
             health.shared = Some(Shared {
-                leader: member.peek(|v| v.role.is_leader()),
+                leader: r.member().peek(|v| v.role.is_leader()),
                 generation: self.machine.generation(),
+                waiting_since: r.waiting.as_ref().map(|i| i.since),
             });
+            if let (false, Some(intent)) = (health.ready, &r.waiting) {
+                health.reason = Some(format!(
+                    "waiting for replica {} to store the refresh of generation {} it began at {}",
+                    intent.identity,
+                    intent.generation,
+                    crate::rfc3339::format(intent.since)
+                ));
+            }
         }
         let changed = self.health.set(health, |old, new| {
             match (old.ready, new.ready) {

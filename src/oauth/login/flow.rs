@@ -11,13 +11,13 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use crate::config::CredentialConfig;
-use crate::oauth::answer::{FailureKind, Origin, Permanent};
 use crate::oauth::clients::Clients;
 use crate::oauth::discovery;
 use crate::oauth::endpoint::{Endpoint, Grant};
 use crate::oauth::login::callback::{check_callback, read_pasted, redirect, serve_callback};
 use crate::oauth::login::error::LoginError;
 use crate::oauth::login::handover::{self, Written};
+use crate::oauth::outcome::{FailureKind, Origin, Permanent};
 use crate::store::{State, bootstrap_digest};
 
 /// What the command line asked for.
@@ -160,9 +160,14 @@ async fn authorize_endpoint(
             ))
         });
     };
-    let meta = discovery::discover(endpoint.http(), issuer, cfg.http.allow_insecure_http)
-        .await
-        .map_err(|e| LoginError::Temporary(e.to_string()))?;
+    let meta = discovery::discover(
+        endpoint.http(),
+        issuer,
+        cfg.http.allow_insecure_http,
+        cfg.http.timeout,
+    )
+    .await
+    .map_err(|e| LoginError::Temporary(e.to_string()))?;
     endpoint.use_discovered_token_url(meta.token_endpoint);
     if !meta.code_challenge_methods.is_empty()
         && !meta.code_challenge_methods.iter().any(|m| m == "S256")

@@ -59,7 +59,7 @@ pub async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, Log
         Err(StoreError::Locked { holder, .. }) => holder,
         Err(e) => return Err(failed(e)),
     };
-    let handover = state_file::handover_path(&cfg.state_file);
+    let handover = crate::store::names::handover_path(&cfg.state_file);
     state_file::write_state_file(&handover, state, &perms).map_err(failed)?;
     // Only a process the kernel names as the lock's holder is signalled: the pid the
     // lock file holds is whatever its owner wrote there.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A Kubernetes API server stand-in for tokend's Kubernetes backend (issue 14).
+"""A Kubernetes API server stand-in for tokend's Kubernetes backend.
 
 No kube-apiserver can be installed on these machines, so this serves the part of the API
 tokend uses, the way the real one does it:

@@ -1,4 +1,4 @@
-//! The client-credentials grant (SPEC §12): no chain to start from, resume or keep.
+//! The client-credentials grant (design.md §12): no chain to start from, resume or keep.
 
 use super::*;
 

@@ -1,6 +1,7 @@
-//! Issue 12: what a new user hit. Closed pipes, every key given a wrong type, an
-//! unknown word or an out-of-range value, local problems that are not the server's
-//! refusal, and a dead bootstrap token that must not shadow a live chain.
+//! Mistakes a new user makes, and what tokend says about them: closed pipes, every key
+//! given a wrong type, an unknown word or an out-of-range value, local problems that are
+//! not the server's refusal, a dead bootstrap token that must not shadow a live chain,
+//! two credentials on one path, and outputs or secrets that can never be read or written.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -401,4 +402,122 @@ async fn a_dead_bootstrap_token_does_not_shadow_a_live_chain() {
     assert_eq!(d.stop().await, 0);
     let token = env.raw_output("c").unwrap();
     assert!(env.emu.accepts(&token));
+}
+
+/// `tokend CMD -c cfg` as root: its exit code and stderr.
+fn tokend(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Two credentials on one output: one credential's readers would get the other's token.
+/// `check` refuses it, naming both and the path; so does every other command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_credentials_on_one_output_are_refused() {
+    let env = Env::new(3600 * SEC).await;
+    env.bootstrap("a");
+    env.bootstrap("b");
+    let shared = env.path("out/shared/access_token");
+    let mut text = format!("state_dir = \"{}/state\"\n", env.dir.path().display());
+    for name in ["a", "b"] {
+        text.push_str(&env.credential_toml(
+            name,
+            &format!(
+                "[[credentials.{name}.outputs]]\npath = \"{}\"\n",
+                shared.display()
+            ),
+        ));
+    }
+    let cfg = env.write_config_text(&text);
+    for cmd in ["check", "once", "run"] {
+        let (code, err) = tokend(&[cmd, "-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 78, "{cmd}: {err}");
+        assert!(
+            err.contains("credentials.b.outputs[0].path")
+                && err.contains("credentials.a.outputs[0].path")
+                && err.contains(shared.to_str().unwrap()),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(env.emu.stats().token_requests, 0);
+}
+
+/// An output that can never be written (under a regular file) is a configuration error
+/// for check, once and run, found before anything is sent: no chain is rotated for
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_can_never_be_written_is_refused_before_anything_is_sent() {
+    let env = Env::new(3600 * SEC).await;
+    env.bootstrap("c");
+    std::fs::write(env.path("a-file"), "").unwrap();
+    let text = format!(
+        "state_dir = \"{}/state\"\n{}",
+        env.dir.path().display(),
+        env.credential_toml(
+            "c",
+            &format!(
+                "[[credentials.c.outputs]]\npath = \"{}/a-file/token\"\n",
+                env.dir.path().display()
+            )
+        )
+    );
+    let cfg = env.write_config_text(&text);
+    for cmd in ["check", "once", "run"] {
+        let (code, err) = tokend(&[cmd, "-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 78, "{cmd}: {err}");
+        assert!(
+            err.contains("credentials.c.outputs[0].path") && err.contains("is not a directory"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(env.emu.stats().token_requests, 0);
+    assert!(env.state("c").is_none());
+}
+
+/// A secret file tokend's user cannot read: the error names `client_secret_file`, where
+/// it was set, the user tokend runs as and what to do; `once` does not promise that
+/// refreshing resumes (it is the daemon that waits for the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_secret_file_names_its_key_its_source_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let nobody = crate::common::nobody();
+    let env = Env::new(3600 * SEC).await;
+    let cfg = env.write_config(&["c"]);
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["tokend.toml", "c.bootstrap"] {
+        std::fs::set_permissions(env.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(
+        env.path("client_secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    for dir in ["state", "out"] {
+        std::fs::create_dir(env.path(dir)).unwrap();
+        std::os::unix::fs::chown(env.path(dir), Some(nobody.uid.as_raw()), None).unwrap();
+    }
+    for cmd in ["check", "once"] {
+        let out = crate::common::command_as(&nobody, BIN)
+            .args([cmd, "-c", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {err}");
+        assert!(
+            err.contains("credentials.c.client_secret_file")
+                && err.contains(cfg.to_str().unwrap())
+                && err.contains("Permission denied")
+                && err.contains("tokend runs as user nobody"),
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains("refreshing resumes"), "{cmd}: {err}");
+    }
+    assert_eq!(env.emu.stats().token_requests, 0);
 }
