@@ -40,7 +40,7 @@ pub fn start_error_code(e: &StartError) -> u8 {
     match e {
         StartError::Store(StoreError::Locked { .. }) => CANTCREAT,
         StartError::Store(StoreError::Unsafe { .. }) => CONFIG,
-        StartError::Endpoint { .. } | StartError::Coordination(_) => CONFIG,
+        StartError::Endpoint { .. } | StartError::Coordination { .. } => CONFIG,
         StartError::Listen { .. } => OTHER,
         _ => OTHER,
     }

@@ -1,17 +1,19 @@
 //! The command line of design.md §2, and the exit codes each command ends with.
-
 //!
 //! - [`exit`]: exit codes and what maps to them
-//! - [`run`]: `run` and `once`
-//! - [`check`], [`status`] (`status`, `token`), [`login`], [`demo`] (`demo`, `emulator`)
+//! - [`run`]: `run` and `once`; [`preflight`]: what both check before sending anything
+//! - one module per other command: [`check`], [`status`], [`token`], [`login`],
+//!   [`demo`], [`emulator`]
 
 pub mod check;
 pub mod demo;
+pub mod emulator;
 pub mod exit;
 pub mod login;
 pub mod preflight;
 pub mod run;
 pub mod status;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -158,7 +160,7 @@ pub fn main() -> ExitCode {
         Command::Status { name, config, json } => {
             runtime.block_on(status::status(&config.config, name.as_deref(), json))
         }
-        Command::Token { name, config } => status::token(&config.config, name.as_deref()),
+        Command::Token { name, config } => token::run(&config.config, name.as_deref()),
         Command::Login {
             name,
             config,
@@ -184,7 +186,7 @@ pub fn main() -> ExitCode {
             tls_cert,
             tls_key,
         } => {
-            let options = demo::EmulatorOptions {
+            let options = emulator::Options {
                 listen,
                 lifetime: lifetime.into(),
                 reuse_grace: reuse_grace.into(),
@@ -193,7 +195,7 @@ pub fn main() -> ExitCode {
                 assertion_key,
                 tls: tls_cert.zip(tls_key),
             };
-            runtime.block_on(demo::emulator(options))
+            runtime.block_on(emulator::run(options))
         }
     };
     // Without waiting for blocking work still in flight, such as a read of stdin that

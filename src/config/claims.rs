@@ -7,7 +7,7 @@
 //! Paths are compared as written (made absolute and cleaned of `.` and `..`): symlinks
 //! are not followed, since the files may not exist yet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,13 +70,32 @@ pub(super) fn check_claims(
     credentials: &BTreeMap<String, Arc<CredentialConfig>>,
     src: &Sources,
 ) -> Result<(), ConfigError> {
-    let claims: Vec<Claim> = credentials.values().flat_map(|c| claims_of(c)).collect();
-    for (i, later) in claims.iter().enumerate() {
-        for earlier in &claims[..i] {
-            if let Some(e) = conflict(earlier, later, src) {
+    let mut claims: Vec<Claim> = credentials.values().flat_map(|c| claims_of(c)).collect();
+    // Thousands of credentials may share one state directory, which conflicts with no
+    // other credential's own files: its first claim stands for all.
+    let mut state_dirs = HashSet::new();
+    claims.retain(|c| c.kind != Kind::StateDir || state_dirs.insert(c.path.clone()));
+    // Sorted component by component, the paths inside a path follow it at once. Walking
+    // them with the chain of claims that hold the current one compares each claim with
+    // those alone: time grows with the count of claims, not with its square.
+    let mut order: Vec<usize> = (0..claims.len()).collect();
+    order.sort_by(|&a, &b| claims[a].path.cmp(&claims[b].path).then(a.cmp(&b)));
+    let mut holders: Vec<usize> = Vec::new();
+    for i in order {
+        while let Some(&h) = holders.last()
+            && !claims[i].path.starts_with(&claims[h].path)
+        {
+            holders.pop();
+        }
+        // The innermost first: an output at a state file is named for that, not for
+        // being inside the state directory.
+        for &h in holders.iter().rev() {
+            let (earlier, later) = (h.min(i), h.max(i));
+            if let Some(e) = conflict(&claims[earlier], &claims[later], src) {
                 return Err(e);
             }
         }
+        holders.push(i);
     }
     Ok(())
 }

@@ -13,6 +13,12 @@
 //! - [`text`]: how durations, modes and signals are written
 //! - [`view`]: the redacted form `check` prints
 //! - [`error`]: errors that name their key and source
+//!
+//! A credential has three forms on purpose: raw holds the file's flat keys as written,
+//! model groups them by what reads them (login, chain, assertion, outputs resolved to
+//! ids), view is the file's keys again with secrets redacted. The sub-tables
+//! (`refresh`, `retry`, `http`) and every enumerated word are defined once, in model,
+//! and all three use them.
 
 mod claims;
 pub mod client;

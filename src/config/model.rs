@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::config::coordination::CoordinationConfig;
 use crate::config::secret::{SecretReadError, SecretSource};
-use crate::config::text::{duration_text, listen_text, mode_text, one_of, signal_text};
+use crate::config::text::{duration_text, listen_text, mode_text, signal_text, spelled};
 
 /// Where the configuration is read from when neither `-c` nor `$TOKEND_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/tokend/tokend.toml";
@@ -52,22 +52,17 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-impl TryFrom<String> for LogFormat {
-    type Error = String;
-    fn try_from(word: String) -> Result<Self, String> {
-        one_of(
-            &word,
-            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-        )
-    }
-}
+spelled!(LogFormat {
+    Text = "text",
+    Json = "json",
+});
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,8 +72,8 @@ pub struct HealthConfig {
 }
 
 /// How the client authenticates to the token endpoint (design.md §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum ClientAuth {
     /// RFC 6749 §2.3.1: id and secret form-urlencoded, then `id:secret` base64-encoded.
     #[default]
@@ -93,24 +88,15 @@ pub enum ClientAuth {
     TlsClientAuth,
 }
 
+spelled!(ClientAuth {
+    Basic = "basic",
+    BasicUnencoded = "basic_unencoded",
+    Post = "post",
+    PrivateKeyJwt = "private_key_jwt",
+    TlsClientAuth = "tls_client_auth",
+});
+
 impl ClientAuth {
-    /// Each value as the configuration spells it.
-    const WORDS: [(&'static str, ClientAuth); 5] = [
-        ("basic", ClientAuth::Basic),
-        ("basic_unencoded", ClientAuth::BasicUnencoded),
-        ("post", ClientAuth::Post),
-        ("private_key_jwt", ClientAuth::PrivateKeyJwt),
-        ("tls_client_auth", ClientAuth::TlsClientAuth),
-    ];
-
-    /// The value as the configuration spells it, for messages.
-    pub fn word(self) -> &'static str {
-        Self::WORDS
-            .iter()
-            .find(|(_, auth)| *auth == self)
-            .map_or("", |(word, _)| word)
-    }
-
     /// Whether the client authenticates with a shared secret.
     pub fn uses_secret(self) -> bool {
         matches!(
@@ -120,16 +106,9 @@ impl ClientAuth {
     }
 }
 
-impl TryFrom<String> for ClientAuth {
-    type Error = String;
-    fn try_from(word: String) -> Result<Self, String> {
-        one_of(&word, &Self::WORDS)
-    }
-}
-
 /// What a credential's token requests ask for (design.md §12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum GrantType {
     /// A refresh-token chain (RFC 6749 §6), started by a bootstrap token or a login.
     #[default]
@@ -138,19 +117,13 @@ pub enum GrantType {
     ClientCredentials,
 }
 
-impl TryFrom<String> for GrantType {
-    type Error = String;
-    fn try_from(word: String) -> Result<Self, String> {
-        let choices = [
-            ("refresh_token", GrantType::RefreshToken),
-            ("client_credentials", GrantType::ClientCredentials),
-        ];
-        one_of(&word, &choices)
-    }
-}
+spelled!(GrantType {
+    RefreshToken = "refresh_token",
+    ClientCredentials = "client_credentials",
+});
 
 /// A JWS algorithm for client assertions, each for its own kind of key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum AssertionAlg {
     RS256,
@@ -158,17 +131,11 @@ pub enum AssertionAlg {
     EdDSA,
 }
 
-impl TryFrom<String> for AssertionAlg {
-    type Error = String;
-    fn try_from(word: String) -> Result<Self, String> {
-        let choices = [
-            ("RS256", AssertionAlg::RS256),
-            ("ES256", AssertionAlg::ES256),
-            ("EdDSA", AssertionAlg::EdDSA),
-        ];
-        one_of(&word, &choices)
-    }
-}
+spelled!(AssertionAlg {
+    RS256 = "RS256",
+    ES256 = "ES256",
+    EdDSA = "EdDSA",
+});
 
 /// How `private_key_jwt` signs its assertions (design.md §12).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -425,8 +392,8 @@ impl Default for HttpConfig {
 }
 
 /// What an output file holds (design.md §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum OutputFormat {
     #[default]
     Raw,
@@ -435,18 +402,12 @@ pub enum OutputFormat {
     Header,
 }
 
-impl TryFrom<String> for OutputFormat {
-    type Error = String;
-    fn try_from(word: String) -> Result<Self, String> {
-        let choices = [
-            ("raw", OutputFormat::Raw),
-            ("json", OutputFormat::Json),
-            ("env", OutputFormat::Env),
-            ("header", OutputFormat::Header),
-        ];
-        one_of(&word, &choices)
-    }
-}
+spelled!(OutputFormat {
+    Raw = "raw",
+    Json = "json",
+    Env = "env",
+    Header = "header",
+});
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutputConfig {

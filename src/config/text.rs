@@ -18,6 +18,38 @@ pub mod signal_text {
     }
 }
 
+/// An enumerated configuration value, spelled once: its words give its parsing (with
+/// `#[serde(try_from = "String")]`), its serialization and its spelling in messages.
+macro_rules! spelled {
+    ($ty:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Each value as the configuration spells it.
+            pub const WORDS: &'static [(&'static str, $ty)] = &[$(($word, $ty::$variant)),+];
+
+            /// The value as the configuration spells it.
+            pub fn word(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $word),+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(word: String) -> Result<Self, String> {
+                $crate::config::text::one_of(&word, Self::WORDS)
+            }
+        }
+
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.word())
+            }
+        }
+    };
+}
+pub(crate) use spelled;
+
 /// The value of `word` among `choices`, or an error that lists them.
 pub fn one_of<T: Copy>(word: &str, choices: &[(&str, T)]) -> Result<T, String> {
     match choices.iter().find(|(name, _)| *name == word) {

@@ -86,6 +86,8 @@ impl fmt::Display for StoreFailure {
     }
 }
 
+impl std::error::Error for StoreFailure {}
+
 impl StoreFailure {
     pub fn new(op: Op, kind: Kind, detail: impl Into<String>) -> Self {
         StoreFailure {

@@ -7,7 +7,7 @@
 //! - [`clock`]: the boot clock leases are judged on
 //! - [`member`]: a credential's handle, whichever the store
 //! - [`record`]: the shared record and its intent; [`reconcile`]: which copy goes on
-//! - [`error`]: the store's failures, classified; [`report`]: logged once, counted
+//! - [`error`]: the store's failures, classified; [`failure_log`]: logged once, counted
 //! - [`transport`]: the HTTP client and streamed answers both stores use
 //! - [`etcd`]: the etcd backend (connection, lease, per-credential member)
 //! - [`kubernetes`]: the Kubernetes backend (Lease and Secret per credential)
@@ -15,11 +15,11 @@
 pub mod clock;
 pub mod error;
 pub mod etcd;
+pub mod failure_log;
 pub mod kubernetes;
 pub mod member;
 pub mod reconcile;
 pub mod record;
-pub mod report;
 pub mod transport;
 pub mod view;
 
@@ -43,6 +43,19 @@ pub const LOG: &str = "tokend::coordination";
 /// The slow periodic re-read of every credential, in case a watch missed something
 /// silently.
 pub const RE_READ: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How soon a failed store request is tried again, by either store's members.
+pub const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a member's follow loop does after one round of reading and watching a
+/// credential's keys, in either store.
+pub(crate) enum Next {
+    Stop,
+    /// Read again (and campaign if the lease is free).
+    Relist,
+    /// Not knowing who leads is not leading: wait [`RETRY`], then read again.
+    Retry,
+}
 
 /// The process's part in coordination: its store connection (and with etcd, its lease).
 pub struct Coordination {
@@ -73,9 +86,9 @@ impl Coordination {
             StoreConfig::Etcd(e) => {
                 let etcd = Arc::new(etcd::Etcd::new(e.clone(), cfg.lease)?);
                 let (stop, stop_rx) = watch::channel(false);
-                let complaints = report::Complaints::new("", Store::Etcd, board.clone());
+                let failures = failure_log::FailureLog::new("", Store::Etcd, board.clone());
                 let (session, task) =
-                    etcd::session::Session::start(etcd.clone(), cfg.lease, complaints, stop_rx);
+                    etcd::session::Session::start(etcd.clone(), cfg.lease, failures, stop_rx);
                 Backend::Etcd {
                     etcd,
                     session,
@@ -104,25 +117,25 @@ impl Coordination {
         let identity = self.cfg.identity();
         match &self.backend {
             Backend::Etcd { etcd, session, .. } => {
-                let complaints =
-                    report::Complaints::new(credential, Store::Etcd, self.board.clone());
+                let failures =
+                    failure_log::FailureLog::new(credential, Store::Etcd, self.board.clone());
                 Member::Etcd(etcd::member::Member::start(
                     etcd.clone(),
                     session.clone(),
                     credential,
                     &identity,
-                    complaints,
+                    failures,
                 ))
             }
             Backend::Kubernetes(k) => {
-                let complaints =
-                    report::Complaints::new(credential, Store::Kubernetes, self.board.clone());
+                let failures =
+                    failure_log::FailureLog::new(credential, Store::Kubernetes, self.board.clone());
                 Member::Kubernetes(kubernetes::member::Member::start(
                     k.api.clone(),
                     k.object_name(credential),
                     &identity,
                     self.cfg.lease,
-                    complaints,
+                    failures,
                 ))
             }
         }

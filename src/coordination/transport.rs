@@ -1,5 +1,7 @@
 //! What both stores' connections share: the HTTP client, built for long watches and
-//! the store's own CA, and newline-delimited JSON in one long answer (a watch).
+//! the store's own CA; a request sent once more with renewed credentials; an error
+//! answer read capped and scrubbed; and newline-delimited JSON in one long answer (a
+//! watch).
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::coordination::error::{Kind, Op, StoreFailure};
-use crate::oauth::http::{BodyError, MAX_BODY, error_chain, read_capped};
+use crate::oauth::http::{BodyError, MAX_BODY, error_chain, read_capped, server_text};
 
 /// A client for one store: no redirects, connections bounded by `timeout`, TLS trusting
 /// only `ca` (never the system's roots), and `identity` (a certificate, then its key)
@@ -57,6 +59,67 @@ pub fn unanswered(op: Op, timeout: Duration, e: &reqwest::Error) -> StoreFailure
     } else {
         StoreFailure::new(op, Kind::Unreachable, error_chain(e))
     }
+}
+
+/// What one attempt of a store request came to.
+pub enum Attempt<T, E> {
+    Done(Result<T, E>),
+    /// The store refused the credentials this attempt used.
+    Refused(E),
+}
+
+/// Sends a request (`attempt(renew)`) and, when the store refuses the credentials it
+/// used, once more with renewed ones (`renew` true: etcd's authentication token fetched
+/// again, Kubernetes' token file read again): a rotated credential costs one request,
+/// and one still refused is the store's answer.
+pub async fn renewing<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = Attempt<T, E>>,
+{
+    match attempt(false).await {
+        Attempt::Done(result) => result,
+        Attempt::Refused(_) => match attempt(true).await {
+            Attempt::Done(result) => result,
+            Attempt::Refused(e) => Err(e),
+        },
+    }
+}
+
+/// What a store said in an error answer: both put a `message` (and etcd a gRPC `code`)
+/// in a JSON object.
+pub struct ErrorAnswer {
+    pub code: Option<i64>,
+    /// Safe to log: a store may quote the value it refused, and a record holds a
+    /// refresh token, so every token-like run is cut out, and so are control characters.
+    pub message: String,
+}
+
+/// The longest message kept from an error answer.
+const MAX_MESSAGE: usize = 300;
+
+/// An error answer, read within `timeout` and no larger than [`MAX_BODY`] (a store, or
+/// something in front of it, may answer an error with anything).
+pub async fn error_answer(answer: reqwest::Response, timeout: Duration) -> ErrorAnswer {
+    let bytes = tokio::time::timeout(timeout, read_capped(answer))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let message = match json["message"].as_str() {
+        Some(m) => m.to_owned(),
+        None => String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    ErrorAnswer {
+        code: json["code"].as_i64(),
+        message: scrubbed(&message),
+    }
+}
+
+/// A store's text, fit for a log line (see [`ErrorAnswer::message`]).
+pub fn scrubbed(message: &str) -> String {
+    server_text(message).chars().take(MAX_MESSAGE).collect()
 }
 
 /// A whole answer's JSON, read within `timeout` and no larger than [`MAX_BODY`].
@@ -115,5 +178,20 @@ impl Lines {
                 Err(e) => return Err(broken(error_chain(&e))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_never_quotes_a_long_value() {
+        let m = super::scrubbed(
+            "Secret \"tokend-c\" is invalid: data[state.json]: Invalid value: \"eyJzdGF0ZSI6eyJyZWZyZXNoX3Rva2VuIjoiYmxua19ydF8xMjM0NTY3ODkwIn19\"\n",
+        );
+        assert_eq!(
+            m,
+            "Secret \"tokend-c\" is invalid: data[state.json]: Invalid value: \"[redacted]\" "
+        );
+        assert_eq!(super::scrubbed(&"x".repeat(1000)).len(), super::MAX_MESSAGE);
     }
 }

@@ -12,8 +12,12 @@ pub enum StartError {
     Endpoint { name: String, err: EndpointError },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("coordination.etcd: {0}")]
-    Coordination(String),
+    /// The store's client could not be set up (its CA, certificate or token file).
+    #[error("{table}: {}", .failure.detail)]
+    Coordination {
+        table: &'static str,
+        failure: crate::coordination::StoreFailure,
+    },
     #[error("health.listen {addr}: {err}")]
     Listen {
         addr: std::net::SocketAddr,

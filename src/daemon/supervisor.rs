@@ -19,8 +19,8 @@ use crate::daemon::control::Control;
 use crate::daemon::error::StartError;
 use crate::daemon::notify;
 use crate::oauth::{Clients, Endpoint};
-use crate::store::FileStore;
 use crate::store::State;
+use crate::store::StateFile;
 use crate::telemetry::Board;
 use crate::telemetry::health::Report;
 
@@ -40,8 +40,8 @@ pub fn prepare(
     cfg: &Arc<CredentialConfig>,
     board: &Arc<Board>,
     clients: &Clients,
-) -> Result<(Credential<FileStore>, Arc<Report>), StartError> {
-    let store = FileStore::open(&cfg.state_file)?;
+) -> Result<(Credential, Arc<Report>), StartError> {
+    let store = StateFile::open(&cfg.state_file)?;
     let endpoint = Endpoint::new(cfg, clients).map_err(|err| StartError::Endpoint {
         name: cfg.name.clone(),
         err,
@@ -96,10 +96,12 @@ impl Daemon {
             None => None,
         };
         let coordination = match &config.coordination {
-            Some(c) => Some(
-                Coordination::start(c, board.clone())
-                    .map_err(|f| StartError::Coordination(f.detail))?,
-            ),
+            Some(c) => Some(Coordination::start(c, board.clone()).map_err(|failure| {
+                StartError::Coordination {
+                    table: c.store.table(),
+                    failure,
+                }
+            })?),
             None => None,
         };
         let mut daemon = Daemon {
@@ -118,12 +120,7 @@ impl Daemon {
         Ok(daemon)
     }
 
-    fn spawn(
-        &mut self,
-        cfg: &Arc<CredentialConfig>,
-        credential: Credential<FileStore>,
-        health: Arc<Report>,
-    ) {
+    fn spawn(&mut self, cfg: &Arc<CredentialConfig>, credential: Credential, health: Arc<Report>) {
         let credential = match &self.coordination {
             Some(c) => credential.with_member(c.member(&cfg.name), c.config().unfinished_intent),
             None => credential,

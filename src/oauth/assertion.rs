@@ -3,7 +3,7 @@
 //! is read at each use, like secret files, so a rotated key is picked up by itself.
 //! No error here holds anything read from the key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -31,6 +31,24 @@ pub struct Claims {
     pub jti: String,
 }
 
+/// Why the client-assertion key cannot sign: its file, and what is wrong with it (never
+/// what it holds).
+#[derive(Debug, thiserror::Error)]
+#[error("client_assertion_key_file: {}: {why}", .path.display())]
+pub struct KeyError {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+impl KeyError {
+    fn at(path: &Path, why: impl Into<String>) -> Self {
+        KeyError {
+            path: path.to_owned(),
+            why: why.into(),
+        }
+    }
+}
+
 /// A private key ready to sign, and the algorithm it signs with.
 pub struct SigningKey {
     key: EncodingKey,
@@ -39,14 +57,17 @@ pub struct SigningKey {
 
 impl SigningKey {
     /// Reads the configured key file now and tries it (for `check`).
-    pub fn load(cfg: &AssertionConfig) -> Result<Self, String> {
-        Self::read(cfg)?.tried().map_err(|m| at(&cfg.key_file, m))
+    pub fn load(cfg: &AssertionConfig) -> Result<Self, KeyError> {
+        Self::read(cfg)?
+            .tried()
+            .map_err(|why| KeyError::at(&cfg.key_file, why))
     }
 
     /// The configured key file as it is now, not tried: a request signs anyway.
-    fn read(cfg: &AssertionConfig) -> Result<Self, String> {
-        let pem = std::fs::read(&cfg.key_file).map_err(|e| at(&cfg.key_file, e.to_string()))?;
-        Self::parse(&pem, cfg.alg).map_err(|m| at(&cfg.key_file, m))
+    fn read(cfg: &AssertionConfig) -> Result<Self, KeyError> {
+        let pem =
+            std::fs::read(&cfg.key_file).map_err(|e| KeyError::at(&cfg.key_file, e.to_string()))?;
+        Self::parse(&pem, cfg.alg).map_err(|why| KeyError::at(&cfg.key_file, why))
     }
 
     /// The key, once it has signed a sample: a key of the right family can still be
@@ -115,14 +136,18 @@ impl SigningKey {
     }
 
     /// The compact JWS of `claims`.
-    pub fn sign(&self, claims: &Claims, kid: Option<&str>) -> Result<String, String> {
+    pub fn sign(
+        &self,
+        claims: &Claims,
+        kid: Option<&str>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(match self.alg {
             AssertionAlg::RS256 => Algorithm::RS256,
             AssertionAlg::ES256 => Algorithm::ES256,
             AssertionAlg::EdDSA => Algorithm::EdDSA,
         });
         header.kid = kid.map(str::to_owned);
-        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&header, claims, &self.key)
     }
 }
 
@@ -156,13 +181,13 @@ pub fn make(
     client_id: &str,
     token_url: &url::Url,
     now: SystemTime,
-) -> Result<SecretString, String> {
+) -> Result<SecretString, KeyError> {
     // Signed once: no sample first (that is `check`'s), and a failure explained as there.
     let key = SigningKey::read(cfg)?;
     let audience = cfg.audience.as_deref().unwrap_or(token_url.as_str());
     key.sign(&Claims::new(client_id, audience, now), cfg.kid.as_deref())
         .map(SecretString::from)
-        .map_err(|_| at(&cfg.key_file, key.unusable()))
+        .map_err(|_| KeyError::at(&cfg.key_file, key.unusable()))
 }
 
 /// The label of the first PEM section in `text`.
@@ -177,10 +202,6 @@ fn kind(alg: AssertionAlg) -> &'static str {
         AssertionAlg::ES256 => "an EC key",
         AssertionAlg::EdDSA => "an Ed25519 key",
     }
-}
-
-fn at(path: &Path, message: String) -> String {
-    format!("client_assertion_key_file: {}: {message}", path.display())
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ impl Endpoint {
         let assertion = match &self.cfg.assertion {
             Some(a) => Some(
                 assertion::make(a, &self.cfg.client_id, &url, SystemTime::now())
-                    .map_err(|e| local("client assertion", e))?,
+                    .map_err(|e| local("client assertion", e.to_string()))?,
             ),
             None => None,
         };

@@ -90,6 +90,14 @@ impl Failure {
     }
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for Failure {}
+
 pub type Outcome = Result<TokenAnswer, Failure>;
 
 /// Where a new state's refresh-token chain comes from: when the request went out, when

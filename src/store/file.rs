@@ -23,10 +23,10 @@ use crate::store::names::{beside, split, suffixed};
 pub use crate::store::read::read_state_file;
 use crate::store::read::read_with_position;
 use crate::store::slots::{self, Position, SlotWriter};
-use crate::store::state::{State, StateStore};
+use crate::store::state::State;
 
 /// A local state file, held exclusively by one process through `<file>.lock`.
-pub struct FileStore {
+pub struct StateFile {
     path: PathBuf,
     dir: Arc<StateDir>,
     name: OsString,
@@ -35,14 +35,14 @@ pub struct FileStore {
     slots: Option<SlotWriter>,
 }
 
-impl FileStore {
+impl StateFile {
     /// Takes the lock on `path`, making its directory (0700) when missing. Fails when
     /// the directory is not tokend's own (writable by others, or someone else's).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let (dir_path, name) = split(path)?;
         let dir = StateDir::open(dir_path)?;
         let lock = lock::take(&dir.dir(), &suffixed(name, ".lock"), path)?;
-        Ok(FileStore {
+        Ok(StateFile {
             path: path.to_owned(),
             dir,
             name: name.to_owned(),
@@ -124,8 +124,9 @@ fn removed(dir: &Dir) -> bool {
     dir.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
-impl StateStore for FileStore {
-    fn load(&mut self) -> Result<Option<State>, StoreError> {
+impl StateFile {
+    /// The stored state, or `None` when there is none yet.
+    pub fn load(&mut self) -> Result<Option<State>, StoreError> {
         let dir = self.dir.dir();
         let Some((state, position)) = read_with_position(&dir, &self.name, &self.path)? else {
             return Ok(None);
@@ -149,7 +150,9 @@ impl StateStore for FileStore {
         Ok(Some(state))
     }
 
-    fn save(&mut self, state: &State) -> Result<(), StoreError> {
+    /// Replaces the stored state durably; when this returns `Ok` the state survives a
+    /// crash.
+    pub fn save(&mut self, state: &State) -> Result<(), StoreError> {
         let record = record_bytes(&self.path, state)?;
         let dir = self.dir.dir();
         let Some(writer) = self
@@ -170,13 +173,15 @@ impl StateStore for FileStore {
         }
     }
 
-    fn load_handover(&self) -> Result<Option<State>, StoreError> {
+    /// A state that `tokend login` left for this process while it held the lock.
+    pub fn load_handover(&self) -> Result<Option<State>, StoreError> {
         let name = suffixed(&self.name, ".login");
         let path = beside(&self.path, ".login");
         Ok(read_with_position(&self.dir.dir(), &name, &path)?.map(|(state, _)| state))
     }
 
-    fn clear_handover(&mut self) -> Result<(), StoreError> {
+    /// Removes the handover once its state is saved.
+    pub fn clear_handover(&mut self) -> Result<(), StoreError> {
         self.dir
             .dir()
             .remove(&suffixed(&self.name, ".login"))
@@ -239,7 +244,7 @@ mod tests {
     fn round_trips_and_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/c.json");
-        let mut store = FileStore::open(&path).unwrap();
+        let mut store = StateFile::open(&path).unwrap();
         assert!(store.load().unwrap().is_none());
         store.save(&sample()).unwrap();
         let back = store.load().unwrap().unwrap();
@@ -264,7 +269,7 @@ mod tests {
     fn saves_alternate_slots_in_one_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
-        let mut store = FileStore::open(&path).unwrap();
+        let mut store = StateFile::open(&path).unwrap();
         let mut state = sample();
         store.save(&state).unwrap();
         let inode = std::fs::metadata(&path).unwrap().ino();
@@ -320,7 +325,7 @@ mod tests {
                 .expose_secret(),
             "rt"
         );
-        let mut store = FileStore::open(&path).unwrap();
+        let mut store = StateFile::open(&path).unwrap();
         let loaded = store.load().unwrap().unwrap();
         assert_eq!(loaded.refresh_token.unwrap().expose_secret(), "rt");
         assert!(std::fs::read(&path).unwrap().starts_with(slots::MAGIC));
@@ -343,7 +348,7 @@ mod tests {
             read_state_file(&path),
             Err(StoreError::Corrupt { .. })
         ));
-        let mut store = FileStore::open(&path).unwrap();
+        let mut store = StateFile::open(&path).unwrap();
         store.save(&sample()).unwrap();
         store.save(&sample()).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
@@ -360,8 +365,8 @@ mod tests {
     fn second_opener_is_told_who_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
-        let _first = FileStore::open(&path).unwrap();
-        match FileStore::open(&path) {
+        let _first = StateFile::open(&path).unwrap();
+        match StateFile::open(&path) {
             Err(StoreError::Locked { holder, .. }) => {
                 assert_eq!(holder.pid, Some(std::process::id() as i32), "{holder}")
             }
@@ -378,7 +383,7 @@ mod tests {
         std::fs::write(&victim, "precious").unwrap();
         let state_dir = dir.path().join("state");
         let path = state_dir.join("c.json");
-        let mut store = FileStore::open(&path).unwrap();
+        let mut store = StateFile::open(&path).unwrap();
         for name in ["c.json", "c.json.login"] {
             std::os::unix::fs::symlink(&victim, state_dir.join(name)).unwrap();
         }
@@ -408,7 +413,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
-        let mut store = FileStore::open(&path).unwrap();
+        let mut store = StateFile::open(&path).unwrap();
         let mut state = sample();
         store.save(&state).unwrap();
         state.generation = 2;
@@ -421,7 +426,7 @@ mod tests {
         // `cp other.json c.json`: the same inode, holding another file's versions, whose
         // sequence numbers are higher than this one's.
         let other = dir.path().join("other.json");
-        let mut other_store = FileStore::open(&other).unwrap();
+        let mut other_store = StateFile::open(&other).unwrap();
         let mut theirs = sample();
         theirs.generation = 99;
         for _ in 0..10 {
@@ -444,7 +449,7 @@ mod tests {
     fn a_removed_state_directory_is_made_again_on_save() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/c.json");
-        let mut store = FileStore::open(&path).unwrap();
+        let mut store = StateFile::open(&path).unwrap();
         store.save(&sample()).unwrap();
         std::fs::remove_dir_all(dir.path().join("state")).unwrap();
         let mut state = sample();
@@ -452,7 +457,7 @@ mod tests {
         store.save(&state).unwrap();
         assert_eq!(read_state_file(&path).unwrap().unwrap().generation, 7);
         assert!(matches!(
-            FileStore::open(&path),
+            StateFile::open(&path),
             Err(StoreError::Locked { .. })
         ));
     }

@@ -1,7 +1,7 @@
-//! Where a credential's state lives (design.md §4): the record, the store interface, and the
-//! local file with its lock.
+//! Where a credential's state lives on this host (design.md §4): the record, and the
+//! state file with its lock. (The store replicas share is [`crate::coordination`]'s.)
 //!
-//! - [`state`]: the record ([`State`]) and the [`StateStore`] interface
+//! - [`state`]: the record ([`State`])
 //! - [`file`]: the local state file and `tokend login`'s handover; [`read`]: reading one
 //! - [`dir`]: the state directory, checked and shared; [`lock`]: one process per file
 //! - [`names`]: the files beside a state file; [`error`]: what goes wrong with them
@@ -17,5 +17,5 @@ pub mod slots;
 pub mod state;
 
 pub use error::{Holder, StoreError};
-pub use file::FileStore;
-pub use state::{LastError, State, StateStore, VERSION, bootstrap_digest, sha256_hex};
+pub use file::StateFile;
+pub use state::{LastError, State, VERSION, bootstrap_digest, sha256_hex};

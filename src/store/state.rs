@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::rfc3339;
-use crate::store::error::StoreError;
 
 /// The current state-file format.
 pub const VERSION: u32 = 1;
@@ -82,18 +81,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Where a credential's state is kept.
-pub trait StateStore: Send + 'static {
-    /// The stored state, or `None` when there is none yet.
-    fn load(&mut self) -> Result<Option<State>, StoreError>;
-    /// Replaces the stored state durably; when this returns `Ok` the state survives a crash.
-    fn save(&mut self, state: &State) -> Result<(), StoreError>;
-    /// A state that `tokend login` left for this process while it held the lock.
-    fn load_handover(&self) -> Result<Option<State>, StoreError>;
-    /// Removes the handover once its state is saved.
-    fn clear_handover(&mut self) -> Result<(), StoreError>;
 }
 
 mod option_secret_text {

@@ -217,11 +217,11 @@ fn the_example_configuration_lists_every_key() {
 
 /// ARCHITECTURE.md names every file of `src/`.
 #[test]
-fn the_architecture_names_every_module_file() {
+fn the_architecture_names_every_module_file_and_none_is_long() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
     let mut dirs = vec![root.join("src")];
-    let mut missing = Vec::new();
+    let (mut missing, mut long) = (Vec::new(), Vec::new());
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
@@ -230,7 +230,11 @@ fn the_architecture_names_every_module_file() {
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let rel = path.strip_prefix(root).unwrap().display().to_string();
                 if !map.contains(&rel) {
-                    missing.push(rel);
+                    missing.push(rel.clone());
+                }
+                let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+                if lines > MAX_LINES {
+                    long.push(format!("{rel}: {lines}"));
                 }
             }
         }
@@ -239,4 +243,11 @@ fn the_architecture_names_every_module_file() {
         missing.is_empty(),
         "ARCHITECTURE.md does not name: {missing:?}"
     );
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines (split by what the parts hold): {long:?}"
+    );
 }
+
+/// A module file a reader takes in at once.
+const MAX_LINES: usize = 550;

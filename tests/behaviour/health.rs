@@ -73,7 +73,7 @@ fn sample(metrics: &str, name_and_labels: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn metrics_carry_the_spec_series_and_pass_promtool() {
+async fn metrics_carry_the_documented_series_and_pass_promtool() {
     let env = Env::new(Duration::from_secs(2)).await;
     let port = free_port();
     let cfg = with_health(&env, port);

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 const SEC: Duration = Duration::from_secs(1);
 
 /// A credential that knows only its issuer: no token URL, no bootstrap token.
-fn login_config(env: &Env, extra: &str) -> std::path::PathBuf {
+pub(crate) fn login_config(env: &Env, extra: &str) -> std::path::PathBuf {
     let secret = format!("client_secret = \"{}\"", env.emu.config().client_secret);
     login_config_as(env, extra, &secret)
 }

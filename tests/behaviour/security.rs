@@ -166,7 +166,7 @@ async fn a_state_directory_others_can_write_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_login_never_chowns_or_writes_through_a_link() {
     let env = Env::new(3600 * SEC).await;
-    let cfg = login_config(&env);
+    let cfg = crate::login::login_config(&env, "");
     let (nobody, state) = nobody_owns_the_state(&env);
     let victim = victim(&env);
     plant(&nobody, &victim, &state.join("c.json.lock"));
@@ -189,35 +189,13 @@ async fn a_root_login_never_chowns_or_writes_through_a_link() {
     }
 }
 
-/// A credential that starts by `tokend login` (the emulator's issuer).
-fn login_config(env: &Env) -> std::path::PathBuf {
-    let c = env.emu.config();
-    let dir = env.dir.path().display();
-    env.write_config_text(&format!(
-        r#"
-state_dir = "{dir}/state"
-[credentials.c]
-issuer = "{issuer}"
-client_id = "{id}"
-client_secret = "{secret}"
-[credentials.c.http]
-allow_insecure_http = true
-[[credentials.c.outputs]]
-path = "{dir}/out/access_token"
-"#,
-        issuer = env.emu.issuer(),
-        id = c.client_id,
-        secret = c.client_secret,
-    ))
-}
-
 /// `nobody`, who holds the lock file, writes a root process's pid into it: a root
 /// `tokend login` signals the daemon the kernel names as the lock's holder, never that
 /// process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_pid_in_the_lock_file_is_never_signalled() {
     let env = Env::new(3600 * SEC).await;
-    let cfg = login_config(&env);
+    let cfg = crate::login::login_config(&env, "");
     let (nobody, state) = nobody_owns_the_state(&env);
     std::fs::create_dir(env.path("out")).unwrap();
     give(&env.path("out"), &nobody);

@@ -569,6 +569,25 @@ impl Group {
         }
     }
 
+    /// Adds `line` to every replica's `[coordination]` table, then starts them all and
+    /// waits for every first token.
+    pub async fn start_all_with(&mut self, line: &str) {
+        for r in &self.replicas {
+            let text = std::fs::read_to_string(&r.config).unwrap().replacen(
+                "[coordination]\n",
+                &format!("[coordination]\n{line}\n"),
+                1,
+            );
+            std::fs::write(&r.config, text).unwrap();
+        }
+        self.start_all();
+        let n = self.replicas.len();
+        wait_for("every first token", Duration::from_secs(15), || {
+            (0..n).all(|i| self.output(i).is_some())
+        })
+        .await;
+    }
+
     /// The replica that leads now, waiting up to `limit` for one.
     pub async fn leader(&self, limit: Duration) -> usize {
         let start = Instant::now();

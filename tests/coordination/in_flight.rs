@@ -187,19 +187,8 @@ async fn retry_before_expiry_recovers_an_unsent_intent(backend: Backend) {
     let (proxies, tables) = store.proxies(3).await;
     let env = crate::common::Env::new(Duration::from_secs(6)).await;
     let mut g = Group::new(env, tables).await;
-    for r in &g.replicas {
-        let text = std::fs::read_to_string(&r.config).unwrap().replacen(
-            "[coordination]\n",
-            "[coordination]\nunfinished_intent = \"retry_before_expiry\"\n",
-            1,
-        );
-        std::fs::write(&r.config, text).unwrap();
-    }
-    g.start_all();
-    wait_for("every first token", Duration::from_secs(15), || {
-        (0..3).all(|i| g.output(i).is_some())
-    })
-    .await;
+    g.start_all_with("unfinished_intent = \"retry_before_expiry\"")
+        .await;
     let leader = g.leader(Duration::from_secs(10)).await;
     // Its next intent is stored, and the store's answer held: it never sends.
     proxies[leader].hold_after(&format!("\"intent\":{{\"identity\":\"replica-{leader}@"));
@@ -294,19 +283,7 @@ async fn retry_replays_inside_a_grace_window(backend: Backend) {
     })
     .await;
     let mut g = Group::new(env, store.tables(3)).await;
-    for r in &g.replicas {
-        let text = std::fs::read_to_string(&r.config).unwrap().replacen(
-            "[coordination]\n",
-            "[coordination]\nunfinished_intent = \"retry\"\n",
-            1,
-        );
-        std::fs::write(&r.config, text).unwrap();
-    }
-    g.start_all();
-    wait_for("every first token", Duration::from_secs(15), || {
-        (0..3).all(|i| g.output(i).is_some())
-    })
-    .await;
+    g.start_all_with("unfinished_intent = \"retry\"").await;
     let leader = g.leader(Duration::from_secs(10)).await;
     g.between_refreshes(leader).await;
     g.at_receipt(leader, HOLD).await;

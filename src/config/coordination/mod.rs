@@ -45,8 +45,8 @@ pub struct RawCoordination {
 /// What a leader does about another replica's refresh that never finished: it wrote
 /// its intent and may have sent the refresh token, and the rotated one, if the server
 /// answered, is that replica's alone (docs/replicas.md weighs the two).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum UnfinishedIntent {
     /// Never send that token: wait for its author to store what it got, or for a
     /// person (`tokend login`). A strict server never sees a replay from tokend.
@@ -63,19 +63,11 @@ pub enum UnfinishedIntent {
     RetryBeforeExpiry,
 }
 
-impl TryFrom<String> for UnfinishedIntent {
-    type Error = String;
-    fn try_from(word: String) -> Result<Self, String> {
-        crate::config::text::one_of(
-            &word,
-            &[
-                ("wait", UnfinishedIntent::Wait),
-                ("retry", UnfinishedIntent::Retry),
-                ("retry_before_expiry", UnfinishedIntent::RetryBeforeExpiry),
-            ],
-        )
-    }
-}
+crate::config::text::spelled!(UnfinishedIntent {
+    Wait = "wait",
+    Retry = "retry",
+    RetryBeforeExpiry = "retry_before_expiry",
+});
 
 /// The validated `[coordination]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +92,14 @@ impl StoreConfig {
         match self {
             StoreConfig::Etcd(_) => "etcd",
             StoreConfig::Kubernetes(_) => "the Kubernetes API",
+        }
+    }
+
+    /// The configuration table that sets it up, for errors about that setup.
+    pub fn table(&self) -> &'static str {
+        match self {
+            StoreConfig::Etcd(_) => "coordination.etcd",
+            StoreConfig::Kubernetes(_) => "coordination.kubernetes",
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::coordination::error::{Kind, Op, StoreFailure};
 use crate::coordination::etcd::wire::{
     Header, Kv, Listing, Txn, TxnAnswer, WatchBatch, int64, parse_watch, range,
 };
-use crate::coordination::transport::{self, Lines};
+use crate::coordination::transport::{self, Attempt, Lines};
 use crate::oauth::http::error_chain;
 
 /// One process's way to etcd: endpoints tried in turn, every unary call bounded by
@@ -194,54 +194,54 @@ impl Gateway {
         bounded: bool,
     ) -> Result<reqwest::Response, StoreFailure> {
         let base = self.cfg.endpoints[at].as_str().trim_end_matches('/');
-        for retry in [false, true] {
-            let token = self.token(op, base, retry).await?;
-            let mut request = self
-                .http
-                .post(format!("{base}{path}"))
-                // A member cut off from the others must not answer from its stale copy.
-                .header("Grpc-Metadata-hasleader", "true")
-                .json(body);
-            if bounded {
-                request = request.timeout(self.cfg.timeout);
-            }
-            if let Some(t) = token {
-                request = request.header("Authorization", t);
-            }
-            let answer = request
-                .send()
-                .await
-                .map_err(|e| transport::unanswered(op, self.cfg.timeout, &e))?;
-            let status = answer.status().as_u16();
-            if answer.status().is_success() {
-                return Ok(answer);
-            }
-            let text = answer.text().await.unwrap_or_default();
-            let error: Value = serde_json::from_str(&text).unwrap_or_default();
-            let message = error["message"]
-                .as_str()
-                .unwrap_or(&text)
-                .chars()
-                .take(200)
-                .collect::<String>();
-            let code = error["code"].as_i64().unwrap_or(0);
-            let kind = match (status, code) {
-                (_, 16) | (401, _) if !retry && self.cfg.username.is_some() => continue,
-                (_, 16 | 7) | (401 | 403, _) => Kind::AuthRefused,
-                (_, 4) | (408 | 504, _) => Kind::Timeout,
-                _ => Kind::Unreachable,
-            };
-            return Err(StoreFailure::new(
-                op,
-                kind,
-                format!("HTTP {status}: {message}"),
-            ));
+        transport::renewing(|renew| self.attempt(op, base, path, body, bounded, renew)).await
+    }
+
+    async fn attempt(
+        &self,
+        op: Op,
+        base: &str,
+        path: &str,
+        body: &Value,
+        bounded: bool,
+        renew: bool,
+    ) -> Attempt<reqwest::Response, StoreFailure> {
+        let token = match self.token(op, base, renew).await {
+            Ok(token) => token,
+            Err(f) => return Attempt::Done(Err(f)),
+        };
+        let mut request = self
+            .http
+            .post(format!("{base}{path}"))
+            // A member cut off from the others must not answer from its stale copy.
+            .header("Grpc-Metadata-hasleader", "true")
+            .json(body);
+        if bounded {
+            request = request.timeout(self.cfg.timeout);
         }
-        Err(StoreFailure::new(
-            op,
-            Kind::AuthRefused,
-            "authentication token refused twice",
-        ))
+        if let Some(t) = token {
+            request = request.header("Authorization", t);
+        }
+        let answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) => return Attempt::Done(Err(transport::unanswered(op, self.cfg.timeout, &e))),
+        };
+        let status = answer.status().as_u16();
+        if answer.status().is_success() {
+            return Attempt::Done(Ok(answer));
+        }
+        let error = transport::error_answer(answer, self.cfg.timeout).await;
+        let failure =
+            |kind| StoreFailure::new(op, kind, format!("HTTP {status}: {}", error.message));
+        match (status, error.code.unwrap_or(0)) {
+            // An expired or revoked authentication token (gRPC UNAUTHENTICATED).
+            (_, 16) | (401, _) if self.cfg.username.is_some() => {
+                Attempt::Refused(failure(Kind::AuthRefused))
+            }
+            (_, 16 | 7) | (401 | 403, _) => Attempt::Done(Err(failure(Kind::AuthRefused))),
+            (_, 4) | (408 | 504, _) => Attempt::Done(Err(failure(Kind::Timeout))),
+            _ => Attempt::Done(Err(failure(Kind::Unreachable))),
+        }
     }
 
     /// The authentication token, fetched on first use and again when `renew`.
@@ -264,22 +264,24 @@ impl Gateway {
             .send()
             .await
             .map_err(|e| StoreFailure::new(op, Kind::Unreachable, error_chain(&e)))?;
-        let status = answer.status();
-        let a: Value = answer.json().await.unwrap_or_default();
-        match a["token"].as_str() {
-            Some(t) if status.is_success() => {
-                *token = Some(t.to_owned());
-                Ok(Some(t.to_owned()))
-            }
-            _ => Err(StoreFailure::new(
+        if !answer.status().is_success() {
+            let error = transport::error_answer(answer, self.cfg.timeout).await;
+            return Err(StoreFailure::new(
                 op,
                 Kind::AuthRefused,
-                format!(
-                    "etcd refused user {user}: {}",
-                    a["message"].as_str().unwrap_or("no token")
-                ),
-            )),
+                format!("etcd refused user {user}: {}", error.message),
+            ));
         }
+        let a: Value = transport::read_json(op, answer, self.cfg.timeout).await?;
+        let Some(t) = a["token"].as_str() else {
+            return Err(StoreFailure::new(
+                op,
+                Kind::AuthRefused,
+                format!("etcd gave user {user} no token"),
+            ));
+        };
+        *token = Some(t.to_owned());
+        Ok(Some(t.to_owned()))
     }
 }
 

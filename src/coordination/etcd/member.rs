@@ -4,22 +4,18 @@
 //! [`RE_READ`] as a safety net. Writes are the credential task's, through [`Member`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::coordination::RE_READ;
 use crate::coordination::error::{Op, StoreFailure};
 use crate::coordination::etcd::Etcd;
 use crate::coordination::etcd::session::{Lease, Session};
 use crate::coordination::etcd::wire::{Kv, Txn};
+use crate::coordination::failure_log::FailureLog;
 use crate::coordination::record::{Record, Stored};
-use crate::coordination::report::Complaints;
 use crate::coordination::view::{Role, View};
-
-/// How soon a failed read is tried again.
-const RETRY: Duration = Duration::from_secs(1);
+use crate::coordination::{Next, RE_READ, RETRY};
 
 /// The keys of one credential and what the task and the handle share.
 struct Keys {
@@ -36,7 +32,7 @@ pub struct Member {
     view_tx: Arc<watch::Sender<View>>,
     view: watch::Receiver<View>,
     session: Session,
-    complaints: Complaints,
+    failures: FailureLog,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -47,7 +43,7 @@ impl Member {
         session: Session,
         credential: &str,
         identity: &str,
-        complaints: Complaints,
+        failures: FailureLog,
     ) -> Member {
         let cfg = etcd.config();
         let keys = Arc::new(Keys {
@@ -64,7 +60,7 @@ impl Member {
             keys: keys.clone(),
             view: view_tx.clone(),
             lease: session.watch(),
-            complaints: complaints.clone(),
+            failures: failures.clone(),
         };
         let task = tokio::spawn(follower.run(stop_rx));
         Member {
@@ -73,7 +69,7 @@ impl Member {
             view_tx,
             view,
             session,
-            complaints,
+            failures,
             stop,
             task,
         }
@@ -111,7 +107,7 @@ impl Member {
         };
         let (true, Role::Leader { fence }) = (read, role) else {
             let f = StoreFailure::condition(op);
-            self.complaints.failed(&f);
+            self.failures.failed(&f);
             return Err(f);
         };
         self.put(record, op, expected, Some(fence)).await
@@ -144,13 +140,13 @@ impl Member {
         let answer = match self.etcd.txn(op, txn).await {
             Ok(a) => a,
             Err(f) => {
-                self.complaints.failed(&f);
+                self.failures.failed(&f);
                 return Err(f);
             }
         };
         let at = answer.revision;
         if answer.succeeded {
-            self.complaints.ok(op);
+            self.failures.ok(op);
             let stored = Stored {
                 record: Some(record.clone()),
                 revision: at,
@@ -164,7 +160,7 @@ impl Member {
             apply(&self.view_tx, &self.keys, kv, lease, at);
         }
         let f = StoreFailure::condition(op);
-        self.complaints.failed(&f);
+        self.failures.failed(&f);
         Err(f)
     }
 
@@ -180,7 +176,7 @@ impl Member {
                 .when("CREATE", &keys.leader, fence)
                 .delete(&keys.leader);
             if let Err(f) = self.etcd.txn(Op::Release, txn).await {
-                self.complaints.failed(&f);
+                self.failures.failed(&f);
             }
         }
     }
@@ -209,15 +205,7 @@ struct Follower {
     keys: Arc<Keys>,
     view: Arc<watch::Sender<View>>,
     lease: watch::Receiver<Option<Lease>>,
-    complaints: Complaints,
-}
-
-enum Next {
-    Stop,
-    /// List again (and campaign if the key is free).
-    Relist,
-    /// Wait a moment, then list again.
-    Retry,
+    failures: FailureLog,
 }
 
 impl Follower {
@@ -251,11 +239,11 @@ impl Follower {
         let listed = match self.etcd.list(Op::Read, &self.keys.prefix).await {
             Ok(l) => l,
             Err(f) => {
-                self.complaints.failed(&f);
+                self.failures.failed(&f);
                 return Next::Retry;
             }
         };
-        self.complaints.ok(Op::Read);
+        self.failures.ok(Op::Read);
         let at = listed.revision;
         let mut leader_seen = false;
         let mut state_seen = false;
@@ -290,11 +278,11 @@ impl Follower {
         let answer = match self.etcd.txn(Op::Campaign, txn).await {
             Ok(a) => a,
             Err(f) => {
-                self.complaints.failed(&f);
+                self.failures.failed(&f);
                 return false;
             }
         };
-        self.complaints.ok(Op::Campaign);
+        self.failures.ok(Op::Campaign);
         let at = answer.revision;
         if answer.succeeded {
             let identity = Some(keys.identity.clone());
@@ -314,7 +302,7 @@ impl Follower {
         let mut stream = match self.etcd.watch(&self.keys.prefix, from).await {
             Ok(s) => s,
             Err(f) => {
-                self.complaints.failed(&f);
+                self.failures.failed(&f);
                 return Next::Retry;
             }
         };
@@ -330,7 +318,7 @@ impl Follower {
                 Ok(Some(b)) => b,
                 Ok(None) => return Next::Retry,
                 Err(f) => {
-                    self.complaints.failed(&f);
+                    self.failures.failed(&f);
                     return Next::Retry;
                 }
             };

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::coordination::clock::Boot;
 use crate::coordination::error::{Kind, Op, StoreFailure};
 use crate::coordination::etcd::Etcd;
-use crate::coordination::report::Complaints;
+use crate::coordination::failure_log::FailureLog;
 
 /// How soon a failed grant or renewal is tried again.
 const RETRY: Duration = Duration::from_millis(500);
@@ -41,7 +41,7 @@ impl Session {
     pub fn start(
         etcd: Arc<Etcd>,
         ttl: Duration,
-        complaints: Complaints,
+        failures: FailureLog,
         stop: watch::Receiver<bool>,
     ) -> (Session, tokio::task::JoinHandle<()>) {
         let (lease_tx, lease) = watch::channel(None);
@@ -49,7 +49,7 @@ impl Session {
         let keeper = Keeper {
             etcd,
             ttl,
-            complaints,
+            failures,
             lease: lease_tx,
             held: None,
             granted: ttl,
@@ -81,7 +81,7 @@ impl Session {
 struct Keeper {
     etcd: Arc<Etcd>,
     ttl: Duration,
-    complaints: Complaints,
+    failures: FailureLog,
     lease: watch::Sender<Option<Lease>>,
     /// The lease id and the last deadline known, even once it has passed: etcd may
     /// still hold it (a new etcd leader extends every lease), and a renewal then
@@ -140,7 +140,7 @@ impl Keeper {
         };
         match &result {
             Ok(lease) => {
-                self.complaints.ok(Op::Lease);
+                self.failures.ok(Op::Lease);
                 self.held = Some(*lease);
                 self.lease.send_if_modified(|current| {
                     let changed = current.map(|c| c.id) != Some(lease.id);
@@ -148,7 +148,7 @@ impl Keeper {
                     changed
                 });
             }
-            Err(e) => self.complaints.failed(e),
+            Err(e) => self.failures.failed(e),
         }
         result
     }
@@ -184,7 +184,7 @@ impl Keeper {
                 Ok(_) => {
                     tracing::info!(target: super::super::LOG, "released the lease: another replica can lead at once")
                 }
-                Err(e) => self.complaints.failed(&e),
+                Err(e) => self.failures.failed(&e),
             }
         }
     }

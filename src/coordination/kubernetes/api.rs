@@ -17,8 +17,7 @@ use serde_json::Value;
 
 use crate::config::coordination::kubernetes::ApiTarget;
 use crate::coordination::error::{Kind, Op, StoreFailure};
-use crate::coordination::transport::{self, Lines};
-use crate::oauth::http::read_capped;
+use crate::coordination::transport::{self, Attempt, Lines};
 
 /// How long a token read from its file is used before reading the file again.
 pub const TOKEN_REREAD: Duration = Duration::from_secs(60);
@@ -211,48 +210,61 @@ impl Api {
         body: Option<Vec<u8>>,
         bounded: bool,
     ) -> Result<reqwest::Response, Refusal> {
-        for reread in [false, true] {
-            let mut request = self
-                .http
-                .request(method.clone(), url)
-                .header("Accept", "application/json");
-            if let Some(b) = &body {
-                request = request
-                    .header("Content-Type", "application/json")
-                    .body(b.clone());
-            }
-            if bounded {
-                request = request.timeout(self.timeout);
-            }
-            if let Some(token) = self.token(op, reread).await? {
-                request = request.bearer_auth(token.expose_secret());
-            }
-            let answer = request
-                .send()
-                .await
-                .map_err(|e| Refusal::Failed(transport::unanswered(op, self.timeout, &e)))?;
-            let status = answer.status().as_u16();
-            if answer.status().is_success() {
-                return Ok(answer);
-            }
-            if status == 401 && !reread && self.target.token_file.is_some() {
-                continue;
-            }
-            let text = tokio::time::timeout(self.timeout, read_capped(answer))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            let message = serde_json::from_slice::<Value>(&text)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(scrub))
-                .unwrap_or_default();
-            return Err(Refusal::Status(status, message));
+        transport::renewing(|reread| {
+            self.attempt(op, &method, url, body.as_deref(), bounded, reread)
+        })
+        .await
+    }
+
+    async fn attempt(
+        &self,
+        op: Op,
+        method: &reqwest::Method,
+        url: &str,
+        body: Option<&[u8]>,
+        bounded: bool,
+        reread: bool,
+    ) -> Attempt<reqwest::Response, Refusal> {
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .header("Accept", "application/json");
+        if let Some(b) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(b.to_vec());
         }
-        Err(Refusal::Status(
-            401,
-            "the token was refused after reading it again".into(),
-        ))
+        if bounded {
+            request = request.timeout(self.timeout);
+        }
+        match self.token(op, reread).await {
+            Ok(Some(token)) => request = request.bearer_auth(token.expose_secret()),
+            Ok(None) => {}
+            Err(e) => return Attempt::Done(Err(e)),
+        }
+        let answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) => {
+                return Attempt::Done(Err(Refusal::Failed(transport::unanswered(
+                    op,
+                    self.timeout,
+                    &e,
+                ))));
+            }
+        };
+        let status = answer.status().as_u16();
+        if answer.status().is_success() {
+            return Attempt::Done(Ok(answer));
+        }
+        let refusal = Refusal::Status(
+            status,
+            transport::error_answer(answer, self.timeout).await.message,
+        );
+        if status == 401 && self.target.token_file.is_some() {
+            Attempt::Refused(refusal)
+        } else {
+            Attempt::Done(Err(refusal))
+        }
     }
 
     /// The bearer token: from its file, read again when older than [`TOKEN_REREAD`] or
@@ -274,30 +286,6 @@ impl Api {
         *cached = Some((token.clone(), Instant::now()));
         Ok(Some(token))
     }
-}
-
-/// A Status object's message, fit for a log line: an API server may quote the value it
-/// refused, and a Secret's value holds the refresh token, so every long token-like
-/// word is cut out.
-fn scrub(message: &str) -> String {
-    let mut out = String::new();
-    let mut word = String::new();
-    let token_like = |c: char| c.is_ascii_alphanumeric() || "+/=_-.".contains(c);
-    for c in message.chars().chain(std::iter::once(' ')) {
-        if token_like(c) {
-            word.push(c);
-            continue;
-        }
-        out.push_str(if word.len() >= 32 {
-            "[redacted]"
-        } else {
-            &word
-        });
-        word.clear();
-        out.push(c);
-    }
-    out.pop();
-    out.chars().take(300).collect()
 }
 
 async fn read_token(file: PathBuf) -> Result<SecretString, String> {
@@ -374,7 +362,7 @@ impl<T: DeserializeOwned> Watch<T> {
                 "DELETED" => Event::Deleted(object()?),
                 "ERROR" if raw.object["code"].as_i64() == Some(410) => Event::Gone,
                 "ERROR" => {
-                    let message = raw.object["message"].as_str().unwrap_or("").to_owned();
+                    let message = transport::scrubbed(raw.object["message"].as_str().unwrap_or(""));
                     return Err(StoreFailure::new(
                         Op::Read,
                         Kind::Unreachable,
@@ -385,19 +373,5 @@ impl<T: DeserializeOwned> Watch<T> {
                 _ => continue,
             }));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_refusal_never_quotes_a_long_value() {
-        let m = super::scrub(
-            r#"Secret "tokend-c" is invalid: data[state.json]: Invalid value: "eyJzdGF0ZSI6eyJyZWZyZXNoX3Rva2VuIjoiYmxua19ydF8xMjM0NTY3ODkwIn19""#,
-        );
-        assert_eq!(
-            m,
-            r#"Secret "tokend-c" is invalid: data[state.json]: Invalid value: "[redacted]""#
-        );
     }
 }

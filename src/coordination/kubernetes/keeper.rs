@@ -10,16 +10,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::coordination::clock::Boot;
 use crate::coordination::error::{Kind, Op, StoreFailure};
+use crate::coordination::failure_log::FailureLog;
 use crate::coordination::kubernetes::api::{Api, Event, Resource, Watch, Written};
 use crate::coordination::kubernetes::election::{self, Observed, Step};
 use crate::coordination::kubernetes::objects::{Lease, Secret};
 use crate::coordination::record::Stored;
-use crate::coordination::report::Complaints;
 use crate::coordination::view::{Role, View};
-use crate::coordination::{LOG, RE_READ};
-
-/// How soon a failed request is tried again (client-go's retry period).
-const RETRY: Duration = Duration::from_secs(2);
+use crate::coordination::{LOG, Next, RE_READ, RETRY};
 
 pub(super) type Reply = oneshot::Sender<Result<Boot, StoreFailure>>;
 
@@ -31,7 +28,7 @@ pub(super) struct Shared {
     /// The Secret as last read (`None`: there is none): a replace keeps what tokend
     /// does not write, and carries its resourceVersion.
     pub(super) secret: Mutex<Option<Secret>>,
-    pub(super) complaints: Complaints,
+    pub(super) failures: FailureLog,
 }
 
 impl Shared {
@@ -86,12 +83,6 @@ pub(super) struct Keeper {
     deadline: watch::Sender<Option<Boot>>,
     /// When to look at the Lease again.
     wake: Instant,
-}
-
-enum Next {
-    Stop,
-    Relist,
-    Retry,
 }
 
 impl Keeper {
@@ -162,17 +153,17 @@ impl Keeper {
         let ((lease, lease_version), (secret, secret_version)) = match listed.await {
             Ok(l) => l,
             Err(f) => {
-                s.complaints.failed(&f);
+                s.failures.failed(&f);
                 return Next::Retry;
             }
         };
-        s.complaints.ok(Op::Read);
+        s.failures.ok(Op::Read);
         if let Err(f) = self.observe(lease) {
-            s.complaints.failed(&f);
+            s.failures.failed(&f);
             return Next::Retry;
         }
         if let Err(f) = s.apply_listed(secret, &secret_version, Op::Read) {
-            s.complaints.failed(&f);
+            s.failures.failed(&f);
             return Next::Retry;
         }
         self.act().await;
@@ -190,7 +181,7 @@ impl Keeper {
         match watches.await {
             Ok((leases, secrets)) => self.follow(leases, secrets, renew, stop).await,
             Err(f) => {
-                s.complaints.failed(&f);
+                s.failures.failed(&f);
                 Next::Retry
             }
         }
@@ -222,7 +213,7 @@ impl Keeper {
                             Ok(true) => self.act().await,
                             Ok(false) => {}
                             Err(f) => {
-                                s.complaints.failed(&f);
+                                s.failures.failed(&f);
                                 return Next::Retry;
                             }
                         }
@@ -233,7 +224,7 @@ impl Keeper {
                     }
                     Ok(Some(Event::Gone)) | Ok(None) => return Next::Relist,
                     Err(f) => {
-                        s.complaints.failed(&f);
+                        s.failures.failed(&f);
                         return Next::Retry;
                     }
                 },
@@ -241,7 +232,7 @@ impl Keeper {
                     Ok(Some(Event::Put(secret))) => match secret.metadata.revision(Op::Read) {
                         Ok(at) => s.apply_secret(Some(secret), at),
                         Err(f) => {
-                            s.complaints.failed(&f);
+                            s.failures.failed(&f);
                             return Next::Retry;
                         }
                     },
@@ -251,7 +242,7 @@ impl Keeper {
                     }
                     Ok(Some(Event::Gone)) | Ok(None) => return Next::Relist,
                     Err(f) => {
-                        s.complaints.failed(&f);
+                        s.failures.failed(&f);
                         return Next::Retry;
                     }
                 },
@@ -362,7 +353,7 @@ impl Keeper {
         let failure = match written {
             Ok(Written::Done(lease)) => match lease.metadata.revision(op) {
                 Ok(revision) => {
-                    s.complaints.ok(op);
+                    s.failures.ok(op);
                     self.seen = Some(Observed {
                         lease,
                         revision,
@@ -385,13 +376,13 @@ impl Keeper {
                         self.observe(lease)?;
                         self.set_role(self.role_from_lease());
                     }
-                    Err(f) => s.complaints.failed(&f),
+                    Err(f) => s.failures.failed(&f),
                 }
                 StoreFailure::condition(op)
             }
             Err(f) => f,
         };
-        s.complaints.failed(&failure);
+        s.failures.failed(&failure);
         Err(failure)
     }
 
@@ -435,8 +426,8 @@ impl Keeper {
             Ok(Written::Done(_)) => {
                 tracing::info!(target: LOG, "released the lease: another replica can lead at once")
             }
-            Ok(Written::Conflict) => s.complaints.failed(&StoreFailure::condition(Op::Release)),
-            Err(f) => s.complaints.failed(&f),
+            Ok(Written::Conflict) => s.failures.failed(&StoreFailure::condition(Op::Release)),
+            Err(f) => s.failures.failed(&f),
         }
     }
 }

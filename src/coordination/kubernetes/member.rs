@@ -10,11 +10,11 @@ use tokio::task::JoinHandle;
 
 use crate::coordination::clock::Boot;
 use crate::coordination::error::{Kind, Op, StoreFailure};
+use crate::coordination::failure_log::FailureLog;
 use crate::coordination::kubernetes::api::{Api, Resource, Written};
 use crate::coordination::kubernetes::keeper::{Keeper, Reply, Shared};
 use crate::coordination::kubernetes::objects::Secret;
 use crate::coordination::record::Record;
-use crate::coordination::report::Complaints;
 use crate::coordination::view::View;
 
 /// A credential's handle on its membership: the view, and the conditional writes.
@@ -34,7 +34,7 @@ impl Member {
         name: String,
         identity: &str,
         lease: Duration,
-        complaints: Complaints,
+        failures: FailureLog,
     ) -> Member {
         let (view_tx, view) = watch::channel(View::default());
         let shared = Arc::new(Shared {
@@ -42,7 +42,7 @@ impl Member {
             name,
             view: view_tx,
             secret: Mutex::new(None),
-            complaints,
+            failures,
         });
         let (deadline_tx, deadline) = watch::channel(None);
         let (renew, renew_rx) = mpsc::channel(8);
@@ -94,7 +94,7 @@ impl Member {
         let leading = self.view.borrow().role.is_leader() && self.lease().is_some();
         if !leading {
             let f = StoreFailure::condition(op);
-            self.shared.complaints.failed(&f);
+            self.shared.failures.failed(&f);
             return Err(f);
         }
         self.put(record, op, expected).await
@@ -120,7 +120,7 @@ impl Member {
         };
         if !known {
             let f = StoreFailure::condition(op);
-            s.complaints.failed(&f);
+            s.failures.failed(&f);
             return Err(f);
         }
         let written = match current {
@@ -137,7 +137,7 @@ impl Member {
         let failure = match written {
             Ok(Written::Done(secret)) => match secret.metadata.revision(op) {
                 Ok(at) => {
-                    s.complaints.ok(op);
+                    s.failures.ok(op);
                     s.apply_secret(Some(secret), at);
                     return Ok(at);
                 }
@@ -145,13 +145,13 @@ impl Member {
             },
             Ok(Written::Conflict) => {
                 if let Err(f) = s.reread_secret(Op::Read).await {
-                    s.complaints.failed(&f);
+                    s.failures.failed(&f);
                 }
                 StoreFailure::condition(op)
             }
             Err(f) => f,
         };
-        s.complaints.failed(&failure);
+        s.failures.failed(&failure);
         Err(failure)
     }
 

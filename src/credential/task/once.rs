@@ -7,7 +7,6 @@ use crate::credential::machine::{Block, Phase};
 use crate::credential::schedule;
 use crate::credential::task::Credential;
 use crate::oauth::FailureKind;
-use crate::store::StateStore;
 
 /// How a single pass of `once` ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +20,7 @@ pub enum OnceResult {
     Other(String),
 }
 
-impl<S: StateStore> Credential<S> {
+impl Credential {
     /// One pass for `tokend once`: refresh only if due, make sure the outputs are written.
     pub async fn once(mut self) -> OnceResult {
         self.one_pass = true;

@@ -12,9 +12,9 @@ use crate::credential::machine::{Block, Bootstrap, Marks, Resume, Unblocked};
 use crate::credential::schedule;
 use crate::credential::task::{Credential, LOG};
 use crate::rfc3339;
-use crate::store::{StateStore, bootstrap_digest, sha256_hex};
+use crate::store::{bootstrap_digest, sha256_hex};
 
-impl<S: StateStore> Credential<S> {
+impl Credential {
     /// Blocks with the digests of the files that can unblock it, as they are now.
     pub(super) fn block(&mut self, why: Block) {
         let marks = Marks {
@@ -49,7 +49,7 @@ impl<S: StateStore> Credential<S> {
 
     /// Adopts a state that `tokend login` handed over; true if there was one.
     pub(super) async fn adopt_handover(&mut self) -> bool {
-        let state = match self.on_store(|store| store.load_handover()).await {
+        let state = match self.on_state_file(|file| file.load_handover()).await {
             Ok(Some(state)) => state,
             Ok(None) => return false,
             Err(e) => {
@@ -60,14 +60,14 @@ impl<S: StateStore> Credential<S> {
         let stored = match self.machine.chain_started_at() {
             Some(_) => None,
             None => self
-                .on_store(|store| store.load())
+                .on_state_file(|file| file.load())
                 .await
                 .ok()
                 .flatten()
                 .map(|s| s.chain_started_at),
         };
         if !self.machine.is_newer_chain(&state, stored) {
-            let _ = self.on_store(|store| store.clear_handover()).await;
+            let _ = self.on_state_file(|file| file.clear_handover()).await;
             return false;
         }
         info!(
@@ -77,7 +77,7 @@ impl<S: StateStore> Credential<S> {
         self.machine.adopt(state, SystemTime::now());
         self.save().await;
         if !self.machine.needs_save()
-            && let Err(e) = self.on_store(|store| store.clear_handover()).await
+            && let Err(e) = self.on_state_file(|file| file.clear_handover()).await
         {
             // Not adopted twice (see `is_newer_chain`), but litter holding a token.
             warn!(target: LOG, error = %e, "cannot remove the handed-over state file; remove it by hand");

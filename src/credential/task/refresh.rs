@@ -11,10 +11,9 @@ use crate::credential::machine::{Block, Reaction, RetryKind};
 use crate::credential::task::{Credential, LOG};
 use crate::oauth::{Failure, FailureKind, Grant, TokenAnswer};
 use crate::rfc3339;
-use crate::store::StateStore;
 use crate::telemetry::tally::AttemptResult;
 
-impl<S: StateStore> Credential<S> {
+impl Credential {
     /// Sends one refresh and acts on the answer.
     pub(super) async fn attempt(&mut self, slot: Option<OwnedSemaphorePermit>) {
         let Some((token, from_bootstrap)) = self.machine.token_to_send() else {

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::credential::task::{Credential, LOG};
 use crate::publish::{self, Published};
-use crate::store::StateStore;
+use crate::store::StateFile;
 use crate::telemetry::health::Shared;
 
 /// Threads for the state saves and output writes (each ends in a disk sync) that run
@@ -45,21 +45,21 @@ pub(super) async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Sen
     }
 }
 
-impl<S: StateStore> Credential<S> {
-    /// Runs `work` with the state store, on the blocking pool.
-    pub(super) async fn on_store<T: Send + 'static>(
+impl Credential {
+    /// Runs `work` with the state file, on the blocking pool.
+    pub(super) async fn on_state_file<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut S) -> T + Send + 'static,
+        work: impl FnOnce(&mut StateFile) -> T + Send + 'static,
     ) -> T {
-        let store = self.store.clone();
-        off_thread(move || work(&mut lock(&store))).await
+        let file = self.state_file.clone();
+        off_thread(move || work(&mut lock(&file))).await
     }
 
     pub(super) async fn save(&mut self) {
         let Some(state) = self.machine.state().cloned() else {
             return;
         };
-        match self.on_store(move |store| store.save(&state)).await {
+        match self.on_state_file(move |file| file.save(&state)).await {
             Ok(()) => self.machine.saved(),
             Err(e) => {
                 error!(target: LOG, error = %e, "cannot save the state; the refresh token is kept in memory and the write is retried");
@@ -171,11 +171,11 @@ impl<S: StateStore> Credential<S> {
     }
 }
 
-/// The store, even after a write panicked while holding it: each save writes a whole
-/// record, so nothing half-done in memory carries over.
-fn lock<S>(store: &Mutex<S>) -> std::sync::MutexGuard<'_, S> {
-    store.lock().unwrap_or_else(PoisonError::into_inner)
+/// The state file, even after a write panicked while holding it: each save writes a
+/// whole record, so nothing half-done in memory carries over.
+fn lock(file: &Mutex<StateFile>) -> std::sync::MutexGuard<'_, StateFile> {
+    file.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The store as the task and its blocking work share it.
-pub(super) type SharedStore<S> = Arc<Mutex<S>>;
+/// The state file as the task and its blocking work share it.
+pub(super) type SharedStateFile = Arc<Mutex<StateFile>>;

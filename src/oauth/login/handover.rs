@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::atomic::Perms;
 use crate::config::CredentialConfig;
 use crate::oauth::login::error::LoginError;
-use crate::store::file::{self as state_file, FileStore};
-use crate::store::{State, StateStore, StoreError};
+use crate::store::file::{self as state_file, StateFile};
+use crate::store::{State, StoreError};
 
 /// How long login waits for a running daemon to adopt what it handed over.
 const ADOPTION_WAIT: Duration = Duration::from_secs(10);
@@ -45,7 +45,7 @@ pub async fn write(cfg: &CredentialConfig, state: &State) -> Result<Written, Log
         uid: owner.map(|o| o.0),
         gid: owner.map(|o| o.1),
     };
-    let holder = match FileStore::open(&cfg.state_file) {
+    let holder = match StateFile::open(&cfg.state_file) {
         Ok(mut store) => {
             store.replace(state, &perms).map_err(failed)?;
             if let Some((uid, gid)) = owner {

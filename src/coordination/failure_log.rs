@@ -12,7 +12,7 @@ use crate::telemetry::Board;
 
 /// One credential's (or, with an empty name, the process's) store failures.
 #[derive(Clone)]
-pub struct Complaints {
+pub struct FailureLog {
     credential: String,
     store: Store,
     board: Arc<Board>,
@@ -20,9 +20,9 @@ pub struct Complaints {
     last: Arc<Mutex<HashMap<Op, Kind>>>,
 }
 
-impl Complaints {
+impl FailureLog {
     pub fn new(credential: &str, store: Store, board: Arc<Board>) -> Self {
-        Complaints {
+        FailureLog {
             credential: credential.to_owned(),
             store,
             board,
